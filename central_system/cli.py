@@ -1,0 +1,66 @@
+"""The ``consultease`` command.
+
+Each sub-command lives in a module listed in ``COMMAND_MODULES`` that exposes
+``register(subparsers)``; the parser is assembled from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+COMMAND_MODULES: list[str] = [
+    "central_system.commands.serve",
+]
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Log to stderr with timestamps."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    for noisy in ("transitions", "amqtt", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="consultease", description="ConsultEase consultation system"
+    )
+    parser.add_argument("--log-level", default=os.environ.get("CONSULTEASE_LOG_LEVEL", "INFO"))
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as err:  # a command whose optional dependency is missing
+            logging.getLogger(__name__).debug("command module %s unavailable: %s", name, err)
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def install_signal_handlers(on_signal: Any) -> None:
+    """Run ``on_signal()`` on SIGINT/SIGTERM (clean shutdown under systemd)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: on_signal())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``consultease`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``consultease`` CLI, one module each."""

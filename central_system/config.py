@@ -1,0 +1,127 @@
+"""One settings object for the whole central system.
+
+Values come from, in order of precedence: keyword arguments, ``CONSULTEASE_*``
+environment variables, a TOML file named by ``CONSULTEASE_CONFIG``, defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "consultease"
+
+
+def _default_client_id() -> str:
+    """A client id derived from the host name: stable across restarts, one per kiosk."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40] or "kiosk"
+    return f"consultease-central-{host}"
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the optional TOML file named by ``CONSULTEASE_CONFIG`` (flat keys, no prefix)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get("CONSULTEASE_CONFIG")
+        self._data: dict[str, Any] = {}
+        if path:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+            # Accept both flat keys and a [consultease] table.
+            self._data = dict(raw.get("consultease", raw))
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    """Every tunable of ConsultEase. Environment variables are ``CONSULTEASE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CONSULTEASE_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_tls_ca_certs: Path | None = None
+    mqtt_tls_certfile: Path | None = None
+    mqtt_tls_keyfile: Path | None = None
+    mqtt_client_id: str = Field(default_factory=_default_client_id)
+    # "5", "3.1.1", or "auto" (try 5, fall back to 3.1.1 when the broker refuses it).
+    mqtt_protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    mqtt_keepalive: int = Field(default=30, ge=5, le=600)
+    mqtt_max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
+    mqtt_max_backlog: int = Field(default=50_000, ge=100)
+    mqtt_reconnect_max_delay: float = Field(default=60.0, gt=0)
+    mqtt_inflight_window: int = Field(default=20, ge=1, le=65535)
+
+    # Contract section 3: a desk silent this long is offline.
+    desk_offline_after_s: float = Field(default=90.0, gt=0)
+    liveness_check_interval_s: float = Field(default=5.0, gt=0)
+
+    kiosk_inactivity_timeout_s: float = Field(default=120.0, gt=0)
+    kiosk_logout_warning_s: float = Field(default=15.0, ge=0)
+    rfid_device: str | None = None
+    fullscreen: bool = False
+
+    log_level: str = "INFO"
+
+    @field_validator("mqtt_client_id")
+    @classmethod
+    def _client_id_is_sane(cls, value: str) -> str:
+        if not value or len(value) > 128 or any(c in value for c in "+#/\0"):
+            raise ValueError("mqtt_client_id must be 1-128 characters without + # / or NUL")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls), file_secret_settings)
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database URL, or a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'consultease.db'}"
+
+    @property
+    def mqtt_tls_enabled(self) -> bool:
+        """TLS is on exactly when a CA certificate file is configured."""
+        return self.mqtt_tls_ca_certs is not None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    """Forget the cached settings (tests change the environment between cases)."""
+    get_settings.cache_clear()

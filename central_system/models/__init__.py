@@ -1,0 +1,23 @@
+"""SQLAlchemy 2 models of ConsultEase, one module per aggregate, plus the outbox table."""
+
+from .admin import Admin, AuditLog
+from .base import Base, utcnow
+from .consultation import ALLOWED_TRANSITIONS, Consultation, ConsultationStatus
+from .faculty import DeskUnit, Faculty, FacultyStatus
+from .outbox import OutboxMessage
+from .student import Student
+
+__all__ = [
+    "ALLOWED_TRANSITIONS",
+    "Admin",
+    "AuditLog",
+    "Base",
+    "Consultation",
+    "ConsultationStatus",
+    "DeskUnit",
+    "Faculty",
+    "FacultyStatus",
+    "OutboxMessage",
+    "Student",
+    "utcnow",
+]

@@ -1,0 +1,76 @@
+"""The consultation aggregate: one student's request to one faculty member."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .base import Base, utcnow
+from .faculty import Faculty
+from .student import Student
+
+
+class ConsultationStatus(StrEnum):
+    """The life of a request."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    BUSY = "busy"
+    DECLINED = "declined"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+# Which state may follow which (contract 2.2: anything else is rejected).
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    ConsultationStatus.PENDING: frozenset(
+        {
+            ConsultationStatus.ACCEPTED,
+            ConsultationStatus.BUSY,
+            ConsultationStatus.DECLINED,
+            ConsultationStatus.CANCELLED,
+        }
+    ),
+    ConsultationStatus.ACCEPTED: frozenset({ConsultationStatus.COMPLETED}),
+    ConsultationStatus.BUSY: frozenset(),
+    ConsultationStatus.DECLINED: frozenset(),
+    ConsultationStatus.COMPLETED: frozenset(),
+    ConsultationStatus.CANCELLED: frozenset(),
+}
+
+
+class Consultation(Base):
+    """A consultation request and the time of each transition."""
+
+    __tablename__ = "consultations"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'accepted', 'busy', 'declined', 'completed', 'cancelled')",
+            name="status_valid",
+        ),
+        Index("ix_consultations_faculty_status", "faculty_id", "status"),
+        Index("ix_consultations_student", "student_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("students.id", ondelete="CASCADE"))
+    faculty_id: Mapped[int] = mapped_column(ForeignKey("faculty.id", ondelete="CASCADE"))
+    message: Mapped[str] = mapped_column(Text)
+    course_code: Mapped[str | None] = mapped_column(String(16), default=None)
+    status: Mapped[str] = mapped_column(String(16), default=ConsultationStatus.PENDING.value)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    accepted_at: Mapped[datetime | None] = mapped_column(default=None)
+    busy_at: Mapped[datetime | None] = mapped_column(default=None)
+    declined_at: Mapped[datetime | None] = mapped_column(default=None)
+    completed_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancelled_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_sent_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    student: Mapped[Student] = relationship(lazy="joined")
+    faculty: Mapped[Faculty] = relationship(lazy="joined")
+
+    def __repr__(self) -> str:
+        return f"Consultation(id={self.id!r}, status={self.status!r})"

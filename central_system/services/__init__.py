@@ -1,0 +1,1 @@
+"""Services: the one MQTT service, the deprecated facade, the embedded broker."""

@@ -1,0 +1,1233 @@
+"""The central system's one asynchronous MQTT service.
+
+This is the only module of ``central_system`` that imports paho-mqtt. One
+``AsyncMQTTService`` owns the process's single MQTT connection; everything else
+publishes and subscribes through it.
+
+Guarantees:
+
+* **Never blocks the caller.** ``publish_async`` validates and serialises the
+  payload, appends it to an in-memory queue and returns a :class:`PublishHandle`.
+  No disk or network I/O happens on the caller's thread.
+* **Loses nothing.** Every QoS >= 1 message is written to the outbox table by a
+  writer thread in batches (group commit) and deleted only when the broker
+  acknowledged it (PUBACK for QoS 1, PUBCOMP for QoS 2). A message that
+  announces a database change is staged in the same transaction as that change
+  (:meth:`AsyncMQTTService.stage`). After a process restart, unacknowledged
+  rows are published again, in ``id`` order.
+* **Bounded backlog.** See :data:`BACKLOG_POLICY`.
+
+Threads: ``mqtt-writer`` (database), ``mqtt-network`` (paho's socket, driven
+through paho's external-loop API so that reconnects use our own jittered
+backoff), ``mqtt-dispatch`` (subscription handlers, so a slow handler never
+stalls keepalive).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import random
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from sqlalchemy import Engine, delete, insert
+from sqlalchemy import event as sa_event
+from sqlalchemy import select as sa_select
+from sqlalchemy.orm import Session
+
+from ..config import Settings, get_settings
+from ..models.outbox import OutboxMessage
+from ..utils.topics import central_status_topic
+
+logger = logging.getLogger(__name__)
+
+BACKLOG_POLICY: Final = (
+    "The backlog (accepted, not yet acknowledged) is bounded by mqtt_max_backlog. "
+    "A retained message that is still waiting supersedes an older waiting retained message "
+    "on the same topic (the older is deleted and counted in coalesced_messages). "
+    "When the backlog is still over the bound, the oldest waiting message is deleted from the "
+    "outbox, counted in dropped_messages and logged; its handle's waits return False. "
+    "Pending consultation requests are not lost this way: the liveness service re-sends them "
+    "from the consultations table when a desk reconnects. "
+    "QoS 0 messages are never stored: they are dropped (and counted) while disconnected."
+)
+
+_OUTBOX = OutboxMessage.__table__
+_AUTH_REASON_CODES: Final = frozenset(
+    {0x86, 0x87, 0x8C}
+)  # bad credentials, not authorised, bad auth method
+_UNSUPPORTED_PROTOCOL: Final = 0x84
+_PUBCOMP_ID_NOT_FOUND: Final = 0x92
+_RELAY_WINDOW: Final = 1000  # QoS>=1 messages handed to paho and not yet acknowledged
+_DISPATCH_QUEUE_MAX: Final = 10_000
+_ECHO_TTL_S: Final = 30.0
+_STATE_POLL_S: Final = 1.0
+_CONNECT_TIMEOUT_S: Final = 5.0
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class MQTTServiceError(Exception):
+    """Base class of every error this service raises."""
+
+
+class PublishValidationError(MQTTServiceError, ValueError):
+    """``publish_async`` refused its arguments; nothing was queued."""
+
+
+class PayloadTooLargeError(PublishValidationError):
+    """The serialised payload is over ``mqtt_max_payload_bytes``."""
+
+
+class ServiceStoppedError(MQTTServiceError):
+    """The service was stopped and accepts no more messages."""
+
+
+class AuthenticationError(MQTTServiceError):
+    """The broker refused the configured credentials; reconnecting stopped."""
+
+
+# --------------------------------------------------------------------------- value types
+
+
+@dataclass(frozen=True, slots=True)
+class MQTTMessage:
+    """An inbound message as handlers receive it (no paho types leak out)."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+
+    @property
+    def text(self) -> str:
+        """The payload decoded as UTF-8 (invalid bytes replaced)."""
+        return self.payload.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The payload parsed as JSON (raises ``ValueError`` when it is not)."""
+        return json.loads(self.payload)
+
+
+Handler = Callable[[MQTTMessage], None]
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Subscription:
+    """One handler on one filter. Identity, not value, tells two apart."""
+
+    topic_filter: str
+    handler: Handler
+    qos: int
+    no_local: bool
+
+
+_ACCEPTED, _PERSISTED, _ACKED, _DROPPED = 0, 1, 2, -1
+
+
+class PublishHandle:
+    """What ``publish_async`` returns: lets a caller (never the UI thread) wait for durability."""
+
+    __slots__ = (
+        "_service",
+        "accepted_at",
+        "payload",
+        "qos",
+        "retain",
+        "row_id",
+        "seq",
+        "state",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        service: AsyncMQTTService,
+        seq: int,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        row_id: int | None = None,
+    ) -> None:
+        self._service = service
+        self.seq = seq
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.row_id = row_id
+        self.state = _ACCEPTED if row_id is None else _PERSISTED
+        self.accepted_at = time.perf_counter()
+
+    @property
+    def persisted(self) -> bool:
+        """True once the message is in the outbox (QoS >= 1) and will survive a crash."""
+        return self.state in (_PERSISTED, _ACKED) and self.qos > 0
+
+    @property
+    def acknowledged(self) -> bool:
+        """True once the broker acknowledged it (QoS 0: once written to the socket)."""
+        return self.state == _ACKED
+
+    @property
+    def dropped(self) -> bool:
+        """True when the backlog policy dropped this message."""
+        return self.state == _DROPPED
+
+    def wait_persisted(self, timeout: float | None = None) -> bool:
+        """Wait until the message is durable. QoS 0 messages are never durable: returns False."""
+        if self.qos == 0:
+            return False
+        return self._service._wait(lambda: self.state != _ACCEPTED, timeout) and self.state in (
+            _PERSISTED,
+            _ACKED,
+        )
+
+    def wait_acknowledged(self, timeout: float | None = None) -> bool:
+        """Wait until the broker acknowledged the message; False on timeout or drop."""
+        return self._service._wait(lambda: self.state in (_ACKED, _DROPPED), timeout) and (
+            self.state == _ACKED
+        )
+
+    def __repr__(self) -> str:
+        return f"PublishHandle(seq={self.seq}, topic={self.topic!r}, qos={self.qos}, state={self.state})"
+
+
+@dataclass(slots=True)
+class _Stats:
+    messages_received: int = 0
+    messages_published: int = 0
+    publish_errors: int = 0
+    dropped_messages: int = 0
+    coalesced_messages: int = 0
+    dropped_inbound: int = 0
+    handler_errors: int = 0
+    persist_errors: int = 0
+    connects: int = 0
+    last_error: str | None = None
+    persist_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+def encode_payload(data: Any) -> bytes:
+    """``dict``/``list`` -> compact JSON, ``str`` -> UTF-8, ``bytes`` as they are."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        try:
+            return data.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise PublishValidationError(f"payload text is not valid Unicode: {err}") from err
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, (dict, list)):
+        try:
+            return json.dumps(
+                data, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            ).encode("utf-8")
+        except (TypeError, ValueError, UnicodeEncodeError) as err:
+            raise PublishValidationError(f"payload cannot be serialised as JSON: {err}") from err
+    raise PublishValidationError(
+        f"payload must be dict, list, str or bytes, not {type(data).__name__}"
+    )
+
+
+def validate_publish_topic(topic: Any) -> str:
+    """Raise :class:`PublishValidationError` unless ``topic`` is a valid publish topic [MQTT-3.3.2-2]."""
+    if not isinstance(topic, str) or not topic:
+        raise PublishValidationError("topic must be a non-empty string")
+    if "+" in topic or "#" in topic:
+        raise PublishValidationError(f"wildcards are not allowed in a publish topic: {topic!r}")
+    if "\0" in topic:
+        raise PublishValidationError("NUL characters are not allowed in a topic [MQTT-4.7.3-2]")
+    if topic.startswith("$"):
+        raise PublishValidationError(
+            f"topics starting with $ are reserved for the broker: {topic!r}"
+        )
+    if len(topic) > 16383 and len(topic.encode("utf-8", "surrogatepass")) > 65535:
+        raise PublishValidationError("topic is longer than 65535 bytes [MQTT-4.7.3-3]")
+    return topic
+
+
+def validate_topic_filter(topic_filter: Any) -> str:
+    """Raise :class:`PublishValidationError` unless ``topic_filter`` is a valid subscription filter."""
+    if not isinstance(topic_filter, str) or not topic_filter or "\0" in topic_filter:
+        raise PublishValidationError("topic filter must be a non-empty string without NUL")
+    levels = topic_filter.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            raise PublishValidationError(f"'#' must be a whole last level: {topic_filter!r}")
+        if "+" in level and level != "+":
+            raise PublishValidationError(f"'+' must be a whole level: {topic_filter!r}")
+    return topic_filter
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """True when ``topic`` matches ``topic_filter`` (MQTT wildcard rules)."""
+    return bool(paho.topic_matches_sub(topic_filter, topic))
+
+
+# --------------------------------------------------------------------------- the service
+
+
+class AsyncMQTTService:
+    """Owns the one MQTT connection of the central system. See the module docstring."""
+
+    def __init__(self, settings: Settings | None = None, engine: Engine | None = None) -> None:
+        self.settings = settings or get_settings()
+        self._engine = engine
+        self.client_id = self.settings.mqtt_client_id
+        self.status_topic = central_status_topic(self.client_id)
+
+        self._seq = itertools.count(1)
+        self._last_seq = 0
+        self._incoming: deque[PublishHandle] = deque()
+        self._ready: deque[PublishHandle] = deque()
+        self._ready_lock = threading.Lock()
+        self._latest_retained: dict[str, PublishHandle] = {}
+        self._to_delete: deque[int] = deque()
+        self._inflight: dict[int, PublishHandle] = {}
+        self._wait_cond = threading.Condition()
+
+        self._subs_lock = threading.Lock()
+        self._subs: dict[str, list[Subscription]] = {}
+        self._control: deque[tuple[str, str, int, bool]] = deque()
+        self._echo: dict[tuple[str, int], list[float]] = {}
+        self._echo_lock = threading.Lock()
+        self._dispatch_q: deque[MQTTMessage] = deque()
+        self._dispatch_event = threading.Event()
+        self._state_listeners: list[Callable[[str], None]] = []
+
+        self._stats = _Stats()
+        self._writer_event = threading.Event()
+        self._stopping = threading.Event()
+        self._stopped = False
+        self._started = False
+        self._start_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+        self._client: paho.Client | None = None
+        self._protocol: MQTTProtocolVersion | None = None
+        self._connected = False
+        self._state = "stopped"
+        self._auth_failed = False
+        self._attempt = 0
+        self._session_connects = 0
+        self._connected_event = threading.Event()
+
+    # ------------------------------------------------------------------ public API
+
+    def start(self) -> None:
+        """Start the writer, network and dispatch threads. Returns at once; connecting is asynchronous."""
+        with self._start_lock:
+            if self._started:
+                return
+            if self._stopped:
+                raise ServiceStoppedError("a stopped AsyncMQTTService cannot be restarted")
+            if self._engine is None:
+                from ..db import get_engine
+
+                self._engine = get_engine()
+            self._started = True
+            self._set_state("connecting")
+            self._recover_outbox()
+            for name, target in (
+                ("mqtt-writer", self._writer_loop),
+                ("mqtt-network", self._network_loop),
+                ("mqtt-dispatch", self._dispatch_loop),
+            ):
+                thread = threading.Thread(target=target, name=name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            logger.info(
+                "MQTT service started: broker %s:%s, client id %s, protocol %s",
+                self.settings.mqtt_host,
+                self.settings.mqtt_port,
+                self.client_id,
+                self.settings.mqtt_protocol,
+            )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Persist what was accepted, wait up to ``timeout`` s for acknowledgements, disconnect cleanly."""
+        with self._start_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            if not self._started:
+                return
+        deadline = time.monotonic() + timeout
+        self._wait(lambda: not self._incoming, max(0.0, deadline - time.monotonic()))
+        if self._connected:
+            self._wait(
+                lambda: not self._live_ready_count() and not self._inflight,
+                max(0.0, deadline - time.monotonic()),
+            )
+        self._stopping.set()
+        self._writer_event.set()
+        self._dispatch_event.set()
+        self._wake_network()
+        for thread in self._threads:
+            thread.join(timeout=max(1.0, deadline - time.monotonic() + 2.0))
+        self._set_state("stopped")
+        with self._wait_cond:
+            self._wait_cond.notify_all()
+        logger.info("MQTT service stopped; %d messages remain in the outbox", self.queue_size)
+
+    def publish_async(
+        self, topic: str, data: Any, qos: int = 1, retain: bool = False
+    ) -> PublishHandle:
+        """Accept a message for delivery and return at once. Raises on bad input; queues nothing then."""
+        if self._stopped:
+            raise ServiceStoppedError("the MQTT service is stopped")
+        validate_publish_topic(topic)
+        if qos not in (0, 1, 2):
+            raise PublishValidationError(f"qos must be 0, 1 or 2, not {qos!r}")
+        payload = encode_payload(data)
+        if len(payload) > self.settings.mqtt_max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"payload is {len(payload)} bytes; the maximum is {self.settings.mqtt_max_payload_bytes}"
+            )
+        seq = next(self._seq)
+        self._last_seq = seq
+        handle = PublishHandle(self, seq, topic, payload, qos, bool(retain))
+        self._incoming.append(handle)
+        if not self._writer_event.is_set():
+            self._writer_event.set()
+        return handle
+
+    def stage(
+        self, session: Session, topic: str, data: Any, qos: int = 1, retain: bool = False
+    ) -> PublishHandle:
+        """Add a message to ``session``'s transaction: it is sent only if, and after, the session commits."""
+        validate_publish_topic(topic)
+        if qos not in (0, 1, 2):
+            raise PublishValidationError(f"qos must be 0, 1 or 2, not {qos!r}")
+        payload = encode_payload(data)
+        if len(payload) > self.settings.mqtt_max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"payload is {len(payload)} bytes; the maximum is {self.settings.mqtt_max_payload_bytes}"
+            )
+        staged: list[tuple[PublishHandle, OutboxMessage | None]] | None = session.info.get(
+            "mqtt_staged"
+        )
+        if staged is None:
+            staged = []
+            session.info["mqtt_staged"] = staged
+            sa_event.listen(session, "before_commit", self._before_commit)
+            sa_event.listen(session, "after_commit", self._after_commit)
+            sa_event.listen(session, "after_rollback", self._after_rollback)
+        row = None
+        if qos > 0:
+            row = OutboxMessage(topic=topic, payload=payload, qos=qos, retain=bool(retain))
+            session.add(row)
+        handle = PublishHandle(self, 0, topic, payload, qos, bool(retain))
+        staged.append((handle, row))
+        return handle
+
+    def subscribe(
+        self, topic_filter: str, handler: Handler, qos: int = 1, *, no_local: bool = False
+    ) -> Callable[[], None]:
+        """Call ``handler`` for every message matching ``topic_filter``. Returns the unsubscriber.
+
+        ``no_local`` skips the service's own publications: MQTT 5 No Local on the
+        broker; on MQTT 3.1.1 the service drops echoes of what it published itself.
+        """
+        validate_topic_filter(topic_filter)
+        if qos not in (0, 1, 2):
+            raise PublishValidationError(f"qos must be 0, 1 or 2, not {qos!r}")
+        if not callable(handler):
+            raise PublishValidationError("handler must be callable")
+        sub = Subscription(topic_filter, handler, qos, no_local)
+        with self._subs_lock:
+            existing = self._subs.setdefault(topic_filter, [])
+            first = not existing
+            existing.append(sub)
+        if first:
+            self._control.append(("subscribe", topic_filter, qos, no_local))
+            self._wake_network()
+
+        def unsubscribe() -> None:
+            with self._subs_lock:
+                subs = self._subs.get(topic_filter)
+                if not subs or sub not in subs:
+                    return
+                subs.remove(sub)
+                last = not subs
+                if last:
+                    del self._subs[topic_filter]
+            if last:
+                self._control.append(("unsubscribe", topic_filter, 0, False))
+                self._wake_network()
+
+        return unsubscribe
+
+    @property
+    def is_connected(self) -> bool:
+        """True while a CONNACK-accepted connection is open."""
+        return self._connected
+
+    @property
+    def state(self) -> str:
+        """One of ``stopped``, ``connecting``, ``connected``, ``disconnected``, ``auth_failed``."""
+        return self._state
+
+    @property
+    def queue_size(self) -> int:
+        """Messages accepted and not yet acknowledged by the broker."""
+        return len(self._incoming) + self._live_ready_count() + len(self._inflight)
+
+    @property
+    def protocol(self) -> str | None:
+        """The negotiated MQTT protocol ("5" or "3.1.1"), or None before the first connect."""
+        if self._protocol is None:
+            return None
+        return "5" if self._protocol == MQTTProtocolVersion.MQTTv5 else "3.1.1"
+
+    def add_state_listener(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(state)`` (on a service thread) on every state change. Returns the remover."""
+        self._state_listeners.append(listener)
+        return lambda: self._state_listeners.remove(listener)
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        """Wait until connected (tests, CLI); never call it on the UI thread."""
+        return self._connected_event.wait(timeout)
+
+    def get_stats(self) -> dict[str, Any]:
+        """Counters and state for dashboards, the admin screen and ``consultease doctor``."""
+        lat = sorted(self._stats.persist_latencies)
+
+        def pct(p: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 3) if lat else None
+
+        return {
+            "connected": self._connected,
+            "state": self._state,
+            "protocol": self.protocol,
+            "client_id": self.client_id,
+            "broker": f"{self.settings.mqtt_host}:{self.settings.mqtt_port}",
+            "messages_queued": self._last_seq,
+            "messages_published": self._stats.messages_published,
+            "messages_received": self._stats.messages_received,
+            "publish_errors": self._stats.publish_errors,
+            "dropped_messages": self._stats.dropped_messages,
+            "coalesced_messages": self._stats.coalesced_messages,
+            "dropped_inbound": self._stats.dropped_inbound,
+            "handler_errors": self._stats.handler_errors,
+            "persist_errors": self._stats.persist_errors,
+            "queue_size": self.queue_size,
+            "inflight": len(self._inflight),
+            "reconnects": max(0, self._stats.connects - 1),
+            "last_error": self._stats.last_error,
+            "persist_ms_p50": pct(0.50),
+            "persist_ms_p99": pct(0.99),
+            "subscriptions": sum(len(v) for v in self._subs.values()),
+            "backlog_policy": BACKLOG_POLICY,
+        }
+
+    # ------------------------------------------------------------------ transactional staging
+
+    def _before_commit(self, session: Session) -> None:
+        staged = session.info.get("mqtt_staged")
+        if staged and any(row is not None and row.id is None for _h, row in staged):
+            session.flush()
+
+    def _after_commit(self, session: Session) -> None:
+        staged = session.info.pop("mqtt_staged", None)
+        self._remove_session_listeners(session)
+        if not staged:
+            return
+        for handle, row in staged:
+            handle.seq = next(self._seq)
+            self._last_seq = handle.seq
+            if row is not None:
+                handle.row_id = row.id
+                handle.state = _PERSISTED
+            self._incoming.append(handle)
+        self._writer_event.set()
+
+    def _after_rollback(self, session: Session) -> None:
+        if session.info.pop("mqtt_staged", None) is not None:
+            self._remove_session_listeners(session)
+
+    def _remove_session_listeners(self, session: Session) -> None:
+        for name, fn in (
+            ("before_commit", self._before_commit),
+            ("after_commit", self._after_commit),
+            ("after_rollback", self._after_rollback),
+        ):
+            if sa_event.contains(session, name, fn):
+                sa_event.remove(session, name, fn)
+
+    # ------------------------------------------------------------------ waiting
+
+    def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._wait_cond:
+            while not predicate():
+                if self._stopping.is_set() and self._state == "stopped":
+                    return predicate()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._wait_cond.wait(0.5 if remaining is None else min(remaining, 0.5))
+            return True
+
+    def _notify_waiters(self) -> None:
+        with self._wait_cond:
+            self._wait_cond.notify_all()
+
+    # ------------------------------------------------------------------ writer thread
+
+    def _recover_outbox(self) -> None:
+        """Queue every unacknowledged row left by an earlier run, oldest first."""
+        assert self._engine is not None
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa_select(
+                    _OUTBOX.c.id,
+                    _OUTBOX.c.topic,
+                    _OUTBOX.c.payload,
+                    _OUTBOX.c.qos,
+                    _OUTBOX.c.retain,
+                ).order_by(_OUTBOX.c.id)
+            ).all()
+        if rows:
+            logger.info("recovering %d unacknowledged messages from the outbox", len(rows))
+        for row in rows:
+            handle = PublishHandle(
+                self, 0, row.topic, bytes(row.payload), row.qos, row.retain, row.id
+            )
+            self._enqueue_ready(handle)
+
+    def _writer_loop(self) -> None:
+        pending: list[PublishHandle] = []
+        failures = 0
+        while True:
+            self._writer_event.wait(0.5)
+            self._writer_event.clear()
+            while self._incoming:
+                pending.append(self._incoming.popleft())
+            deletes: list[int] = []
+            while self._to_delete:
+                deletes.append(self._to_delete.popleft())
+            if pending or deletes:
+                try:
+                    self._persist(pending, deletes)
+                    failures = 0
+                except Exception as err:
+                    failures += 1
+                    self._stats.persist_errors += 1
+                    self._stats.last_error = f"outbox write failed: {err}"
+                    logger.exception("outbox write failed (attempt %d); retrying", failures)
+                    self._to_delete.extendleft(reversed(deletes))
+                    self._enforce_pending_bound(pending)
+                    if self._stopping.wait(min(5.0, 0.1 * 2**failures)) and failures > 3:
+                        break
+                    continue
+                now = time.perf_counter()
+                latencies = self._stats.persist_latencies
+                for handle in pending:
+                    if handle.qos > 0:
+                        latencies.append(now - handle.accepted_at)
+                    self._enqueue_ready(handle)
+                pending = []
+                self._notify_waiters()
+                self._wake_network()
+            if self._stopping.is_set() and not self._incoming and not self._to_delete:
+                break
+
+    def _persist(self, batch: list[PublishHandle], deletes: list[int]) -> None:
+        assert self._engine is not None
+        new_rows = [h for h in batch if h.qos > 0 and h.row_id is None]
+        with self._engine.begin() as conn:
+            if new_rows:
+                result = conn.execute(
+                    insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True),
+                    [
+                        {"topic": h.topic, "payload": h.payload, "qos": h.qos, "retain": h.retain}
+                        for h in new_rows
+                    ],
+                )
+                ids = result.scalars().all()
+            if deletes:
+                for i in range(0, len(deletes), 500):
+                    conn.execute(delete(_OUTBOX).where(_OUTBOX.c.id.in_(deletes[i : i + 500])))
+        if new_rows:
+            for handle, row_id in zip(new_rows, ids, strict=True):
+                handle.row_id = row_id
+                if handle.state == _ACCEPTED:
+                    handle.state = _PERSISTED
+
+    def _enforce_pending_bound(self, pending: list[PublishHandle]) -> None:
+        over = (
+            len(pending)
+            + self._live_ready_count()
+            + len(self._inflight)
+            - self.settings.mqtt_max_backlog
+        )
+        if over > 0:
+            dropped = pending[:over]
+            del pending[:over]
+            for handle in dropped:
+                handle.state = _DROPPED
+            self._count_drop(len(dropped), "the outbox cannot be written")
+
+    def _count_drop(self, count: int, why: str) -> None:
+        before = self._stats.dropped_messages
+        self._stats.dropped_messages += count
+        if before // 1000 != self._stats.dropped_messages // 1000 or before == 0:
+            logger.warning(
+                "MQTT backlog over %d messages (%s): dropped %d oldest, %d dropped in total",
+                self.settings.mqtt_max_backlog,
+                why,
+                count,
+                self._stats.dropped_messages,
+            )
+
+    # ------------------------------------------------------------------ ready queue
+
+    def _live_ready_count(self) -> int:
+        return len(self._ready)
+
+    def _enqueue_ready(self, handle: PublishHandle) -> None:
+        """Append to the send queue, coalescing retained topics and enforcing the bound."""
+        with self._ready_lock:
+            if handle.retain and handle.qos > 0:
+                older = self._latest_retained.get(handle.topic)
+                if older is not None and older.state in (_ACCEPTED, _PERSISTED):
+                    try:
+                        self._ready.remove(older)
+                    except ValueError:
+                        older = None
+                    if older is not None:
+                        older.state = _DROPPED
+                        if older.row_id is not None:
+                            self._to_delete.append(older.row_id)
+                        self._stats.coalesced_messages += 1
+                self._latest_retained[handle.topic] = handle
+            self._ready.append(handle)
+            over = len(self._ready) + len(self._inflight) - self.settings.mqtt_max_backlog
+            dropped = 0
+            while over > 0 and self._ready:
+                victim = self._ready.popleft()
+                if self._latest_retained.get(victim.topic) is victim:
+                    del self._latest_retained[victim.topic]
+                victim.state = _DROPPED
+                if victim.row_id is not None:
+                    self._to_delete.append(victim.row_id)
+                over -= 1
+                dropped += 1
+        if dropped:
+            self._count_drop(dropped, "broker unreachable or too slow")
+            self._writer_event.set()
+
+    def _pop_ready(self) -> PublishHandle | None:
+        with self._ready_lock:
+            if not self._ready:
+                return None
+            handle = self._ready.popleft()
+            if handle.retain and self._latest_retained.get(handle.topic) is handle:
+                del self._latest_retained[handle.topic]
+            return handle
+
+    # ------------------------------------------------------------------ network thread
+
+    def _wake_network(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_w.send(b"\0")
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _set_state(self, state: str) -> None:
+        if state == self._state:
+            return
+        self._state = state
+        for listener in list(self._state_listeners):
+            try:
+                listener(state)
+            except Exception:
+                logger.exception("MQTT state listener failed")
+
+    def _protocol_candidates(self) -> list[MQTTProtocolVersion]:
+        if self.settings.mqtt_protocol == "5":
+            return [MQTTProtocolVersion.MQTTv5]
+        if self.settings.mqtt_protocol == "3.1.1":
+            return [MQTTProtocolVersion.MQTTv311]
+        return [MQTTProtocolVersion.MQTTv5, MQTTProtocolVersion.MQTTv311]
+
+    def _make_client(self, protocol: MQTTProtocolVersion) -> paho.Client:
+        s = self.settings
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=protocol,
+            # Clean sessions, always: paho itself re-sends unacknowledged QoS 1/2
+            # messages on reconnect, and a clean session means a broker that lost its
+            # state (restart without persistence) can never swallow a PUBREL.
+            clean_session=True if protocol != MQTTProtocolVersion.MQTTv5 else None,
+            reconnect_on_failure=False,
+        )
+        client.max_inflight_messages_set(s.mqtt_inflight_window)
+        client.max_queued_messages_set(0)
+        client.will_set(self.status_topic, b"offline", qos=1, retain=True)
+        if s.mqtt_username:
+            client.username_pw_set(
+                s.mqtt_username, s.mqtt_password.get_secret_value() if s.mqtt_password else None
+            )
+        if s.mqtt_tls_ca_certs is not None:
+            client.tls_set(
+                ca_certs=str(s.mqtt_tls_ca_certs),
+                certfile=str(s.mqtt_tls_certfile) if s.mqtt_tls_certfile else None,
+                keyfile=str(s.mqtt_tls_keyfile) if s.mqtt_tls_keyfile else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _backoff(self) -> bool:
+        """Sleep a jittered exponential delay (aiomqtt's formula); False when stopping."""
+        self._attempt += 1
+        delay = min(
+            self.settings.mqtt_reconnect_max_delay,
+            0.1 + random.uniform(0, 1.5 ** min(10, self._attempt)),
+        )
+        logger.debug("reconnecting in %.2f s (attempt %d)", delay, self._attempt)
+        deadline = time.monotonic() + delay
+        while not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            select.select([self._wake_r], [], [], remaining)
+            self._drain_wake()
+        return False
+
+    def _connect_once(self) -> bool:
+        """One connection attempt (TCP/TLS + CONNECT). True when CONNECT was sent."""
+        candidates = self._protocol_candidates()
+        if self._protocol is None:
+            protocol = candidates[self._attempt % len(candidates)]
+        else:
+            protocol = self._protocol
+        if self._client is None or self._client.protocol != protocol:
+            self._client = self._make_client(protocol)
+            self._client.connect_timeout = _CONNECT_TIMEOUT_S
+        client = self._client
+        self._pending_protocol = protocol
+        try:
+            if self._session_connects == 0 and not getattr(client, "_host", ""):
+                if protocol == MQTTProtocolVersion.MQTTv5:
+                    props = Properties(PacketTypes.CONNECT)
+                    props.SessionExpiryInterval = 0
+                    client.connect(
+                        self.settings.mqtt_host,
+                        self.settings.mqtt_port,
+                        self.settings.mqtt_keepalive,
+                        clean_start=True,
+                        properties=props,
+                    )
+                else:
+                    client.connect(
+                        self.settings.mqtt_host,
+                        self.settings.mqtt_port,
+                        self.settings.mqtt_keepalive,
+                    )
+            else:
+                client.reconnect()
+        except (OSError, ssl.SSLError, ValueError) as err:
+            self._stats.last_error = (
+                f"cannot reach broker {self.settings.mqtt_host}:{self.settings.mqtt_port}: {err}"
+            )
+            logger.warning("%s", self._stats.last_error)
+            return False
+        return True
+
+    def _network_loop(self) -> None:
+        while not self._stopping.is_set():
+            if self._auth_failed:
+                self._stopping.wait(_STATE_POLL_S)
+                continue
+            if not self._connect_once():
+                self._set_state("disconnected")
+                if not self._backoff():
+                    break
+                continue
+            self._serve_connection()
+            if self._stopping.is_set():
+                break
+            if self._auth_failed:
+                continue
+            if not self._backoff():
+                break
+        self._shutdown_connection()
+
+    def _serve_connection(self) -> None:
+        """Drive paho's external loop until the connection ends or the service stops."""
+        client = self._client
+        assert client is not None
+        connack_deadline = time.monotonic() + _CONNECT_TIMEOUT_S + self.settings.mqtt_keepalive
+        while not self._stopping.is_set():
+            sock = client.socket()
+            if sock is None:
+                return
+            if not self._connected and time.monotonic() > connack_deadline:
+                self._stats.last_error = "no CONNACK from the broker"
+                logger.warning("no CONNACK within %.0f s; reconnecting", _CONNECT_TIMEOUT_S)
+                client.disconnect()
+                self._on_link_down()
+                return
+            pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
+            wlist = [sock] if client.want_write() else []
+            try:
+                readable, writable, _ = select.select(
+                    [sock, self._wake_r], wlist, [], 0 if pending else _STATE_POLL_S
+                )
+            except (OSError, ValueError):
+                readable, writable = [sock], []
+            if self._wake_r in readable:
+                self._drain_wake()
+            if sock in readable or pending:
+                client.loop_read()
+            if client.socket() is not None and (sock in writable or client.want_write()):
+                client.loop_write()
+            if client.socket() is None:
+                return
+            client.loop_misc()
+            if self._connected:
+                self._apply_control(client)
+                self._relay(client)
+
+    def _relay(self, client: paho.Client) -> None:
+        """Hand waiting messages to paho, keeping at most ``_RELAY_WINDOW`` unacknowledged."""
+        while len(self._inflight) < _RELAY_WINDOW and self._connected:
+            handle = self._pop_ready()
+            if handle is None:
+                return
+            if handle.state == _DROPPED:
+                continue
+            info = client.publish(handle.topic, handle.payload, handle.qos, handle.retain)
+            self._remember_echo(handle.topic, handle.payload)
+            if handle.qos == 0:
+                if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    handle.state = _ACKED
+                    self._stats.messages_published += 1
+                else:
+                    handle.state = _DROPPED
+                    self._stats.dropped_messages += 1
+                continue
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                # paho refused it outright (it queued nothing): put it back for the next connection.
+                self._stats.publish_errors += 1
+                self._stats.last_error = f"publish failed: {paho.error_string(info.rc)}"
+                with self._ready_lock:
+                    self._ready.appendleft(handle)
+                return
+            self._inflight[info.mid] = handle
+
+    def _apply_control(self, client: paho.Client) -> None:
+        while self._control:
+            op, topic_filter, qos, no_local = self._control.popleft()
+            if op == "subscribe":
+                self._send_subscribe(client, [(topic_filter, qos, no_local)])
+            else:
+                client.unsubscribe(topic_filter)
+
+    def _send_subscribe(
+        self, client: paho.Client, filters: Iterable[tuple[str, int, bool]]
+    ) -> None:
+        items: list[tuple[str, Any]] = []
+        for topic_filter, qos, no_local in filters:
+            if self._protocol == MQTTProtocolVersion.MQTTv5:
+                items.append((topic_filter, SubscribeOptions(qos=qos, noLocal=no_local)))
+            else:
+                items.append((topic_filter, qos))
+        for i in range(0, len(items), 50):
+            client.subscribe(items[i : i + 50])
+
+    def _shutdown_connection(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        if self._connected:
+            # A clean DISCONNECT does not fire the will [MQTT-3.14.4-3]; say offline ourselves.
+            info = client.publish(self.status_topic, b"offline", qos=1, retain=True)
+            deadline = time.monotonic() + 1.0
+            while not info.is_published() and time.monotonic() < deadline and client.socket():
+                sock = client.socket()
+                wl = [sock] if client.want_write() else []
+                r, _w, _ = select.select([sock], wl, [], 0.05)
+                if r:
+                    client.loop_read()
+                if client.want_write():
+                    client.loop_write()
+            client.disconnect()
+            try:
+                client.loop_write()
+            except Exception:
+                logger.debug("final write failed", exc_info=True)
+        self._connected = False
+        self._connected_event.clear()
+        if client.socket() is not None:
+            client.disconnect()
+
+    # ------------------------------------------------------------------ paho callbacks (network thread)
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        _userdata: Any,
+        _flags: Any,
+        reason_code: ReasonCode,
+        _properties: Any,
+    ) -> None:
+        if reason_code.is_failure:
+            text = str(reason_code)
+            self._stats.last_error = f"broker refused the connection: {text}"
+            if reason_code.value in _AUTH_REASON_CODES:
+                self._auth_failed = True
+                logger.error(
+                    "MQTT authentication failed (%s) for user %r; not retrying. Fix the credentials "
+                    "and restart.",
+                    text,
+                    self.settings.mqtt_username,
+                )
+                self._set_state("auth_failed")
+            else:
+                logger.warning("%s", self._stats.last_error)
+            return
+        self._protocol = self._pending_protocol
+        self._connected = True
+        self._attempt = 0
+        self._session_connects += 1
+        self._stats.connects += 1
+        client.publish(self.status_topic, b"online", qos=1, retain=True)
+        with self._subs_lock:
+            filters = [
+                (f, max(s.qos for s in subs), any(s.no_local for s in subs))
+                for f, subs in self._subs.items()
+            ]
+        self._control.clear()
+        if filters:
+            self._send_subscribe(client, filters)
+        logger.info(
+            "connected to MQTT broker %s:%s (MQTT %s, reconnects %d)",
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            self.protocol,
+            max(0, self._stats.connects - 1),
+        )
+        self._connected_event.set()
+        self._set_state("connected")
+        self._notify_waiters()
+
+    def _on_link_down(self) -> None:
+        was = self._connected
+        self._connected = False
+        self._connected_event.clear()
+        if was:
+            self._set_state("disconnected")
+            self._notify_waiters()
+
+    def _on_disconnect(
+        self, _client: paho.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any
+    ) -> None:
+        if self._connected:
+            logger.warning(
+                "MQTT connection lost (%s); %d unacknowledged", reason_code, len(self._inflight)
+            )
+            self._stats.last_error = f"connection lost: {reason_code}"
+        elif (
+            self._protocol is None
+            and not self._auth_failed
+            and self.settings.mqtt_protocol == "auto"
+        ):
+            logger.info(
+                "MQTT %s refused or closed; trying the next protocol version",
+                self._pending_protocol,
+            )
+        self._on_link_down()
+
+    def _on_publish(
+        self, _client: paho.Client, _userdata: Any, mid: int, reason_code: ReasonCode, _props: Any
+    ) -> None:
+        handle = self._inflight.pop(mid, None)
+        if handle is None:
+            return  # QoS 0 or our own status message
+        if reason_code.is_failure and reason_code.value == _PUBCOMP_ID_NOT_FOUND:
+            # The broker lost its QoS 2 state (restarted): the message may not have been delivered.
+            with self._ready_lock:
+                self._ready.appendleft(handle)
+            return
+        if reason_code.is_failure:
+            self._stats.publish_errors += 1
+            self._stats.last_error = f"broker rejected a publish to {handle.topic}: {reason_code}"
+            logger.error("%s; the message is dropped", self._stats.last_error)
+            handle.state = _DROPPED
+        else:
+            handle.state = _ACKED
+            self._stats.messages_published += 1
+        if handle.row_id is not None:
+            self._to_delete.append(handle.row_id)
+            if not self._writer_event.is_set():
+                self._writer_event.set()
+        self._notify_waiters()
+
+    def _on_subscribe(
+        self, _c: paho.Client, _u: Any, mid: int, reason_codes: list[ReasonCode], _p: Any
+    ) -> None:
+        for rc in reason_codes:
+            if rc.is_failure:
+                self._stats.last_error = f"subscription refused: {rc}"
+                logger.error("broker refused a subscription (mid %d): %s", mid, rc)
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        self._stats.messages_received += 1
+        if len(self._dispatch_q) >= _DISPATCH_QUEUE_MAX:
+            self._stats.dropped_inbound += 1
+            if self._stats.dropped_inbound % 1000 == 1:
+                logger.warning(
+                    "handlers are too slow: inbound message dropped (%d so far)",
+                    self._stats.dropped_inbound,
+                )
+            return
+        self._dispatch_q.append(
+            MQTTMessage(message.topic, bytes(message.payload), message.qos, bool(message.retain))
+        )
+        self._dispatch_event.set()
+
+    # ------------------------------------------------------------------ echo suppression (MQTT 3.1.1 No Local)
+
+    def _remember_echo(self, topic: str, payload: bytes) -> None:
+        if self._protocol == MQTTProtocolVersion.MQTTv5:
+            return
+        key = (topic, hash(payload))
+        now = time.monotonic()
+        with self._echo_lock:
+            self._echo.setdefault(key, []).append(now)
+            if len(self._echo) > 5000:
+                cutoff = now - _ECHO_TTL_S
+                for k in [k for k, v in self._echo.items() if v[-1] < cutoff]:
+                    del self._echo[k]
+
+    def _is_own_echo(self, message: MQTTMessage) -> bool:
+        key = (message.topic, hash(message.payload))
+        with self._echo_lock:
+            times = self._echo.get(key)
+            if not times:
+                return False
+            cutoff = time.monotonic() - _ECHO_TTL_S
+            while times and times[0] < cutoff:
+                times.pop(0)
+            if not times:
+                del self._echo[key]
+                return False
+            times.pop(0)
+            return True
+
+    # ------------------------------------------------------------------ dispatch thread
+
+    def _handlers_for(self, topic: str) -> list[Subscription]:
+        with self._subs_lock:
+            matched = list(self._subs.get(topic, ()))
+            for topic_filter, subs in self._subs.items():
+                if (
+                    topic_filter != topic
+                    and ("+" in topic_filter or "#" in topic_filter)
+                    and topic_matches(topic_filter, topic)
+                ):
+                    matched.extend(subs)
+        return matched
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            self._dispatch_event.wait(_STATE_POLL_S)
+            self._dispatch_event.clear()
+            while self._dispatch_q:
+                message = self._dispatch_q.popleft()
+                self._dispatch(message)
+            if self._stopping.is_set():
+                return
+
+    def _dispatch(self, message: MQTTMessage) -> None:
+        subs = self._handlers_for(message.topic)
+        if not subs:
+            return
+        echo: bool | None = None
+        for sub in subs:
+            if sub.no_local and self._protocol != MQTTProtocolVersion.MQTTv5:
+                if echo is None:
+                    echo = self._is_own_echo(message)
+                if echo:
+                    continue
+            try:
+                sub.handler(message)
+            except Exception:
+                self._stats.handler_errors += 1
+                logger.exception(
+                    "handler %r for %r failed on topic %r",
+                    getattr(sub.handler, "__qualname__", sub.handler),
+                    sub.topic_filter,
+                    message.topic,
+                )
+
+
+# --------------------------------------------------------------------------- process singleton
+
+_instance: AsyncMQTTService | None = None
+_instance_lock = threading.Lock()
+
+
+def get_async_mqtt_service() -> AsyncMQTTService:
+    """The process's one ``AsyncMQTTService`` (built on first use from the settings)."""
+    global _instance
+    with _instance_lock:
+        if _instance is None:
+            _instance = AsyncMQTTService()
+        return _instance
+
+
+def set_async_mqtt_service(service: AsyncMQTTService | None) -> None:
+    """Install ``service`` as the process's instance (the composition root and tests use this)."""
+    global _instance
+    with _instance_lock:
+        _instance = service
+
+
+def reset_async_mqtt_service() -> None:
+    """Stop and forget the process's instance (tests)."""
+    global _instance
+    with _instance_lock:
+        service, _instance = _instance, None
+    if service is not None:
+        service.stop(timeout=1.0)

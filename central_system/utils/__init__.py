@@ -1,0 +1,1 @@
+"""Helpers shared by controllers and views: topics, the plan's MQTT accessors."""

@@ -1,0 +1,122 @@
+"""Real brokers for tests and benchmarks: a Mosquitto process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def mosquitto_binary() -> str:
+    """The mosquitto executable (PATH or /usr/sbin)."""
+    found = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+    )
+    if not found:
+        raise RuntimeError(
+            "mosquitto is not installed; .ci/run installs it (apt-get install mosquitto)"
+        )
+    return found
+
+
+class MosquittoBroker:
+    """A Mosquitto broker on 127.0.0.1:<free port> that a test can kill and restart.
+
+    Defaults avoid Mosquitto's silent-loss traps: unlimited queued messages for slow
+    subscribers, ``sys_interval 1`` so ``$SYS/broker/clients/connected`` is fresh.
+    """
+
+    def __init__(
+        self, port: int | None = None, extra_config: str = "", persistence: bool = False
+    ) -> None:
+        self.port = port or free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="consultease-mosq-"))
+        self.extra_config = extra_config
+        self.persistence = persistence
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.workdir / "mosquitto.log"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "mosquitto.conf"
+
+    def write_config(self) -> None:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true" if "allow_anonymous" not in self.extra_config else "",
+            "sys_interval 1",
+            "max_queued_messages 0",
+            "max_queued_bytes 0",
+            "max_inflight_messages 20",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            self.extra_config,
+        ]
+        self.config_path.write_text("\n".join(line for line in lines if line) + "\n")
+
+    def start(self, timeout: float = 10.0) -> MosquittoBroker:
+        self.write_config()
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(self.config_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"mosquitto exited: {err} {self.read_log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not listen on {self.port}")
+
+    def kill(self) -> None:
+        """SIGKILL: the broker dies without a goodbye, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def read_log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> MosquittoBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
