@@ -1,0 +1,57 @@
+"""Controllers: plain Python between the kiosk (or CLI) and the database and MQTT service.
+
+No Qt and no paho here. Each controller can be built with no arguments (it then
+uses the process's database and MQTT service) or given ``db=``/``mqtt=``.
+``wire_controllers(system)`` is called by ``bootstrap.build_system``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .admin_controller import AdminController
+from .base import ConsultationEvent, FacultyEvent
+from .consultation_controller import ConsultationController, ConsultationError
+from .faculty_controller import FacultyController, FacultyError
+from .schemas import InboundStats, inbound_stats
+from .student_controller import StudentController, StudentError
+
+if TYPE_CHECKING:
+    from ..bootstrap import System
+
+__all__ = [
+    "AdminController",
+    "ConsultationController",
+    "ConsultationError",
+    "ConsultationEvent",
+    "FacultyController",
+    "FacultyError",
+    "FacultyEvent",
+    "InboundStats",
+    "StudentController",
+    "StudentError",
+    "inbound_stats",
+    "wire_controllers",
+]
+
+
+def wire_controllers(system: System) -> None:
+    """Build the controllers on ``system.mqtt`` and register their subscriptions and the liveness timer."""
+    from ..services.liveness import LivenessService
+
+    liveness = LivenessService(system.settings, db=system.engine, mqtt=system.mqtt)
+    faculty = FacultyController(db=system.engine, mqtt=system.mqtt, liveness=liveness)
+    consultation = ConsultationController(db=system.engine, mqtt=system.mqtt, liveness=liveness)
+    liveness.set_resender(consultation.resend_pending)
+    system.controllers.update(
+        {
+            "consultation": consultation,
+            "faculty": faculty,
+            "student": StudentController(db=system.engine, mqtt=system.mqtt),
+            "admin": AdminController(db=system.engine, mqtt=system.mqtt),
+            "liveness": liveness,
+            "inbound_stats": inbound_stats,
+        }
+    )
+    # Liveness first: it loads the desks' state before any presence report arrives.
+    system.components.extend([liveness, faculty, consultation])

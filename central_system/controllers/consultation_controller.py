@@ -1,0 +1,466 @@
+"""Consultations: a student's request to a faculty member's desk, and the desk's answer.
+
+Outgoing messages follow contract section 1 and are staged in the same transaction
+as the row they announce; desk responses follow contract 2.2.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from enum import StrEnum
+from typing import TYPE_CHECKING, Final
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..models import ALLOWED_TRANSITIONS, Consultation, ConsultationStatus, Faculty, Student, utcnow
+from ..services.async_mqtt_service import MQTTMessage, MQTTServiceError
+from ..utils import topics
+from . import outbound
+from .base import ConsultationEvent, ControllerBase, DbSource, Listeners, audit
+from .schemas import InboundStats, ResponsePayload, drop, inbound_stats, parse_inbound
+
+if TYPE_CHECKING:
+    from ..services.async_mqtt_service import AsyncMQTTService
+    from ..services.liveness import LivenessService
+
+logger = logging.getLogger(__name__)
+
+MIN_MESSAGE_CHARS: Final = 10
+MAX_MESSAGE_CHARS: Final = 500
+DEFAULT_MAX_PENDING_PER_FACULTY: Final = 3
+COURSE_CODE_PATTERN: Final = re.compile(r"^[A-Z]{2,5}\s?\d{2,4}[A-Z]?$")
+# The deployed firmware keeps at most 10 requests; re-sending more only pushes out older ones.
+RESEND_LIMIT: Final = 10
+# A misbehaving desk must not fill the audit log: at most this many rejections per window.
+AUDIT_MAX_PER_WINDOW: Final = 20
+AUDIT_WINDOW_S: Final = 60.0
+
+
+class ConsultationError(ValueError):
+    """A consultation request or action was refused; ``str(err)`` is fit to show on the kiosk."""
+
+
+class StudentNotFoundError(ConsultationError):
+    """No student with that id."""
+
+
+class FacultyNotFoundError(ConsultationError):
+    """No faculty member with that id."""
+
+
+class FacultyUnavailableError(ConsultationError):
+    """The faculty member's desk is offline or they are not available."""
+
+
+class InvalidMessageError(ConsultationError):
+    """The request text is too short, too long or not text."""
+
+
+class InvalidCourseCodeError(ConsultationError):
+    """The course code does not look like ``CS101`` or ``MATH 2010``."""
+
+
+class TooManyPendingError(ConsultationError):
+    """The student already has the maximum of pending requests with this faculty member."""
+
+
+class ConsultationNotFoundError(ConsultationError):
+    """No consultation with that id."""
+
+
+class NotOwnConsultationError(ConsultationError):
+    """A student tried to act on someone else's consultation."""
+
+
+class NotCancellableError(ConsultationError):
+    """Only pending consultations can be cancelled."""
+
+
+class ResponseOutcome(StrEnum):
+    """What happened to a desk's response."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+def normalize_course_code(course_code: str | None) -> str | None:
+    """``None`` for no course; else the upper-cased code, or :class:`InvalidCourseCodeError`."""
+    if course_code is None:
+        return None
+    if not isinstance(course_code, str):
+        raise InvalidCourseCodeError("The course code must be text, like CS101.")
+    code = " ".join(course_code.split()).upper()
+    if not code:
+        return None
+    if not COURSE_CODE_PATTERN.match(code):
+        raise InvalidCourseCodeError(
+            "The course code should look like CS101 or MATH 2010 (letters, then digits)."
+        )
+    return code
+
+
+def normalize_message(message: str) -> str:
+    """The request text without control characters, 10–500 characters, or :class:`InvalidMessageError`."""
+    if not isinstance(message, str):
+        raise InvalidMessageError("The request must be text.")
+    text = outbound.sanitize_request_text(message)
+    if len(text) < MIN_MESSAGE_CHARS:
+        raise InvalidMessageError(
+            f"Please describe your request in at least {MIN_MESSAGE_CHARS} characters."
+        )
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise InvalidMessageError(
+            f"Please keep your request under {MAX_MESSAGE_CHARS} characters (it has {len(text)})."
+        )
+    return text
+
+
+def _as_id(value: object, error: type[ConsultationError], what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise error(f"Unknown {what}.")
+    try:
+        return int(value)
+    except ValueError as err:
+        raise error(f"Unknown {what}.") from err
+
+
+class ConsultationController(ControllerBase):
+    """Creates, cancels and lists consultations; applies desk responses (contract 2.2)."""
+
+    def __init__(
+        self,
+        db: DbSource = None,
+        mqtt: AsyncMQTTService | None = None,
+        *,
+        liveness: LivenessService | None = None,
+        stats: InboundStats | None = None,
+        max_pending_per_faculty: int = DEFAULT_MAX_PENDING_PER_FACULTY,
+    ) -> None:
+        super().__init__(db, mqtt)
+        self.liveness = liveness
+        self.stats = stats or inbound_stats
+        self.max_pending_per_faculty = max_pending_per_faculty
+        self._listeners: Listeners[ConsultationEvent] = Listeners("consultation")
+        self._unsubscribers: list[Callable[[], None]] = []
+        self._audit_times: dict[int, deque[float]] = {}
+        self._audit_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Subscribe to every desk's responses."""
+        if not self._unsubscribers:
+            self._unsubscribers.append(
+                self.mqtt.subscribe(topics.FACULTY_RESPONSES_FILTER, self.on_response_message, 1)
+            )
+
+    def stop(self) -> None:
+        """Remove the subscriptions."""
+        while self._unsubscribers:
+            self._unsubscribers.pop()()
+
+    def add_listener(self, callback: Callable[[ConsultationEvent], None]) -> Callable[[], None]:
+        """Call ``callback(ConsultationEvent)`` after every committed status change; returns the remover."""
+        return self._listeners.add(callback)
+
+    # ------------------------------------------------------------------ kiosk API
+
+    def create_consultation(
+        self,
+        student_id: int,
+        faculty_id: int,
+        message: str,
+        course_code: str | None = None,
+    ) -> Consultation:
+        """Validate and store a request and stage its three messages in the same transaction."""
+        sid = _as_id(student_id, StudentNotFoundError, "student")
+        fid = _as_id(faculty_id, FacultyNotFoundError, "faculty member")
+        text = normalize_message(message)
+        code = normalize_course_code(course_code)
+        with self.session() as session:
+            student = session.get(Student, sid)
+            if student is None:
+                raise StudentNotFoundError(
+                    "Your student record was not found; please ask an admin."
+                )
+            faculty = session.get(Faculty, fid)
+            if faculty is None:
+                raise FacultyNotFoundError("That faculty member no longer exists.")
+            if not faculty.is_available:
+                raise FacultyUnavailableError(
+                    f"{faculty.name} is not available right now; please try again later."
+                )
+            pending = session.scalar(
+                select(func.count())
+                .select_from(Consultation)
+                .where(
+                    Consultation.student_id == sid,
+                    Consultation.faculty_id == fid,
+                    Consultation.status == ConsultationStatus.PENDING.value,
+                )
+            )
+            if (pending or 0) >= self.max_pending_per_faculty:
+                raise TooManyPendingError(
+                    f"You already have {pending} pending requests with {faculty.name}; "
+                    "please wait for an answer or cancel one."
+                )
+            now = utcnow()
+            consultation = Consultation(
+                student_id=sid,
+                faculty_id=fid,
+                message=text,
+                course_code=code,
+                status=ConsultationStatus.PENDING.value,
+                created_at=now,
+                last_sent_at=now,
+            )
+            consultation.student = student
+            consultation.faculty = faculty
+            session.add(consultation)
+            session.flush()  # the id goes into the messages
+            messages = outbound.consultation_messages(consultation, student, faculty)
+            messages.append(self._event_message(consultation, None))
+            self.stage(session, messages)
+        logger.info("consultation %d created: student %d -> faculty %d", consultation.id, sid, fid)
+        self._emit(consultation, None)
+        return consultation
+
+    def _publish_consultation(self, consultation: Consultation) -> bool:
+        """Publish a consultation on its three topics (contract 1, plan step 2.1); True when queued."""
+        try:
+            with self.session() as session:
+                current = session.get(Consultation, consultation.id)
+                if current is None:
+                    logger.error("cannot publish consultation %s: not found", consultation.id)
+                    return False
+                self.publish(
+                    outbound.consultation_messages(current, current.student, current.faculty)
+                )
+                current.last_sent_at = utcnow()
+        except MQTTServiceError as err:
+            logger.error("publishing consultation %s failed: %s", consultation.id, err)
+            return False
+        logger.info("published consultation %d to 3 topics", consultation.id)
+        return True
+
+    def cancel_consultation(self, consultation_id: int, student_id: int) -> Consultation:
+        """Cancel a pending consultation of this student and announce it on ``/cancellations``."""
+        cid = _as_id(consultation_id, ConsultationNotFoundError, "consultation")
+        sid = _as_id(student_id, NotOwnConsultationError, "student")
+        with self.session() as session:
+            consultation = self._load_for_update(session, cid)
+            if consultation is None:
+                raise ConsultationNotFoundError("That request no longer exists.")
+            if consultation.student_id != sid:
+                raise NotOwnConsultationError("You can only cancel your own requests.")
+            if consultation.status != ConsultationStatus.PENDING:
+                raise NotCancellableError(
+                    f"This request is already {consultation.status} and can no longer be cancelled."
+                )
+            now = utcnow()
+            previous = consultation.status
+            consultation.status = ConsultationStatus.CANCELLED.value
+            consultation.cancelled_at = now
+            self.stage(
+                session,
+                [
+                    outbound.cancellation_message(consultation, consultation.student, now),
+                    self._event_message(consultation, previous),
+                ],
+            )
+        logger.info("consultation %d cancelled by student %d", cid, sid)
+        self._emit(consultation, previous)
+        return consultation
+
+    def get_consultation(self, consultation_id: int) -> Consultation | None:
+        """The consultation, or None."""
+        try:
+            cid = int(consultation_id)
+        except (TypeError, ValueError):
+            return None
+        with self.session() as session:
+            return session.get(Consultation, cid)
+
+    def list_by_student(
+        self, student_id: int, status: str | None = None, limit: int = 100
+    ) -> list[Consultation]:
+        """A student's consultations, newest first."""
+        return self._list(Consultation.student_id == int(student_id), status, limit)
+
+    def list_by_faculty(
+        self, faculty_id: int, status: str | None = None, limit: int = 100
+    ) -> list[Consultation]:
+        """A faculty member's consultations, newest first."""
+        return self._list(Consultation.faculty_id == int(faculty_id), status, limit)
+
+    # The plan's older names.
+    get_student_consultations = list_by_student
+    get_faculty_consultations = list_by_faculty
+
+    def _list(self, criterion: object, status: str | None, limit: int) -> list[Consultation]:
+        stmt = select(Consultation).where(criterion)  # type: ignore[arg-type]
+        if status is not None:
+            stmt = stmt.where(Consultation.status == str(status))
+        stmt = stmt.order_by(Consultation.created_at.desc(), Consultation.id.desc()).limit(
+            max(1, min(int(limit), 1000))
+        )
+        with self.session() as session:
+            return list(session.scalars(stmt).unique())
+
+    # ------------------------------------------------------------------ re-sending (liveness)
+
+    def resend_pending(self, faculty_id: int) -> int:
+        """Re-send a faculty member's still-pending requests on ``/messages``; returns how many."""
+        now = utcnow()
+        with self.session() as session:
+            pending = list(
+                session.scalars(
+                    select(Consultation)
+                    .where(
+                        Consultation.faculty_id == int(faculty_id),
+                        Consultation.status == ConsultationStatus.PENDING.value,
+                    )
+                    .order_by(Consultation.created_at, Consultation.id)
+                    .limit(RESEND_LIMIT)
+                ).unique()
+            )
+            for consultation in pending:
+                self.stage(session, [outbound.request_message(consultation, consultation.student)])
+                consultation.last_sent_at = now
+        if pending:
+            logger.info("re-sent %d pending requests to faculty %d", len(pending), faculty_id)
+        return len(pending)
+
+    # ------------------------------------------------------------------ desk responses (contract 2.2)
+
+    def on_response_message(self, message: MQTTMessage) -> None:
+        """Subscription handler for ``consultease/faculty/+/responses``."""
+        located = topics.parse_faculty_topic(message.topic)
+        if located is None:
+            drop(message, "bad_topic", stats=self.stats)
+            return
+        fid = located[0]
+        response = parse_inbound(ResponsePayload, message, self.stats, check_faculty=False)
+        if response is None:
+            return
+        if self.liveness is not None:
+            if not self.liveness.observe(fid, retained=message.retain):
+                drop(message, "unknown_faculty", f"faculty {fid}", self.stats)
+                return
+        elif not self._faculty_exists(fid):
+            drop(message, "unknown_faculty", f"faculty {fid}", self.stats)
+            return
+        self.apply_response(fid, response)
+
+    def apply_response(self, topic_faculty_id: int, response: ResponsePayload) -> ResponseOutcome:
+        """Apply a parsed desk response if topic, payload and consultation agree and the transition is allowed."""
+        cid = response.message_id
+        target = response.target_status
+        with self.session() as session:
+            consultation = self._load_for_update(session, cid)
+            reason: str | None = None
+            if response.faculty_id != topic_faculty_id:
+                reason = (
+                    f"payload faculty_id {response.faculty_id} != topic faculty {topic_faculty_id}"
+                )
+            elif consultation is None:
+                reason = "no such consultation"
+            elif consultation.faculty_id != topic_faculty_id:
+                reason = f"consultation belongs to faculty {consultation.faculty_id}"
+            elif consultation.status == target:
+                logger.info("duplicate %s for consultation %d ignored", response.response_type, cid)
+                return ResponseOutcome.DUPLICATE
+            elif target not in ALLOWED_TRANSITIONS.get(consultation.status, frozenset()):
+                reason = f"transition {consultation.status} -> {target} not allowed"
+            if reason is not None or consultation is None:
+                self._reject(session, topic_faculty_id, response, reason or "no such consultation")
+                return ResponseOutcome.REJECTED
+            previous = consultation.status
+            consultation.status = target.value
+            setattr(consultation, f"{target.value}_at", utcnow())
+            self.stage(session, [self._event_message(consultation, previous)])
+        logger.info(
+            "consultation %d: %s -> %s (%s from faculty %d)",
+            cid,
+            previous,
+            target.value,
+            response.response_type,
+            topic_faculty_id,
+        )
+        self._emit(consultation, previous)
+        return ResponseOutcome.APPLIED
+
+    def _reject(self, session: Session, fid: int, response: ResponsePayload, reason: str) -> None:
+        logger.warning(
+            "rejected %s for consultation %d on faculty %d's topic: %s",
+            response.response_type,
+            response.message_id,
+            fid,
+            reason,
+        )
+        self.stats.count_drop("response_rejected")
+        if not self._audit_allowed(fid):
+            self.stats.count_drop("audit_suppressed")
+            return
+        audit(
+            session,
+            f"desk:{fid}",
+            "consultation_response_rejected",
+            f"consultation:{response.message_id}",
+            success=False,
+            details={
+                "reason": reason,
+                "response_type": response.response_type,
+                "payload_faculty_id": response.faculty_id,
+                "topic_faculty_id": fid,
+            },
+        )
+
+    def _audit_allowed(self, fid: int) -> bool:
+        now = time.monotonic()
+        with self._audit_lock:
+            if len(self._audit_times) > 10_000:
+                self._audit_times.clear()
+            times = self._audit_times.setdefault(fid, deque())
+            while times and now - times[0] > AUDIT_WINDOW_S:
+                times.popleft()
+            if len(times) >= AUDIT_MAX_PER_WINDOW:
+                return False
+            times.append(now)
+            return True
+
+    # ------------------------------------------------------------------ helpers
+
+    def _faculty_exists(self, fid: int) -> bool:
+        with self.session() as session:
+            return session.get(Faculty, fid) is not None
+
+    @staticmethod
+    def _load_for_update(session: Session, cid: int) -> Consultation | None:
+        # FOR UPDATE serialises a desk response against a cancellation on PostgreSQL;
+        # SQLite serialises writers anyway.
+        return session.get(Consultation, cid, with_for_update={"of": Consultation})
+
+    def _event_message(self, consultation: Consultation, previous: str | None) -> outbound.Outgoing:
+        return outbound.consultation_event_message(
+            consultation, previous, utcnow(), self.mqtt.client_id
+        )
+
+    def _emit(self, consultation: Consultation, previous: str | None) -> None:
+        self._listeners.emit(
+            ConsultationEvent(
+                consultation_id=consultation.id,
+                student_id=consultation.student_id,
+                faculty_id=consultation.faculty_id,
+                status=str(consultation.status),
+                previous_status=previous,
+                at=utcnow(),
+            )
+        )

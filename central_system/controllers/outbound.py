@@ -1,0 +1,173 @@
+"""Builders of every payload the central system sends to desk units (contract section 1).
+
+One builder per payload, shared by the transactional path (``mqtt.stage``) and the
+direct path (``_publish_consultation``, the liveness re-send), so both send the
+same bytes.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from ..models import Consultation, Faculty, Student
+from ..utils import topics
+
+MAX_REQUEST_TEXT_BYTES: Final = 512  # the deployed firmware truncates at 512 bytes (contract 1.1)
+ELLIPSIS: Final = "…"
+# Names are capped in the /messages text so the prefix always leaves room for the request.
+MAX_NAME_BYTES_IN_TEXT: Final = 160
+
+MESSAGES_QOS: Final = 2
+JSON_QOS: Final = 1
+
+# Contract 1.1: these characters would break the firmware's parse of the name.
+_NAME_REPLACEMENTS: Final = str.maketrans({"(": "[", ")": "]", ":": "-"})
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to send: topic, payload (dict or str), QoS."""
+
+    topic: str
+    payload: dict[str, Any] | str
+    qos: int = JSON_QOS
+    retain: bool = False
+
+
+def iso(dt: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and offset (contract: ``2026-11-27T16:25:29.123+00:00``)."""
+    return dt.isoformat(timespec="milliseconds")
+
+
+def _is_control(ch: str) -> bool:
+    # Cc: C0/C1 controls incl. newlines; Zl/Zp: Unicode line/paragraph separators;
+    # Cf: invisible format characters (bidi overrides) that confuse a tiny display.
+    return unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Cf")
+
+
+def sanitize_name(name: str) -> str:
+    """A name safe inside the ``CID:`` text: ``(`` ``)`` ``:`` replaced, control characters removed."""
+    cleaned = "".join(ch for ch in name if not _is_control(ch)).translate(_NAME_REPLACEMENTS)
+    cleaned = " ".join(cleaned.split())
+    return truncate_utf8(cleaned, MAX_NAME_BYTES_IN_TEXT, ellipsis=False) or "?"
+
+
+def sanitize_request_text(text: str) -> str:
+    """A request text without control characters (newlines become spaces)."""
+    return "".join(" " if _is_control(ch) else ch for ch in text).strip()
+
+
+def truncate_utf8(text: str, max_bytes: int, *, ellipsis: bool = True) -> str:
+    """``text`` cut on a character boundary to at most ``max_bytes`` UTF-8 bytes (ending in ``…`` if cut)."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    suffix = ELLIPSIS if ellipsis else ""
+    budget = max(0, max_bytes - len(suffix.encode("utf-8")))
+    # Decoding with "ignore" drops the partial character left at the cut.
+    return encoded[:budget].decode("utf-8", errors="ignore") + suffix
+
+
+def request_text(consultation_id: int, student_name: str, student_pk: int, message: str) -> str:
+    """The firmware's request line ``CID:{cid} From:{name} (SID:{pk}): {message}``, at most 512 bytes."""
+    prefix = (
+        f"CID:{int(consultation_id)} From:{sanitize_name(student_name)} (SID:{int(student_pk)}): "
+    )
+    budget = MAX_REQUEST_TEXT_BYTES - len(prefix.encode("utf-8"))
+    return prefix + truncate_utf8(sanitize_request_text(message), budget)
+
+
+def consultation_json(
+    consultation: Consultation, student: Student, faculty: Faculty
+) -> dict[str, Any]:
+    """The consultation JSON of contract 1.2 (the plan's fields first)."""
+    return {
+        "id": consultation.id,
+        "student_name": student.name,
+        "student_id": student.student_id,
+        "message": consultation.message,
+        "timestamp": iso(consultation.created_at),
+        "status": str(consultation.status),
+        "faculty_id": faculty.id,
+        "faculty_name": faculty.name,
+        "course_code": consultation.course_code,
+        "student_department": student.department,
+    }
+
+
+def consultation_messages(
+    consultation: Consultation, student: Student, faculty: Faculty
+) -> list[Outgoing]:
+    """The three messages that announce a new request (contract 1, plan step 2.1)."""
+    data = consultation_json(consultation, student, faculty)
+    return [
+        Outgoing(topics.consultation_topic(consultation.id), data, JSON_QOS),
+        Outgoing(topics.faculty_requests_topic(faculty.id), data, JSON_QOS),
+        request_message(consultation, student),
+    ]
+
+
+def request_message(consultation: Consultation, student: Student) -> Outgoing:
+    """Only the plain-text ``/messages`` request (what the liveness re-send sends)."""
+    return Outgoing(
+        topics.faculty_messages_topic(consultation.faculty_id),
+        request_text(consultation.id, student.name, student.id, consultation.message),
+        MESSAGES_QOS,
+    )
+
+
+def cancellation_message(
+    consultation: Consultation, student: Student, cancelled_at: datetime
+) -> Outgoing:
+    """The cancellation of contract 1.3 on ``/cancellations``."""
+    return Outgoing(
+        topics.faculty_cancellations_topic(consultation.faculty_id),
+        {
+            "type": "consultation_cancelled",
+            "consultation_id": consultation.id,
+            "student_name": student.name,
+            "course_code": consultation.course_code,
+            "cancelled_at": iso(cancelled_at),
+        },
+        JSON_QOS,
+    )
+
+
+def faculty_status_message(
+    faculty_id: int, status: str, timestamp: float | None = None
+) -> Outgoing:
+    """The central system's faculty status of contract 1.4 (``source: "central"``)."""
+    return Outgoing(
+        topics.faculty_status_topic(faculty_id),
+        {
+            "faculty_id": int(faculty_id),
+            "status": str(status),
+            "timestamp": time.time() if timestamp is None else timestamp,
+            "source": "central",
+        },
+        JSON_QOS,
+    )
+
+
+def consultation_event_message(
+    consultation: Consultation, previous_status: str | None, at: datetime, origin: str
+) -> Outgoing:
+    """A status change for other kiosks on ``consultease/ui/consultations`` (docs/mqtt-topics.md)."""
+    return Outgoing(
+        topics.ui_consultation_events_topic(),
+        {
+            "type": "consultation_status",
+            "consultation_id": consultation.id,
+            "student_id": consultation.student_id,
+            "faculty_id": consultation.faculty_id,
+            "status": str(consultation.status),
+            "previous_status": previous_status,
+            "timestamp": iso(at),
+            "origin": origin,
+        },
+        JSON_QOS,
+    )

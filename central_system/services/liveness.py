@@ -1,0 +1,447 @@
+"""Desk liveness (contract section 3): the deployed firmware has no last will, so we watch.
+
+Every live message from a desk marks it online. A periodic check marks desks
+silent for ``desk_offline_after_s`` offline and shows their faculty offline.
+When a faculty member becomes available to students again (their desk came back,
+or they became present), their still-pending requests are re-sent on
+``/messages``: the firmware uses clean sessions, so the broker kept nothing.
+
+This service owns the desk-reported columns of ``Faculty`` (``status``,
+``desk_online``, ``last_seen``) and the heartbeat/diagnostics of ``DeskUnit``.
+To keep the database quiet with hundreds of desks, routine updates (``last_seen``,
+heartbeats) are kept in memory and written in one transaction per check; only
+changes that students see (online/offline, presence) are written at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from ..config import Settings, get_settings
+from ..controllers.base import ControllerBase, DbSource, FacultyEvent
+from ..controllers.outbound import faculty_status_message
+from ..controllers.schemas import (
+    DiagnosticsPayload,
+    HeartbeatPayload,
+    InboundStats,
+    drop,
+    inbound_stats,
+    parse_inbound,
+)
+from ..models import DeskUnit, Faculty, FacultyStatus, utcnow
+from ..utils import topics
+
+if TYPE_CHECKING:
+    from .async_mqtt_service import AsyncMQTTService, MQTTMessage
+
+logger = logging.getLogger(__name__)
+
+# How long "this faculty id does not exist" is remembered, so junk cannot hammer the database.
+UNKNOWN_FACULTY_TTL_S: Final = 5.0
+_MAX_UNKNOWN_CACHE: Final = 10_000
+
+
+@dataclass(slots=True)
+class DeskState:
+    """What the central system knows about one desk, in memory."""
+
+    faculty_id: int
+    online: bool
+    shown: str  # Faculty.status as stored
+    presence: FacultyStatus | None  # what the desk last reported, kept while it is offline
+    last_seen: datetime | None
+    last_seen_mono: float
+    seen_dirty: bool = False
+    heartbeat: dict[str, Any] | None = None
+    heartbeat_at: datetime | None = None
+    diagnostics: dict[str, Any] | None = None
+    diagnostics_at: datetime | None = None
+    has_desk_row: bool = False
+
+    @property
+    def available(self) -> bool:
+        """True when students may send this faculty member requests."""
+        return self.online and self.shown == FacultyStatus.AVAILABLE
+
+
+class LivenessService(ControllerBase):
+    """Tracks desk liveness and presence; a component with ``start()``/``stop()``."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        db: DbSource = None,
+        mqtt: AsyncMQTTService | None = None,
+        stats: InboundStats | None = None,
+        on_faculty_change: Callable[[FacultyEvent], None] | None = None,
+        resend_pending: Callable[[int], int] | None = None,
+        offline_after_s: float | None = None,
+        check_interval_s: float | None = None,
+    ) -> None:
+        super().__init__(db, mqtt)
+        self._db_source = db
+        self.settings = settings or get_settings()
+        self.offline_after_s = offline_after_s or self.settings.desk_offline_after_s
+        self.check_interval_s = check_interval_s or self.settings.liveness_check_interval_s
+        self.stats = stats or inbound_stats
+        self.on_faculty_change = on_faculty_change
+        self._resend = resend_pending
+        self._lock = threading.RLock()
+        self._desks: dict[int, DeskState] = {}
+        self._unknown: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._unsubscribers: list[Callable[[], None]] = []
+        self.checks = 0
+        self.db_writes = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Load known desks, subscribe to heartbeats and diagnostics, start the periodic check."""
+        if self._thread is not None:
+            return
+        self._load_online_desks()
+        self._unsubscribers = [
+            self.mqtt.subscribe(topics.FACULTY_HEARTBEAT_FILTER, self.on_heartbeat_message, 1),
+            self.mqtt.subscribe(topics.FACULTY_DIAGNOSTICS_FILTER, self.on_diagnostics_message, 1),
+        ]
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="desk-liveness", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the periodic check, flush what is pending in memory, unsubscribe."""
+        while self._unsubscribers:
+            self._unsubscribers.pop()()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        try:
+            self._flush()
+        except SQLAlchemyError:
+            logger.exception("final liveness flush failed")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.check_interval_s):
+            try:
+                self.check()
+            except Exception:
+                logger.exception("liveness check failed")
+
+    def set_resender(self, resend_pending: Callable[[int], int]) -> None:
+        """Use ``resend_pending(faculty_id) -> count`` when a faculty member becomes available again."""
+        self._resend = resend_pending
+
+    # ------------------------------------------------------------------ inbound
+
+    def on_heartbeat_message(self, message: MQTTMessage) -> None:
+        """Subscription handler for ``consultease/faculty/+/heartbeat`` (contract 2.3)."""
+        parsed = parse_inbound(HeartbeatPayload, message, self.stats)
+        if parsed is None:
+            return
+        fid = self._fid(message)
+        data = parsed.model_dump(mode="json", exclude_none=True)
+        if not self.observe(
+            fid, retained=message.retain, heartbeat_presence=parsed.presence(), heartbeat=data
+        ):
+            drop(message, "unknown_faculty", f"faculty {fid}", self.stats)
+
+    def on_diagnostics_message(self, message: MQTTMessage) -> None:
+        """Subscription handler for ``consultease/faculty/+/diagnostics``."""
+        parsed = parse_inbound(DiagnosticsPayload, message, self.stats)
+        if parsed is None:
+            return
+        fid = self._fid(message)
+        data = parsed.model_dump(mode="json")
+        if not self.observe(fid, retained=message.retain, diagnostics=data):
+            drop(message, "unknown_faculty", f"faculty {fid}", self.stats)
+
+    @staticmethod
+    def _fid(message: MQTTMessage) -> int:
+        located = topics.parse_faculty_topic(message.topic)
+        assert located is not None  # parse_inbound dropped anything else
+        return located[0]
+
+    def observe(
+        self,
+        faculty_id: int,
+        *,
+        retained: bool = False,
+        presence: FacultyStatus | None = None,
+        heartbeat_presence: FacultyStatus | None = None,
+        heartbeat: dict[str, Any] | None = None,
+        diagnostics: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record a valid message from desk ``faculty_id``; False when that faculty does not exist.
+
+        A retained message is old news replayed by the broker, not a sign of life,
+        but its presence is remembered.
+        """
+        with self._lock:
+            desk = self._desk(faculty_id)
+            if desk is None:
+                return False
+            before_online, before_shown = desk.online, desk.shown
+            now = utcnow()
+            came_back = False
+            if not retained:
+                desk.last_seen = now
+                desk.last_seen_mono = time.monotonic()
+                desk.seen_dirty = True
+                if not desk.online:
+                    desk.online = True
+                    came_back = True
+            if presence is not None:
+                desk.presence = presence
+            elif heartbeat_presence is not None and (came_back or desk.presence is None):
+                # Heartbeats carry presence too: enough to restore a desk that comes back silently.
+                desk.presence = heartbeat_presence
+            if heartbeat is not None:
+                desk.heartbeat, desk.heartbeat_at = heartbeat, now
+            if diagnostics is not None:
+                desk.diagnostics, desk.diagnostics_at = diagnostics, now
+            desk.shown = self._shown(desk)
+            if desk.online == before_online and desk.shown == before_shown:
+                return True
+            self._write_change(desk, now)
+            event = FacultyEvent(
+                faculty_id, desk.shown, desk.online, before_shown, before_online, now
+            )
+            became_available = desk.available and not (
+                before_online and before_shown == FacultyStatus.AVAILABLE
+            )
+        if came_back:
+            logger.info("desk of faculty %d is back online", faculty_id)
+        self._notify(event)
+        if became_available:
+            self._resend_pending(faculty_id)
+        return True
+
+    def set_presence(self, faculty_id: int, presence: FacultyStatus) -> None:
+        """Record a presence set by an administrator (treated like a report, without liveness)."""
+        self.observe(faculty_id, retained=True, presence=presence)
+
+    def forget(self, faculty_id: int) -> None:
+        """Drop what is cached for ``faculty_id`` (created or deleted faculty)."""
+        with self._lock:
+            self._desks.pop(faculty_id, None)
+            self._unknown.pop(faculty_id, None)
+
+    def is_online(self, faculty_id: int) -> bool:
+        """Whether the desk of ``faculty_id`` is online as far as this service knows."""
+        with self._lock:
+            desk = self._desks.get(faculty_id)
+            return desk is not None and desk.online
+
+    def desk_state(self, faculty_id: int) -> DeskState | None:
+        """A copy of the in-memory state of one desk (admin screen, tests)."""
+        with self._lock:
+            desk = self._desks.get(faculty_id)
+            if desk is None:
+                return None
+            return dataclasses.replace(desk)
+
+    # ------------------------------------------------------------------ the periodic check
+
+    def check(self) -> list[int]:
+        """Mark desks silent for too long offline and flush routine updates; returns the ids marked offline."""
+        events: list[FacultyEvent] = []
+        with self._lock:
+            self.checks += 1
+            now_mono = time.monotonic()
+            now = utcnow()
+            silent = [
+                d
+                for d in self._desks.values()
+                if d.online and now_mono - d.last_seen_mono > self.offline_after_s
+            ]
+            for desk in silent:
+                before_shown = desk.shown
+                desk.online = False
+                desk.shown = self._shown(desk)
+                events.append(
+                    FacultyEvent(desk.faculty_id, desk.shown, False, before_shown, True, now)
+                )
+            self._flush(offline=silent, now=now)
+        for event in events:
+            logger.warning(
+                "desk of faculty %d silent for over %.0f s: offline",
+                event.faculty_id,
+                self.offline_after_s,
+            )
+            self._notify(event)
+        return [e.faculty_id for e in events]
+
+    # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _shown(desk: DeskState) -> str:
+        # Contract 3: a silent desk shows offline whatever its last presence said;
+        # the presence itself is kept in memory and restored when the desk returns.
+        if not desk.online:
+            return FacultyStatus.OFFLINE.value
+        return (desk.presence or FacultyStatus.OFFLINE).value
+
+    def _desk(self, faculty_id: int) -> DeskState | None:
+        desk = self._desks.get(faculty_id)
+        if desk is not None:
+            return desk
+        expiry = self._unknown.get(faculty_id)
+        if expiry is not None and expiry > time.monotonic():
+            return None
+        with self.session() as session:
+            faculty = session.get(Faculty, faculty_id)
+            if faculty is None:
+                if len(self._unknown) >= _MAX_UNKNOWN_CACHE:
+                    self._unknown.clear()
+                self._unknown[faculty_id] = time.monotonic() + UNKNOWN_FACULTY_TTL_S
+                return None
+            desk = self._state_from_row(faculty)
+            desk.has_desk_row = (
+                session.scalar(select(DeskUnit.id).where(DeskUnit.faculty_id == faculty_id))
+                is not None
+            )
+        self._desks[faculty_id] = desk
+        return desk
+
+    def _state_from_row(self, faculty: Faculty) -> DeskState:
+        now = utcnow()
+        age = (now - faculty.last_seen).total_seconds() if faculty.last_seen else None
+        # A desk that was online when we last ran counts from its stored last_seen.
+        mono = time.monotonic() - (age if age is not None else self.offline_after_s + 1)
+        status = faculty.status
+        presence = FacultyStatus(status) if status != FacultyStatus.OFFLINE else None
+        return DeskState(
+            faculty_id=faculty.id,
+            online=bool(faculty.desk_online),
+            shown=status,
+            presence=presence,
+            last_seen=faculty.last_seen,
+            last_seen_mono=mono,
+        )
+
+    def _load_online_desks(self) -> None:
+        with self._lock, self.session() as session:
+            rows = session.scalars(select(Faculty).where(Faculty.desk_online.is_(True))).all()
+            for faculty in rows:
+                if faculty.id not in self._desks:
+                    self._desks[faculty.id] = self._state_from_row(faculty)
+            for fid in session.scalars(select(DeskUnit.faculty_id)).all():
+                if fid in self._desks:
+                    self._desks[fid].has_desk_row = True
+
+    def _write_change(self, desk: DeskState, now: datetime) -> None:
+        """Write a change students see at once (one short transaction)."""
+        with self.session() as session:
+            faculty = session.get(Faculty, desk.faculty_id)
+            if faculty is None:
+                self._desks.pop(desk.faculty_id, None)
+                return
+            if faculty.status != desk.shown:
+                faculty.status = desk.shown
+                faculty.status_changed_at = now
+            faculty.desk_online = desk.online
+            if desk.last_seen is not None:
+                faculty.last_seen = desk.last_seen
+            desk.seen_dirty = False
+            self.db_writes += 1
+
+    def _flush(self, offline: list[DeskState] | None = None, now: datetime | None = None) -> None:
+        """Write routine updates (last_seen, heartbeats) and offline marks in one transaction."""
+        with self._lock:
+            offline = offline or []
+            now = now or utcnow()
+            dirty = [
+                d
+                for d in self._desks.values()
+                if d.seen_dirty or d.heartbeat_at is not None or d.diagnostics_at is not None
+            ]
+            if not dirty and not offline:
+                return
+            self._ensure_desk_rows(
+                [d for d in dirty if not d.has_desk_row and (d.heartbeat or d.diagnostics)]
+            )
+            with self.session() as session:
+                for desk in offline:
+                    session.execute(
+                        update(Faculty)
+                        .where(Faculty.id == desk.faculty_id)
+                        .values(desk_online=False, status=desk.shown, status_changed_at=now)
+                    )
+                    # Other kiosks learn it too (contract 1.4, source "central").
+                    msg = faculty_status_message(desk.faculty_id, desk.shown)
+                    self.mqtt.stage(session, msg.topic, msg.payload, msg.qos)
+                for desk in dirty:
+                    if desk.seen_dirty and desk.last_seen is not None:
+                        session.execute(
+                            update(Faculty)
+                            .where(Faculty.id == desk.faculty_id)
+                            .values(last_seen=desk.last_seen)
+                        )
+                    values: dict[str, Any] = {}
+                    if desk.heartbeat_at is not None:
+                        values.update(
+                            last_heartbeat=desk.heartbeat, last_heartbeat_at=desk.heartbeat_at
+                        )
+                    if desk.diagnostics_at is not None:
+                        values.update(
+                            last_diagnostics=desk.diagnostics,
+                            last_diagnostics_at=desk.diagnostics_at,
+                        )
+                    if values and desk.has_desk_row:
+                        session.execute(
+                            update(DeskUnit)
+                            .where(DeskUnit.faculty_id == desk.faculty_id)
+                            .values(**values)
+                        )
+            for desk in dirty:
+                desk.seen_dirty = False
+                desk.heartbeat_at = None
+                desk.diagnostics_at = None
+            self.db_writes += 1
+
+    def _ensure_desk_rows(self, desks: list[DeskState]) -> None:
+        for desk in desks:
+            try:
+                with self.session() as session:
+                    exists = session.scalar(
+                        select(DeskUnit.id).where(DeskUnit.faculty_id == desk.faculty_id)
+                    )
+                    if exists is None and session.get(Faculty, desk.faculty_id) is not None:
+                        session.add(DeskUnit(faculty_id=desk.faculty_id))
+                desk.has_desk_row = True
+            except IntegrityError:
+                desk.has_desk_row = True  # created concurrently (an admin registered the desk)
+
+    def _notify(self, event: FacultyEvent) -> None:
+        if self.on_faculty_change is None:
+            return
+        try:
+            self.on_faculty_change(event)
+        except Exception:
+            logger.exception("faculty change listener failed")
+
+    def _resend_pending(self, faculty_id: int) -> None:
+        resend = self._resend
+        if resend is None:
+            from ..controllers.consultation_controller import ConsultationController
+
+            resend = ConsultationController(db=self._db_source, mqtt=self._mqtt).resend_pending
+            self._resend = resend
+        try:
+            resend(faculty_id)
+        except Exception:
+            logger.exception("re-sending pending requests to faculty %d failed", faculty_id)
