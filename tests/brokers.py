@@ -55,6 +55,8 @@ class MosquittoBroker:
     def write_config(self) -> None:
         lines = [
             f"listener {self.port} 127.0.0.1",
+            # As root, mosquitto drops to user "mosquitto", which cannot write our temp dir.
+            "user root" if os.geteuid() == 0 else "",
             "allow_anonymous true" if "allow_anonymous" not in self.extra_config else "",
             "sys_interval 1",
             "max_queued_messages 0",

@@ -282,6 +282,24 @@ def validate_topic_filter(topic_filter: Any) -> str:
     return topic_filter
 
 
+def filter_covers(outer: str, inner: str) -> bool:
+    """True when every topic matching ``inner`` also matches ``outer``."""
+    outer_levels, inner_levels = outer.split("/"), inner.split("/")
+    for i, level in enumerate(outer_levels):
+        if level == "#":
+            return True
+        if i >= len(inner_levels):
+            return False
+        other = inner_levels[i]
+        if level == "+":
+            if other == "#":
+                return False
+            continue
+        if level != other:
+            return False
+    return len(outer_levels) == len(inner_levels)
+
+
 def topic_matches(topic_filter: str, topic: str) -> bool:
     """True when ``topic`` matches ``topic_filter`` (MQTT wildcard rules)."""
     return bool(paho.topic_matches_sub(topic_filter, topic))
@@ -311,7 +329,8 @@ class AsyncMQTTService:
 
         self._subs_lock = threading.Lock()
         self._subs: dict[str, list[Subscription]] = {}
-        self._control: deque[tuple[str, str, int, bool]] = deque()
+        self._subs_dirty = threading.Event()
+        self._broker_subs: dict[str, tuple[int, bool]] = {}
         self._echo: dict[tuple[str, int], list[float]] = {}
         self._echo_lock = threading.Lock()
         self._dispatch_q: deque[MQTTMessage] = deque()
@@ -462,12 +481,9 @@ class AsyncMQTTService:
             raise PublishValidationError("handler must be callable")
         sub = Subscription(topic_filter, handler, qos, no_local)
         with self._subs_lock:
-            existing = self._subs.setdefault(topic_filter, [])
-            first = not existing
-            existing.append(sub)
-        if first:
-            self._control.append(("subscribe", topic_filter, qos, no_local))
-            self._wake_network()
+            self._subs.setdefault(topic_filter, []).append(sub)
+        self._subs_dirty.set()
+        self._wake_network()
 
         def unsubscribe() -> None:
             with self._subs_lock:
@@ -475,14 +491,25 @@ class AsyncMQTTService:
                 if not subs or sub not in subs:
                     return
                 subs.remove(sub)
-                last = not subs
-                if last:
+                if not subs:
                     del self._subs[topic_filter]
-            if last:
-                self._control.append(("unsubscribe", topic_filter, 0, False))
-                self._wake_network()
+            self._subs_dirty.set()
+            self._wake_network()
 
         return unsubscribe
+
+    @property
+    def _has_local_echo_risk(self) -> bool:
+        """True when some no_local handler could see our own publications (3.1.1 or a covering filter)."""
+        if self._protocol != MQTTProtocolVersion.MQTTv5:
+            return any(s.no_local for subs in self._subs.values() for s in subs)
+        return any(
+            not n
+            for f, (_q, n) in self._broker_subs.items()
+            if any(
+                s.no_local for g, subs in self._subs.items() if filter_covers(f, g) for s in subs
+            )
+        )
 
     @property
     def is_connected(self) -> bool:
@@ -896,7 +923,7 @@ class AsyncMQTTService:
         """Drive paho's external loop until the connection ends or the service stops."""
         client = self._client
         assert client is not None
-        connack_deadline = time.monotonic() + _CONNECT_TIMEOUT_S + self.settings.mqtt_keepalive
+        connack_deadline = time.monotonic() + _CONNECT_TIMEOUT_S
         while not self._stopping.is_set():
             sock = client.socket()
             if sock is None:
@@ -955,13 +982,43 @@ class AsyncMQTTService:
                 return
             self._inflight[info.mid] = handle
 
+    def _wanted_broker_subs(self) -> dict[str, tuple[int, bool]]:
+        """The broker-level subscriptions: filters not covered by another one.
+
+        Brokers deliver one copy per matching subscription, so overlapping filters
+        (``a/1/b``, ``a/+/b``, ``a/#``) would deliver duplicates. Only the covering
+        filters are subscribed; each message then arrives once and is dispatched
+        locally to every matching handler. QoS is the highest wanted in the group;
+        No Local only when every handler in the group asked for it.
+        """
+        with self._subs_lock:
+            wanted = {
+                f: (max(s.qos for s in subs), all(s.no_local for s in subs))
+                for f, subs in self._subs.items()
+            }
+        cover: dict[str, tuple[int, bool]] = {}
+        for f in wanted:
+            if any(
+                g != f and filter_covers(g, f) and not (filter_covers(f, g) and g > f)
+                for g in wanted
+            ):
+                continue
+            group = [wanted[g] for g in wanted if filter_covers(f, g)]
+            cover[f] = (max(q for q, _ in group), all(n for _, n in group))
+        return cover
+
     def _apply_control(self, client: paho.Client) -> None:
-        while self._control:
-            op, topic_filter, qos, no_local = self._control.popleft()
-            if op == "subscribe":
-                self._send_subscribe(client, [(topic_filter, qos, no_local)])
-            else:
-                client.unsubscribe(topic_filter)
+        if not self._subs_dirty.is_set():
+            return
+        self._subs_dirty.clear()
+        wanted = self._wanted_broker_subs()
+        gone = [f for f in self._broker_subs if f not in wanted]
+        changed = [(f, q, n) for f, (q, n) in wanted.items() if self._broker_subs.get(f) != (q, n)]
+        if gone:
+            client.unsubscribe(gone)
+        if changed:
+            self._send_subscribe(client, changed)
+        self._broker_subs = wanted
 
     def _send_subscribe(
         self, client: paho.Client, filters: Iterable[tuple[str, int, bool]]
@@ -1032,14 +1089,9 @@ class AsyncMQTTService:
         self._session_connects += 1
         self._stats.connects += 1
         client.publish(self.status_topic, b"online", qos=1, retain=True)
-        with self._subs_lock:
-            filters = [
-                (f, max(s.qos for s in subs), any(s.no_local for s in subs))
-                for f, subs in self._subs.items()
-            ]
-        self._control.clear()
-        if filters:
-            self._send_subscribe(client, filters)
+        self._broker_subs = {}
+        self._subs_dirty.set()
+        self._apply_control(client)  # resubscribe everything on every CONNACK
         logger.info(
             "connected to MQTT broker %s:%s (MQTT %s, reconnects %d)",
             self.settings.mqtt_host,
@@ -1062,7 +1114,9 @@ class AsyncMQTTService:
     def _on_disconnect(
         self, _client: paho.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any
     ) -> None:
-        if self._connected:
+        if self._connected and self._stopping.is_set():
+            logger.info("disconnected from the MQTT broker")
+        elif self._connected:
             logger.warning(
                 "MQTT connection lost (%s); %d unacknowledged", reason_code, len(self._inflight)
             )
@@ -1129,7 +1183,7 @@ class AsyncMQTTService:
     # ------------------------------------------------------------------ echo suppression (MQTT 3.1.1 No Local)
 
     def _remember_echo(self, topic: str, payload: bytes) -> None:
-        if self._protocol == MQTTProtocolVersion.MQTTv5:
+        if not self._has_local_echo_risk:
             return
         key = (topic, hash(payload))
         now = time.monotonic()
@@ -1185,7 +1239,7 @@ class AsyncMQTTService:
             return
         echo: bool | None = None
         for sub in subs:
-            if sub.no_local and self._protocol != MQTTProtocolVersion.MQTTv5:
+            if sub.no_local:
                 if echo is None:
                     echo = self._is_own_echo(message)
                 if echo:
@@ -1231,3 +1285,109 @@ def reset_async_mqtt_service() -> None:
         service, _instance = _instance, None
     if service is not None:
         service.stop(timeout=1.0)
+
+
+# --------------------------------------------------------------------------- one-shot broker probe
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerProbeResult:
+    """What ``probe_broker`` found: reachability, credentials, retained messages seen."""
+
+    reachable: bool
+    authenticated: bool
+    auth_failed: bool
+    error: str | None
+    retained: dict[str, bytes] = field(default_factory=dict)
+
+
+def probe_broker(
+    settings: Settings | None = None,
+    topic_filter: str | None = None,
+    timeout: float = 5.0,
+    settle: float = 0.5,
+) -> BrokerProbeResult:
+    """Connect once with the configured credentials, optionally collect retained messages, disconnect.
+
+    Used by ``consultease doctor``. It uses a random client id (never the
+    service's, which would take over the kiosk's session), sets no will and
+    publishes nothing. Bounded by ``timeout`` + ``settle`` seconds.
+    """
+    s = settings or get_settings()
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"consultease-probe-{random.getrandbits(48):012x}",
+        protocol=MQTTProtocolVersion.MQTTv5
+        if s.mqtt_protocol == "5"
+        else MQTTProtocolVersion.MQTTv311,
+        reconnect_on_failure=False,
+    )
+    if s.mqtt_username:
+        client.username_pw_set(
+            s.mqtt_username, s.mqtt_password.get_secret_value() if s.mqtt_password else None
+        )
+    if s.mqtt_tls_ca_certs is not None:
+        client.tls_set(
+            ca_certs=str(s.mqtt_tls_ca_certs),
+            certfile=str(s.mqtt_tls_certfile) if s.mqtt_tls_certfile else None,
+            keyfile=str(s.mqtt_tls_keyfile) if s.mqtt_tls_keyfile else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    done = threading.Event()
+    subscribed = threading.Event()
+    outcome: dict[str, Any] = {"code": None}
+    retained: dict[str, bytes] = {}
+
+    def on_connect(c: paho.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        outcome["code"] = rc
+        if rc.is_failure or topic_filter is None:
+            done.set()
+            subscribed.set()  # nothing more to wait for
+            return
+        c.subscribe(topic_filter, qos=0)
+
+    def on_subscribe(_c: paho.Client, _u: Any, _mid: int, _rcs: Any, _p: Any) -> None:
+        outcome["subscribed"] = True
+        subscribed.set()
+
+    def on_message(_c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        if msg.retain and len(retained) < 10_000:
+            retained[msg.topic] = bytes(msg.payload)
+
+    def on_disconnect(_c: paho.Client, _u: Any, _f: Any, _rc: Any, _p: Any) -> None:
+        done.set()
+        subscribed.set()
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    client.on_disconnect = on_disconnect
+    where = f"{s.mqtt_host}:{s.mqtt_port}"
+    try:
+        client.connect(s.mqtt_host, s.mqtt_port, keepalive=max(5, int(timeout) + 5))
+    except (OSError, ssl.SSLError, ValueError) as err:
+        return BrokerProbeResult(False, False, False, f"cannot reach broker {where}: {err}")
+    client.loop_start()
+    try:
+        if topic_filter is None:
+            done.wait(timeout)
+        else:
+            subscribed.wait(timeout)
+        rc = outcome["code"]
+        if rc is None:
+            return BrokerProbeResult(
+                True, False, False, f"no CONNACK from {where} within {timeout:.0f} s"
+            )
+        if rc.is_failure:
+            auth = rc.value in _AUTH_REASON_CODES
+            return BrokerProbeResult(True, False, auth, f"broker refused the connection: {rc}")
+        if topic_filter is not None:
+            if not outcome.get("subscribed"):
+                return BrokerProbeResult(True, True, False, "the broker did not answer SUBSCRIBE")
+            # Retained messages follow the SUBACK at once [MQTT-3.3.1-6]; give them a moment.
+            time.sleep(settle)
+        return BrokerProbeResult(True, True, False, None, retained)  # no writer after loop_stop
+    finally:
+        with contextlib.suppress(Exception):
+            client.disconnect()
+        client.loop_stop()
