@@ -1,0 +1,480 @@
+"""Broker credentials: desk-unit provisioning and the generated Mosquitto configuration.
+
+Each desk unit gets its own broker user ``desk-{fid}`` with a random password.
+Only a hash is kept (on the ``DeskUnit`` row, in the PBKDF2-SHA512 format that
+Mosquitto 2 reads from its password file), so the password is shown exactly
+once, when it is created or rotated. The password file and the ACL are
+regenerated from the database; the ACL restricts every desk to its own topics
+(contract section 5).
+
+This module does not import paho: it writes files and rows only.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import grp
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..models import DeskUnit, Faculty
+from ..utils import topics
+
+logger = logging.getLogger(__name__)
+
+DESK_USERNAME_PREFIX: Final = "desk-"
+CENTRAL_USERNAME: Final = "consultease-central"
+# Mosquitto's own tool uses 101 iterations; the passwords are 192-bit random
+# strings, so iterations add nothing against guessing and cost broker CPU on every
+# connect. 1000 keeps a margin at a negligible cost.
+PBKDF2_ITERATIONS: Final = 1000
+_SALT_BYTES: Final = 12
+_HASH_BYTES: Final = 64
+
+PASSWORD_FILE: Final = "passwd"  # noqa: S105 - a file name, not a password
+ACL_FILE: Final = "acl"
+CONF_FILE: Final = "mosquitto.conf"
+CENTRAL_ENV_FILE: Final = "central.env"
+
+
+class ProvisioningError(ValueError):
+    """A provisioning request cannot be carried out; the message says why."""
+
+
+# --------------------------------------------------------------------------- hashes
+
+
+def generate_password() -> str:
+    """A random broker password: 32 URL-safe characters (192 bits), safe in env files and firmware."""
+    return secrets.token_urlsafe(24)
+
+
+def mosquitto_hash(
+    password: str, *, iterations: int = PBKDF2_ITERATIONS, salt: bytes | None = None
+) -> str:
+    """The ``$7$`` PBKDF2-SHA512 hash that Mosquitto 2 accepts in a password file."""
+    salt = salt if salt is not None else secrets.token_bytes(_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, _HASH_BYTES)
+    return (
+        f"$7${iterations}${base64.b64encode(salt).decode('ascii')}"
+        f"${base64.b64encode(digest).decode('ascii')}"
+    )
+
+
+def verify_mosquitto_hash(password_hash: str, password: str) -> bool:
+    """True when ``password`` matches a ``$7$`` hash (constant-time comparison)."""
+    try:
+        _empty, kind, iterations, salt_b64, digest_b64 = password_hash.split("$")
+        if kind != "7":
+            return False
+        salt = base64.b64decode(salt_b64, validate=True)
+        expected = base64.b64decode(digest_b64, validate=True)
+        actual = hashlib.pbkdf2_hmac(
+            "sha512", password.encode("utf-8"), salt, int(iterations), len(expected)
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def desk_username(faculty_id: int) -> str:
+    """The broker username of faculty ``faculty_id``'s desk unit."""
+    return f"{DESK_USERNAME_PREFIX}{int(faculty_id)}"
+
+
+# --------------------------------------------------------------------------- desk credentials
+
+
+@dataclass(frozen=True, slots=True)
+class DeskCredentials:
+    """A desk unit's configuration, including its password: show it once, never log it."""
+
+    faculty_id: int
+    faculty_name: str
+    username: str
+    password: str = field(repr=False)
+
+    def render(self, broker_host: str, broker_port: int, tls_port: int | None = None) -> str:
+        """The text an operator types into the desk unit's firmware configuration."""
+        lines = [
+            f"Desk unit configuration for faculty {self.faculty_id} ({self.faculty_name})",
+            "Shown once: enter it into the desk unit now; it cannot be displayed again.",
+            f"  MQTT broker host : {broker_host}",
+            f"  MQTT broker port : {broker_port}",
+        ]
+        if tls_port is not None:
+            lines.append(f"  MQTT TLS port    : {tls_port} (for desk units that support TLS)")
+        lines += [
+            f"  Faculty id       : {self.faculty_id}",
+            f"  MQTT username    : {self.username}",
+            f"  MQTT password    : {self.password}",
+        ]
+        return "\n".join(lines)
+
+
+def _validated_faculty_id(faculty_id: object) -> int:
+    if isinstance(faculty_id, bool) or not isinstance(faculty_id, int) or faculty_id <= 0:
+        raise ProvisioningError("The faculty id must be a positive whole number.")
+    return faculty_id
+
+
+def _faculty(session: Session, faculty_id: int) -> Faculty:
+    faculty = session.get(Faculty, _validated_faculty_id(faculty_id))
+    if faculty is None:
+        raise ProvisioningError(f"There is no faculty member with id {faculty_id}.")
+    return faculty
+
+
+def _desk(session: Session, faculty_id: int) -> DeskUnit | None:
+    return session.scalar(select(DeskUnit).where(DeskUnit.faculty_id == faculty_id))
+
+
+def provision_desk(session: Session, faculty_id: int) -> DeskCredentials:
+    """Create the desk unit's broker credentials (in ``session``; the caller commits)."""
+    faculty = _faculty(session, faculty_id)
+    desk = _desk(session, faculty.id)
+    if desk is not None and desk.password_hash and not desk.revoked:
+        raise ProvisioningError(
+            f"The desk unit of faculty {faculty.id} already has credentials; rotate them instead."
+        )
+    if desk is None:
+        desk = DeskUnit(faculty_id=faculty.id)
+        session.add(desk)
+    return _set_new_password(session, desk, faculty, "provisioned")
+
+
+def rotate_desk(session: Session, faculty_id: int) -> DeskCredentials:
+    """Replace the desk unit's password; the old one stops working when the broker reloads."""
+    faculty = _faculty(session, faculty_id)
+    desk = _desk(session, faculty.id)
+    if desk is None or not desk.password_hash or desk.revoked:
+        raise ProvisioningError(
+            f"The desk unit of faculty {faculty.id} has no active credentials; provision it first."
+        )
+    return _set_new_password(session, desk, faculty, "rotated")
+
+
+def revoke_desk(session: Session, faculty_id: int) -> None:
+    """Revoke the desk unit's credentials: it is left out of the password file and the ACL."""
+    faculty = _faculty(session, faculty_id)
+    desk = _desk(session, faculty.id)
+    if desk is None or desk.revoked or not desk.password_hash:
+        raise ProvisioningError(f"The desk unit of faculty {faculty.id} has no active credentials.")
+    desk.revoked = True
+    desk.password_hash = None
+    session.flush()
+    logger.info("desk unit credentials of faculty %d revoked", faculty.id)
+
+
+def _set_new_password(
+    session: Session, desk: DeskUnit, faculty: Faculty, verb: str
+) -> DeskCredentials:
+    password = generate_password()
+    desk.mqtt_username = desk_username(faculty.id)
+    desk.password_hash = mosquitto_hash(password)
+    desk.revoked = False
+    session.flush()
+    logger.info(
+        "desk unit credentials of faculty %d %s (user %s)", faculty.id, verb, desk.mqtt_username
+    )
+    return DeskCredentials(faculty.id, faculty.name, desk.mqtt_username, password)
+
+
+@dataclass(frozen=True, slots=True)
+class DeskAccount:
+    """One active desk user as it goes into the password file and the ACL."""
+
+    faculty_id: int
+    username: str
+    password_hash: str
+
+
+def active_desk_accounts(session: Session) -> list[DeskAccount]:
+    """Every provisioned, unrevoked desk unit, by faculty id."""
+    rows = session.scalars(
+        select(DeskUnit)
+        .where(DeskUnit.revoked.is_(False), DeskUnit.password_hash.is_not(None))
+        .order_by(DeskUnit.faculty_id)
+    )
+    return [
+        DeskAccount(
+            d.faculty_id, d.mqtt_username or desk_username(d.faculty_id), d.password_hash or ""
+        )
+        for d in rows
+    ]
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_password_file(entries: Iterable[tuple[str, str]]) -> str:
+    """``username:hash`` lines."""
+    lines = []
+    for username, password_hash in entries:
+        if ":" in username or "\n" in username or "\n" in password_hash:
+            raise ProvisioningError(f"invalid broker username {username!r}")
+        lines.append(f"{username}:{password_hash}")
+    return "\n".join(lines) + "\n"
+
+
+def render_acl(central_username: str, desks: Iterable[DeskAccount]) -> str:
+    """The Mosquitto ACL: the central user everywhere under consultease/, each desk only its own topics."""
+    out = [
+        "# Generated by `consultease broker-config`; regenerated on every desk provisioning.",
+        "# Contract section 5: one user per desk unit, restricted to its own topics.",
+        "",
+        f"user {central_username}",
+        f"topic readwrite {topics.ROOT}/#",
+        f"topic readwrite {topics.LEGACY_FACULTY_STATUS_FILTER}",
+        "",
+    ]
+    for desk in desks:
+        fid = desk.faculty_id
+        out += [
+            f"user {desk.username}",
+            f"topic write {topics.ROOT}/faculty/{fid}/#",
+            f"topic write {topics.legacy_faculty_status_topic(fid)}",
+            f"topic read {topics.faculty_messages_topic(fid)}",
+            f"topic read {topics.faculty_cancellations_topic(fid)}",
+            "",
+        ]
+    return "\n".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class TLSOptions:
+    """Files of the optional TLS listener (paths as the broker will see them)."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path
+    port: int = 8883
+
+
+def render_mosquitto_conf(
+    install_dir: Path,
+    *,
+    port: int = 1883,
+    listen_address: str | None = None,
+    tls: TLSOptions | None = None,
+    extra_lines: Sequence[str] = (),
+) -> str:
+    """A Mosquitto 2 configuration fragment: listeners, no anonymous access, password file, ACL."""
+    plain = f"listener {port} {listen_address}" if listen_address else f"listener {port}"
+    lines = [
+        "# Generated by `consultease broker-config`. Do not edit: regenerate instead.",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"password_file {install_dir / PASSWORD_FILE}",
+        f"acl_file {install_dir / ACL_FILE}",
+        "",
+        "# Plain MQTT: the deployed desk firmware connects here (contract: no TLS assumed).",
+        plain,
+        "protocol mqtt",
+    ]
+    if tls is not None:
+        tls_listener = (
+            f"listener {tls.port} {listen_address}" if listen_address else f"listener {tls.port}"
+        )
+        lines += [
+            "",
+            "# MQTT over TLS for clients that support it.",
+            tls_listener,
+            "protocol mqtt",
+            f"certfile {tls.certfile}",
+            f"keyfile {tls.keyfile}",
+            f"cafile {tls.cafile}",
+            "tls_version tlsv1.2",
+        ]
+    lines += list(extra_lines)
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _write_private(path: Path, text: str, mode: int, group: str | None = None) -> None:
+    """Write ``text`` atomically with ``mode`` from the start (never briefly world-readable).
+
+    ``group`` (e.g. ``mosquitto``) owns the file so the broker, which drops root
+    privileges before reading its password file and ACL, can read a 0640 file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        if group is None and path.exists():
+            # Keep the group an earlier run gave the file (refreshes after provisioning).
+            with contextlib.suppress(PermissionError):
+                os.fchown(fd, -1, path.stat().st_gid)
+        elif group is not None:
+            try:
+                os.fchown(fd, -1, grp.getgrnam(group).gr_gid)
+            except (KeyError, PermissionError) as err:
+                raise ProvisioningError(
+                    f"Cannot give {path.name} to group {group!r} ({err}); add this user to that "
+                    "group or run without --group."
+                ) from err
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines of a systemd EnvironmentFile (comments and blanks skipped)."""
+    values: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        values[key.strip()] = value.strip()
+    return values
+
+
+def _central_hash_from_password_file(path: Path, username: str) -> str | None:
+    if not path.exists():
+        return None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, sep, password_hash = line.partition(":")
+        if sep and name == username:
+            return password_hash
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """What ``write_broker_config`` wrote (no secrets in here)."""
+
+    out_dir: Path
+    conf_path: Path
+    password_path: Path
+    acl_path: Path
+    central_env_path: Path
+    central_username: str
+    central_created: bool
+    desk_count: int
+
+
+def write_broker_config(
+    session: Session,
+    out_dir: Path,
+    *,
+    install_dir: Path | None = None,
+    port: int = 1883,
+    listen_address: str | None = None,
+    tls: TLSOptions | None = None,
+    rotate_central: bool = False,
+    central_host: str = "127.0.0.1",
+    group: str | None = None,
+    extra_conf_lines: Sequence[str] = (),
+) -> BrokerConfig:
+    """Write mosquitto.conf, the password file, the ACL and the central system's env file.
+
+    The central credentials are kept across runs (read back from ``central.env``
+    and the password file) unless ``rotate_central``; ``central.env`` is mode 0600.
+    """
+    out_dir = Path(out_dir).absolute()
+    install_dir = Path(install_dir).absolute() if install_dir else out_dir
+    env_path = out_dir / CENTRAL_ENV_FILE
+    password_path = out_dir / PASSWORD_FILE
+    central_user = CENTRAL_USERNAME
+    central_hash = None
+    if env_path.exists() and not rotate_central:
+        central_user = read_env_file(env_path).get("CONSULTEASE_MQTT_USERNAME", CENTRAL_USERNAME)
+        central_hash = _central_hash_from_password_file(password_path, central_user)
+    created = central_hash is None
+    if created:
+        central_password = generate_password()
+        central_hash = mosquitto_hash(central_password)
+        env_lines = [
+            "# The central system's broker credentials (generated by `consultease broker-config`).",
+            "# Keep this file mode 0600; systemd reads it with EnvironmentFile=.",
+            f"CONSULTEASE_MQTT_HOST={central_host}",
+            f"CONSULTEASE_MQTT_PORT={port}",
+            f"CONSULTEASE_MQTT_USERNAME={central_user}",
+            f"CONSULTEASE_MQTT_PASSWORD={central_password}",
+        ]
+        _write_private(env_path, "\n".join(env_lines) + "\n", 0o600)
+        del central_password
+    desks = active_desk_accounts(session)
+    _write_private(
+        password_path,
+        render_password_file(
+            [(central_user, central_hash), *((d.username, d.password_hash) for d in desks)]
+        ),
+        0o640,
+        group,
+    )
+    acl_path = out_dir / ACL_FILE
+    _write_private(acl_path, render_acl(central_user, desks), 0o640, group)
+    conf_path = out_dir / CONF_FILE
+    _write_private(
+        conf_path,
+        render_mosquitto_conf(
+            install_dir,
+            port=port,
+            listen_address=listen_address,
+            tls=tls,
+            extra_lines=extra_conf_lines,
+        ),
+        0o644,
+    )
+    logger.info(
+        "broker configuration written to %s (%d desk users, central credentials %s)",
+        out_dir,
+        len(desks),
+        "created" if created else "kept",
+    )
+    return BrokerConfig(
+        out_dir, conf_path, password_path, acl_path, env_path, central_user, created, len(desks)
+    )
+
+
+def refresh_broker_files(session: Session, out_dir: Path, *, group: str | None = None) -> int:
+    """Rewrite the password file and the ACL in ``out_dir`` from the database; returns the desk count.
+
+    Keeps the central user's existing hash and leaves mosquitto.conf untouched.
+    Mosquitto reads both files again on SIGHUP (``systemctl reload mosquitto``).
+    """
+    out_dir = Path(out_dir).absolute()
+    env_path = out_dir / CENTRAL_ENV_FILE
+    if not env_path.exists():
+        raise ProvisioningError(
+            f"{out_dir} holds no broker configuration; run `consultease broker-config --out {out_dir}` first."
+        )
+    central_user = read_env_file(env_path).get("CONSULTEASE_MQTT_USERNAME", CENTRAL_USERNAME)
+    central_hash = _central_hash_from_password_file(out_dir / PASSWORD_FILE, central_user)
+    if central_hash is None:
+        raise ProvisioningError(
+            f"The central user is missing from {out_dir / PASSWORD_FILE}; run broker-config again."
+        )
+    desks = active_desk_accounts(session)
+    _write_private(
+        out_dir / PASSWORD_FILE,
+        render_password_file(
+            [(central_user, central_hash), *((d.username, d.password_hash) for d in desks)]
+        ),
+        0o640,
+        group,
+    )
+    _write_private(out_dir / ACL_FILE, render_acl(central_user, desks), 0o640, group)
+    return len(desks)
