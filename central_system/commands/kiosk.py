@@ -1,0 +1,139 @@
+"""``consultease run`` (the kiosk) and ``consultease demo`` (the whole system, no setup)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Bound of the headless scenario (it normally takes a few seconds).
+DEFAULT_HEADLESS_TIMEOUT_S = 60.0
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``run`` and ``demo`` sub-commands."""
+    run_p = subparsers.add_parser(
+        "run", help="run the kiosk with the configured broker and database"
+    )
+    run_p.add_argument(
+        "--fullscreen", action="store_true", help="fill the screen (the touchscreen kiosk)"
+    )
+    run_p.set_defaults(func=run)
+
+    demo_p = subparsers.add_parser(
+        "demo",
+        help="run everything with no setup: embedded broker, SQLite in a temp dir, demo data, simulated desks",
+    )
+    demo_p.add_argument(
+        "--headless",
+        action="store_true",
+        help="run a scripted scenario offscreen and print its timeline",
+    )
+    demo_p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_HEADLESS_TIMEOUT_S,
+        help="bound of the headless scenario (s)",
+    )
+    demo_p.add_argument("--fullscreen", action="store_true", help="fill the screen")
+    demo_p.add_argument(
+        "--keep-data", action="store_true", help="keep the temporary data directory"
+    )
+    demo_p.set_defaults(func=demo)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The kiosk against the configured broker and database."""
+    from ..bootstrap import build_system
+    from ..config import get_settings
+    from ..services.rfid import create_reader
+    from ..views.app import Kiosk, ensure_qapp
+
+    settings = get_settings()
+    app = ensure_qapp(sys.argv[:1])
+    system = build_system(settings)
+    system.start()
+    reader = create_reader(settings.rfid_device)
+    kiosk = Kiosk(system, reader)
+    kiosk.show(fullscreen=args.fullscreen or settings.fullscreen)
+    _quit_on_signals(app)
+    try:
+        return int(app.exec())
+    finally:
+        kiosk.close()
+        system.stop()
+
+
+def demo(args: argparse.Namespace) -> int:
+    """The demo: interactive window, or ``--headless`` scripted scenario."""
+    if args.headless:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from ..services.rfid import SimulatedRFIDReader
+    from ..views.app import Kiosk, ensure_qapp
+    from ..views.demo import (
+        DEMO_ADMIN,
+        DemoEnvironment,
+        Scenario,
+        demo_cards,
+        headless_steps,
+        visible_messages,
+    )
+
+    print("Starting the ConsultEase demo…", flush=True)
+    env = DemoEnvironment(keep_data=args.keep_data)
+    try:
+        env.start()
+    except Exception as err:
+        print(f"demo setup failed: {err}", file=sys.stderr)
+        env.stop()
+        return 2
+    s = env.settings
+    print(f"  data directory: {env.data_dir}", flush=True)
+    print(
+        f"  MQTT broker:    {s.mqtt_host}:{s.mqtt_port}{' (embedded)' if env.broker else ''}",
+        flush=True,
+    )
+    print(f"  simulated desks: {len(env.faculty_ids)} (improved mode)", flush=True)
+    if env.admin_password:
+        # Shown once, never stored in clear: there is no default password.
+        print(f"  admin login:    {DEMO_ADMIN} / {env.admin_password}", flush=True)
+    app = ensure_qapp(sys.argv[:1])
+    reader = SimulatedRFIDReader()
+    kiosk = Kiosk(env.system, reader)
+    try:
+        if args.headless:
+            kiosk.window.show()
+            scenario = Scenario(
+                headless_steps(env, kiosk),
+                args.timeout,
+                diagnose=lambda: visible_messages(kiosk.window),
+            )
+            scenario.finished.connect(lambda _ok: app.quit())
+            scenario.start()
+            app.exec()
+            ok = bool(scenario.ok)
+            print("DEMO OK" if ok else "DEMO FAILED", flush=True)
+            return 0 if ok else 1
+        kiosk.show(fullscreen=args.fullscreen or s.fullscreen)
+        kiosk.show_simulated_reader(demo_cards())
+        _quit_on_signals(app)
+        return int(app.exec())
+    finally:
+        kiosk.close()
+        env.stop()
+
+
+def _quit_on_signals(app: Any) -> None:
+    """Ctrl+C / SIGTERM quit the Qt loop cleanly (Python handlers run between Qt events)."""
+    from PySide6.QtCore import QTimer
+
+    from ..cli import install_signal_handlers
+
+    install_signal_handlers(app.quit)
+    timer = QTimer(app)
+    timer.start(250)  # wake the interpreter so the signal handler gets to run
+    timer.timeout.connect(lambda: None)

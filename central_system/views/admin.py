@@ -1,0 +1,472 @@
+"""The admin area: faculty, students (card registration by tap), desks, consultations, audit, system."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .backend import AdminSession, FacultyView, KioskError, StudentView
+from .context import KioskContext
+from .widgets import button, fmt_time
+
+
+def _error_text(err: BaseException) -> str:
+    return str(err) if isinstance(err, KioskError) else f"Failed: {err.__class__.__name__}: {err}"
+
+
+def _table(headers: list[str], name: str) -> QTableWidget:
+    t = QTableWidget(0, len(headers))
+    t.setObjectName(name)
+    t.setHorizontalHeaderLabels(headers)
+    t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    t.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    t.verticalHeader().setVisible(False)
+    t.verticalHeader().setDefaultSectionSize(40)
+    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+    return t
+
+
+def _fill(table: QTableWidget, rows: list[list[Any]]) -> None:
+    table.setRowCount(len(rows))
+    for r, values in enumerate(rows):
+        for c, value in enumerate(values):
+            table.setItem(r, c, QTableWidgetItem("" if value is None else str(value)))
+
+
+class FacultyTab(QWidget):
+    """Faculty CRUD."""
+
+    def __init__(self, area: AdminArea) -> None:
+        super().__init__()
+        self.area = area
+        self.views: list[FacultyView] = []
+        self.editing: int | None = None
+        layout = QHBoxLayout(self)
+        self.table = _table(["Name", "Department", "Email", "Status"], "facultyTable")
+        layout.addWidget(self.table, 3)
+        form_box = QVBoxLayout()
+        form = QFormLayout()
+        self.name = QLineEdit()
+        self.name.setObjectName("facultyNameEdit")
+        self.department = QLineEdit()
+        self.department.setObjectName("facultyDeptEdit")
+        self.email = QLineEdit()
+        self.email.setObjectName("facultyEmailEdit")
+        form.addRow("Name", self.name)
+        form.addRow("Department", self.department)
+        form.addRow("Email", self.email)
+        form_box.addLayout(form)
+        self.message = QLabel("")
+        self.message.setObjectName("fieldError")
+        self.message.setWordWrap(True)
+        form_box.addWidget(self.message)
+        row = QHBoxLayout()
+        self.new_button = button("New", "facultyNew", "secondary")
+        self.save_button = button("Save", "facultySave")
+        self.delete_button = button("Delete", "facultyDelete", "danger")
+        row.addWidget(self.new_button)
+        row.addWidget(self.save_button)
+        row.addWidget(self.delete_button)
+        form_box.addLayout(row)
+        form_box.addStretch(1)
+        layout.addLayout(form_box, 2)
+        self.table.itemSelectionChanged.connect(self._selected)
+        self.new_button.clicked.connect(self._new)
+        self.save_button.clicked.connect(self._save)
+        self.delete_button.clicked.connect(self._delete)
+        self._new()
+
+    def refresh(self) -> None:
+        """Reload the faculty list."""
+        self.area.ctx.run(lambda b: b.list_faculty(), self._loaded, self._failed)
+
+    def _loaded(self, views: list[FacultyView]) -> None:
+        self.views = views
+        _fill(self.table, [[v.name, v.department, v.email or "", v.availability] for v in views])
+
+    def _failed(self, err: BaseException) -> None:
+        self.message.setText(_error_text(err))
+
+    def _selected(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows or rows[0].row() >= len(self.views):
+            return
+        v = self.views[rows[0].row()]
+        self.editing = v.id
+        self.name.setText(v.name)
+        self.department.setText(v.department)
+        self.email.setText(v.email or "")
+        self.delete_button.setEnabled(True)
+
+    def _new(self) -> None:
+        self.editing = None
+        self.table.clearSelection()
+        for field in (self.name, self.department, self.email):
+            field.clear()
+        self.delete_button.setEnabled(False)
+
+    def _save(self) -> None:
+        name, dept, email = self.name.text(), self.department.text(), self.email.text().strip()
+        if not name.strip():
+            self.message.setText("A name is required.")
+            return
+        fid, admin = self.editing, self.area.username
+
+        def done(view: FacultyView) -> None:
+            self.message.setText(f"Saved {view.name}.")
+            self._new()
+            self.refresh()
+
+        self.message.setText("Saving…")
+        self.area.ctx.run(
+            lambda b: b.save_faculty(fid, name, dept, email or None, admin), done, self._failed
+        )
+
+    def _delete(self) -> None:
+        if self.editing is None:
+            return
+        fid, admin = self.editing, self.area.username
+
+        def done(_: object) -> None:
+            self.message.setText("Deleted.")
+            self._new()
+            self.refresh()
+
+        self.area.ctx.run(lambda b: b.delete_faculty(fid, admin), done, self._failed)
+
+
+class StudentsTab(QWidget):
+    """Students; a new student's card is registered by tapping it on the reader."""
+
+    def __init__(self, area: AdminArea) -> None:
+        super().__init__()
+        self.area = area
+        self.views: list[StudentView] = []
+        self.captured_uid: str | None = None
+        self.waiting_for_card = False
+        layout = QHBoxLayout(self)
+        self.table = _table(["Name", "Student no.", "Department", "Card UID"], "studentTable")
+        layout.addWidget(self.table, 3)
+        box = QVBoxLayout()
+        form = QFormLayout()
+        self.name = QLineEdit()
+        self.name.setObjectName("studentNameEdit")
+        self.number = QLineEdit()
+        self.number.setObjectName("studentNumberEdit")
+        self.department = QLineEdit()
+        self.department.setObjectName("studentDeptEdit")
+        form.addRow("Name", self.name)
+        form.addRow("Student no.", self.number)
+        form.addRow("Department", self.department)
+        box.addLayout(form)
+        self.card_label = QLabel("Card: not tapped yet")
+        self.card_label.setObjectName("cardUidLabel")
+        box.addWidget(self.card_label)
+        self.tap_button = button("Tap card to register", "tapCardButton", "secondary")
+        box.addWidget(self.tap_button)
+        self.message = QLabel("")
+        self.message.setObjectName("fieldError")
+        self.message.setWordWrap(True)
+        box.addWidget(self.message)
+        row = QHBoxLayout()
+        self.register_button = button("Register", "registerStudentButton")
+        self.delete_button = button("Delete", "studentDelete", "danger")
+        row.addWidget(self.register_button)
+        row.addWidget(self.delete_button)
+        box.addLayout(row)
+        box.addStretch(1)
+        layout.addLayout(box, 2)
+        self.tap_button.clicked.connect(self.wait_for_card)
+        self.register_button.clicked.connect(self._register)
+        self.delete_button.clicked.connect(self._delete)
+
+    def refresh(self) -> None:
+        """Reload the student list."""
+        self.area.ctx.run(lambda b: b.list_students(), self._loaded, self._failed)
+
+    def _loaded(self, views: list[StudentView]) -> None:
+        self.views = views
+        _fill(self.table, [[v.name, v.student_id, v.department, v.rfid_uid] for v in views])
+
+    def _failed(self, err: BaseException) -> None:
+        self.message.setText(_error_text(err))
+
+    def wait_for_card(self) -> None:
+        """The next card tap fills the card field instead of logging anyone in."""
+        self.waiting_for_card = True
+        self.card_label.setText("Card: waiting for a tap on the reader…")
+
+    def card_tapped(self, uid: str) -> bool:
+        """Take ``uid`` if waiting for a card; returns True when it was consumed."""
+        if not self.waiting_for_card:
+            return False
+        self.waiting_for_card = False
+        self.captured_uid = uid
+        self.card_label.setText(f"Card: {uid}")
+        return True
+
+    def _register(self) -> None:
+        if not self.captured_uid:
+            self.message.setText("Tap the student's card first.")
+            return
+        if not self.name.text().strip() or not self.number.text().strip():
+            self.message.setText("Name and student number are required.")
+            return
+        args = (self.name.text(), self.number.text(), self.department.text(), self.captured_uid)
+        admin = self.area.username
+
+        def done(view: StudentView) -> None:
+            self.message.setText(f"Registered {view.name} ({view.rfid_uid}).")
+            for field in (self.name, self.number, self.department):
+                field.clear()
+            self.captured_uid = None
+            self.card_label.setText("Card: not tapped yet")
+            self.refresh()
+
+        self.message.setText("Registering…")
+        self.area.ctx.run(lambda b: b.register_student(*args, admin), done, self._failed)
+
+    def _delete(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows or rows[0].row() >= len(self.views):
+            self.message.setText("Select a student first.")
+            return
+        pk, admin = self.views[rows[0].row()].id, self.area.username
+        self.area.ctx.run(
+            lambda b: b.delete_student(pk, admin), lambda _: self.refresh(), self._failed
+        )
+
+
+class SimpleTableTab(QWidget):
+    """A read-only table with a Refresh button."""
+
+    def __init__(
+        self, area: AdminArea, headers: list[str], name: str, loader: Any, row: Any
+    ) -> None:
+        super().__init__()
+        self.area, self.loader, self.row = area, loader, row
+        layout = QVBoxLayout(self)
+        top = QHBoxLayout()
+        self.message = QLabel("")
+        self.message.setObjectName("fieldError")
+        top.addWidget(self.message, 1)
+        refresh = button("Refresh", f"{name}Refresh", "secondary")
+        refresh.clicked.connect(self.refresh)
+        top.addWidget(refresh)
+        layout.addLayout(top)
+        self.table = _table(headers, name)
+        layout.addWidget(self.table, 1)
+
+    def refresh(self) -> None:
+        """Reload on the worker."""
+        self.area.ctx.run(self.loader, self._loaded, lambda e: self.message.setText(_error_text(e)))
+
+    def _loaded(self, items: list[Any]) -> None:
+        self.message.setText("" if items else "Nothing yet.")
+        _fill(self.table, [self.row(i) for i in items])
+
+
+def _desk_row(d: Any) -> list[Any]:
+    hb = d.heartbeat or {}
+    diag = d.diagnostics or {}
+    health = ", ".join(f"{k}={hb[k]}" for k in ("wifi_rssi", "free_heap", "uptime") if k in hb) or (
+        json.dumps(diag)[:60] if diag else "-"
+    )
+    return [
+        d.faculty_name,
+        "online" if d.online else "OFFLINE",
+        d.status,
+        fmt_time(d.last_heartbeat_at or d.last_seen),
+        health,
+    ]
+
+
+class SystemTab(QWidget):
+    """MQTT connection, backlog and counters; database backup."""
+
+    SHOWN = (
+        ("state", "MQTT state"),
+        ("broker", "Broker"),
+        ("protocol", "Protocol"),
+        ("queue_size", "Backlog (queue size)"),
+        ("inflight", "In flight"),
+        ("messages_published", "Published"),
+        ("messages_received", "Received"),
+        ("dropped_messages", "Dropped"),
+        ("reconnects", "Reconnects"),
+        ("last_error", "Last error"),
+        ("database", "Database"),
+    )
+
+    def __init__(self, area: AdminArea) -> None:
+        super().__init__()
+        self.area = area
+        layout = QVBoxLayout(self)
+        grid = QGridLayout()
+        self.values: dict[str, QLabel] = {}
+        for i, (key, label) in enumerate(self.SHOWN):
+            grid.addWidget(QLabel(label), i // 2, (i % 2) * 2)
+            value = QLabel("-")
+            value.setObjectName(f"stat_{key}")
+            grid.addWidget(value, i // 2, (i % 2) * 2 + 1)
+            self.values[key] = value
+        layout.addLayout(grid)
+        self.message = QLabel("")
+        self.message.setObjectName("fieldError")
+        self.message.setWordWrap(True)
+        layout.addWidget(self.message)
+        layout.addStretch(1)
+        row = QHBoxLayout()
+        self.refresh_button = button("Refresh", "systemRefresh", "secondary")
+        self.backup_button = button("Back up database", "backupButton")
+        self.backup_button.setEnabled(False)
+        row.addWidget(self.refresh_button)
+        row.addStretch(1)
+        row.addWidget(self.backup_button)
+        layout.addLayout(row)
+        self.refresh_button.clicked.connect(self.refresh)
+        self.backup_button.clicked.connect(self._backup)
+
+    def refresh(self) -> None:
+        """Reload the statistics on the worker."""
+        self.area.ctx.run(
+            lambda b: (b.system_stats(), b.backup_available()),
+            self._loaded,
+            lambda e: self.message.setText(_error_text(e)),
+        )
+
+    def _loaded(self, result: tuple[dict[str, Any], bool]) -> None:
+        stats, backup_ok = result
+        for key, label in self.values.items():
+            value = stats.get(key)
+            label.setText("-" if value in (None, "") else str(value)[:60])
+        self.backup_button.setEnabled(backup_ok)
+        self.backup_button.setToolTip("" if backup_ok else "backup is not installed")
+
+    def _backup(self) -> None:
+        admin = self.area.username
+        self.message.setText("Backing up…")
+        self.area.ctx.run(
+            lambda b: b.backup(admin),
+            lambda where: self.message.setText(f"Backup written: {where}"),
+            lambda e: self.message.setText(_error_text(e)),
+        )
+
+
+class AdminArea(QWidget):
+    """Tabs for everything an administrator manages."""
+
+    logout_requested = Signal()
+
+    def __init__(self, ctx: KioskContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self.setObjectName("page")
+        self.session: AdminSession | None = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 6, 8, 6)
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("adminTabs")
+        self.faculty_tab = FacultyTab(self)
+        self.students_tab = StudentsTab(self)
+        self.desks_tab = SimpleTableTab(
+            self,
+            ["Faculty", "Desk", "Presence", "Last heartbeat", "Diagnostics"],
+            "deskTable",
+            lambda b: b.list_desks(),
+            _desk_row,
+        )
+        self.consultations_tab = SimpleTableTab(
+            self,
+            ["#", "Student", "Faculty", "Course", "Status", "Created"],
+            "consultationTable",
+            lambda b: b.list_consultations(),
+            lambda c: [
+                c.id,
+                c.student_name,
+                c.faculty_name,
+                c.course_code or "",
+                c.status,
+                fmt_time(c.created_at),
+            ],
+        )
+        self.audit_tab = SimpleTableTab(
+            self,
+            ["Time", "Actor", "Action", "Target", "OK", "Details"],
+            "auditTable",
+            lambda b: b.list_audit(),
+            lambda a: [
+                fmt_time(a.created_at),
+                a.actor,
+                a.action,
+                a.target or "",
+                "yes" if a.success else "NO",
+                a.details,
+            ],
+        )
+        self.system_tab = SystemTab(self)
+        for widget, label in (
+            (self.faculty_tab, "Faculty"),
+            (self.students_tab, "Students"),
+            (self.desks_tab, "Desk units"),
+            (self.consultations_tab, "Consultations"),
+            (self.audit_tab, "Audit log"),
+            (self.system_tab, "System"),
+        ):
+            self.tabs.addTab(widget, label)
+        layout.addWidget(self.tabs)
+        self.tabs.currentChanged.connect(lambda _i: self.refresh_current())
+
+    @property
+    def username(self) -> str:
+        """The logged-in administrator's name."""
+        return self.session.username if self.session else "unknown"
+
+    def open(self, session: AdminSession) -> None:
+        """Show the area for ``session``; every tab loads on the worker."""
+        self.session = session
+        self.tabs.setCurrentIndex(0)
+        for tab in self._tabs():
+            tab.refresh()
+
+    def _tabs(self) -> list[Any]:
+        return [
+            self.faculty_tab,
+            self.students_tab,
+            self.desks_tab,
+            self.consultations_tab,
+            self.audit_tab,
+            self.system_tab,
+        ]
+
+    def refresh_current(self) -> None:
+        """Reload the visible tab."""
+        if self.session is not None:
+            self._tabs()[self.tabs.currentIndex()].refresh()
+
+    def card_tapped(self, uid: str) -> bool:
+        """A card tap while the admin area is open (student registration)."""
+        return self.students_tab.card_tapped(uid)
+
+    def close_session(self) -> None:
+        """Forget the administrator."""
+        self.session = None
+        self.students_tab.waiting_for_card = False
+        self.students_tab.captured_uid = None

@@ -1,0 +1,70 @@
+"""Assembles the kiosk: bridge, task manager, backend and window on top of a built ``System``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from PySide6.QtWidgets import QApplication
+
+from ..services.rfid import RFIDReader
+from .backend import KioskBackend
+from .bridge import MqttBridge
+from .context import KioskContext
+from .main_window import KioskWindow, SimulatedReaderPanel
+from .worker import TaskManager
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_qapp(argv: list[str] | None = None) -> QApplication:
+    """The process's QApplication (created once)."""
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(argv or ["consultease"])
+    assert isinstance(app, QApplication)
+    return app
+
+
+class Kiosk:
+    """The kiosk window wired to a running ``System`` and a card reader."""
+
+    def __init__(self, system: Any, reader: RFIDReader) -> None:
+        self.system = system
+        self.reader = reader
+        self.bridge = MqttBridge()
+        self.taskman = TaskManager()
+        self.backend = KioskBackend(system)
+        self.ctx = KioskContext(self.backend, self.taskman, self.bridge, system.settings)
+        self.window = KioskWindow(self.ctx)
+        self.sim_panel: SimulatedReaderPanel | None = None
+        # Reader and controller callbacks run on their own threads; the bridge queues them to Qt.
+        self._remove_reader = reader.add_callback(self.bridge.on_card)
+        self.backend.connect_events(self.bridge)
+        reader.start()
+
+    def show(self, fullscreen: bool = False) -> None:
+        """Show the window (fullscreen on the kiosk's touchscreen)."""
+        if fullscreen:
+            self.window.showFullScreen()
+        else:
+            self.window.show()
+
+    def show_simulated_reader(self, cards: list[tuple[str, str]]) -> SimulatedReaderPanel:
+        """Demo only: a panel of demo cards next to the window."""
+        self.sim_panel = SimulatedReaderPanel(self.reader, cards)
+        self.sim_panel.resize(300, 600)
+        geo = self.window.geometry()
+        self.sim_panel.move(geo.x() + geo.width() + 12, geo.y())
+        self.sim_panel.show()
+        return self.sim_panel
+
+    def close(self) -> None:
+        """Detach from the system and the reader, stop the worker, close the windows."""
+        self.backend.disconnect_events()
+        self._remove_reader()
+        self.reader.stop()
+        self.taskman.shutdown()
+        if self.sim_panel is not None:
+            self.sim_panel.close()
+        self.window.close()

@@ -1,0 +1,488 @@
+"""The kiosk's only door to the controllers and the database.
+
+Every function here may do database or network I/O, so the views call them only
+through :class:`~central_system.views.worker.TaskManager` (on the worker thread).
+They return plain frozen dataclasses, never ORM objects, so nothing lazy-loads
+on the Qt thread. Keeping every controller call in this one module keeps the
+integration with the controllers layer a small change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from .. import db
+from ..models import Admin, Consultation, DeskUnit, Faculty, Student
+from ..services.rfid import InvalidUIDError, normalize_uid
+
+logger = logging.getLogger(__name__)
+
+
+class KioskError(Exception):
+    """An error whose message the kiosk shows to the user as is."""
+
+
+@dataclass(frozen=True)
+class FacultyView:
+    """What a faculty card shows."""
+
+    id: int
+    name: str
+    department: str
+    email: str | None
+    status: str  # available / busy / away / offline
+    desk_online: bool
+
+    @property
+    def availability(self) -> str:
+        """The label the kiosk shows: available, busy, away or desk offline."""
+        if not self.desk_online or self.status == "offline":
+            return "desk offline"
+        return self.status
+
+    @property
+    def can_request(self) -> bool:
+        """A request may be sent now (contract 3: the firmware drops requests while away)."""
+        return self.desk_online and self.status == "available"
+
+
+@dataclass(frozen=True)
+class StudentView:
+    """A logged-in or listed student."""
+
+    id: int
+    name: str
+    student_id: str
+    department: str
+    rfid_uid: str
+
+
+@dataclass(frozen=True)
+class ConsultationView:
+    """One consultation row."""
+
+    id: int
+    student_id: int
+    student_name: str
+    faculty_id: int
+    faculty_name: str
+    message: str
+    course_code: str | None
+    status: str
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DeskView:
+    """A faculty member's desk unit as the admin sees it."""
+
+    faculty_id: int
+    faculty_name: str
+    online: bool
+    status: str
+    last_seen: datetime | None
+    last_heartbeat_at: datetime | None
+    heartbeat: dict[str, Any] | None
+    diagnostics_at: datetime | None
+    diagnostics: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class AuditView:
+    """One audit-log entry."""
+
+    created_at: datetime | None
+    actor: str
+    action: str
+    target: str | None
+    success: bool
+    details: str
+
+
+@dataclass(frozen=True)
+class AdminSession:
+    """An authenticated administrator."""
+
+    id: int | None
+    username: str
+    must_change_password: bool = False
+
+
+def _faculty_view(f: Faculty) -> FacultyView:
+    return FacultyView(
+        id=f.id,
+        name=f.name,
+        department=f.department or "",
+        email=f.email,
+        status=str(f.status),
+        desk_online=bool(f.desk_online),
+    )
+
+
+def _student_view(s: Student) -> StudentView:
+    return StudentView(
+        id=s.id,
+        name=s.name,
+        student_id=s.student_id,
+        department=s.department or "",
+        rfid_uid=s.rfid_uid,
+    )
+
+
+def _consultation_view(c: Consultation, session: Any = None) -> ConsultationView:
+    student_name = c.student.name if c.student is not None else ""
+    faculty_name = c.faculty.name if c.faculty is not None else ""
+    return ConsultationView(
+        id=c.id,
+        student_id=c.student_id,
+        student_name=student_name,
+        faculty_id=c.faculty_id,
+        faculty_name=faculty_name,
+        message=c.message,
+        course_code=c.course_code,
+        status=str(c.status),
+        created_at=c.created_at,
+    )
+
+
+def _error_message(err: BaseException) -> str:
+    return str(err) or err.__class__.__name__
+
+
+class KioskBackend:
+    """Calls the controllers (and reads the database) for the kiosk. Worker thread only."""
+
+    def __init__(self, system: Any) -> None:
+        self.system = system
+        self.controllers: dict[str, Any] = dict(getattr(system, "controllers", {}) or {})
+        self._removers: list[Callable[[], None]] = []
+
+    # ------------------------------------------------------------------ controllers
+
+    def _controller(self, name: str) -> Any:
+        """The controller called ``name`` from the system, built on demand when not wired."""
+        for key in (name, f"{name}_controller", name.capitalize()):
+            if key in self.controllers:
+                return self.controllers[key]
+        from .. import controllers as ctl
+
+        cls_name = {
+            "consultation": "ConsultationController",
+            "faculty": "FacultyController",
+            "student": "StudentController",
+            "admin": "AdminController",
+        }[name]
+        instance = getattr(ctl, cls_name)()
+        self.controllers[name] = instance
+        return instance
+
+    # ------------------------------------------------------------------ live events
+
+    def connect_events(self, bridge: Any) -> None:
+        """Forward controller and MQTT-service events to ``bridge`` (runs on service threads)."""
+        mqtt = getattr(self.system, "mqtt", None)
+        if mqtt is not None:
+            self._removers.append(mqtt.add_state_listener(bridge.on_mqtt_state))
+
+        def consultation_listener(*args: Any, **kwargs: Any) -> None:
+            cid, status = _consultation_event(args, kwargs)
+            if cid is not None:
+                bridge.on_consultation(cid, status or "")
+
+        def faculty_listener(*args: Any, **kwargs: Any) -> None:
+            fid = _faculty_event(args, kwargs)
+            if fid is not None:
+                bridge.on_faculty(fid)
+
+        self._add_listener("consultation", consultation_listener)
+        self._add_listener("faculty", faculty_listener)
+
+    def _add_listener(self, name: str, listener: Callable[..., None]) -> None:
+        try:
+            controller = self._controller(name)
+        except Exception:
+            logger.warning("kiosk: no %s controller; live %s updates are off", name, name)
+            return
+        for method in (f"add_{name}_listener", "add_listener", "add_change_listener"):
+            add = getattr(controller, method, None)
+            if callable(add):
+                remover = add(listener)
+                if callable(remover):
+                    self._removers.append(remover)
+                return
+        logger.warning("kiosk: %s controller has no listener API", name)
+
+    def disconnect_events(self) -> None:
+        """Remove every listener added by :meth:`connect_events`."""
+        for remove in self._removers:
+            try:
+                remove()
+            except Exception:
+                logger.debug("listener removal failed", exc_info=True)
+        self._removers.clear()
+
+    # ------------------------------------------------------------------ students
+
+    def login_by_card(self, raw_uid: str) -> StudentView | None:
+        """The student whose card this is, or None for an unknown card."""
+        try:
+            uid = normalize_uid(raw_uid)
+        except InvalidUIDError:
+            return None
+        student = self._controller("student").get_by_rfid(uid)
+        if student is None:
+            return None
+        return _student_view(student)
+
+    def list_faculty(self) -> list[FacultyView]:
+        """Every faculty member, by name."""
+        with db.session_scope() as session:
+            rows = session.scalars(select(Faculty).order_by(Faculty.name)).all()
+            return [_faculty_view(f) for f in rows]
+
+    def get_faculty(self, faculty_id: int) -> FacultyView | None:
+        """One faculty member, or None."""
+        with db.session_scope() as session:
+            f = session.get(Faculty, faculty_id)
+            return _faculty_view(f) if f is not None else None
+
+    def send_request(
+        self, student_id: int, faculty_id: int, message: str, course_code: str | None
+    ) -> ConsultationView:
+        """Create a consultation; a ValueError from the controller becomes a KioskError."""
+        try:
+            c = self._controller("consultation").create_consultation(
+                student_id, faculty_id, message, course_code=course_code or None
+            )
+        except ValueError as err:
+            raise KioskError(_error_message(err)) from err
+        return self.get_consultation(c.id) or _consultation_view(c)
+
+    def get_consultation(self, consultation_id: int) -> ConsultationView | None:
+        """One consultation, or None."""
+        with db.session_scope() as session:
+            c = session.get(Consultation, consultation_id)
+            return _consultation_view(c) if c is not None else None
+
+    def my_consultations(self, student_id: int, limit: int = 50) -> list[ConsultationView]:
+        """A student's consultations, newest first."""
+        with db.session_scope() as session:
+            rows = session.scalars(
+                select(Consultation)
+                .where(Consultation.student_id == student_id)
+                .order_by(Consultation.id.desc())
+                .limit(limit)
+            ).all()
+            return [_consultation_view(c) for c in rows]
+
+    def cancel(self, consultation_id: int, student_id: int) -> ConsultationView | None:
+        """Cancel a pending consultation of this student."""
+        try:
+            self._controller("consultation").cancel_consultation(consultation_id, student_id)
+        except ValueError as err:
+            raise KioskError(_error_message(err)) from err
+        return self.get_consultation(consultation_id)
+
+    # ------------------------------------------------------------------ admin
+
+    def admin_exists(self) -> bool:
+        """True when at least one administrator account exists."""
+        with db.session_scope() as session:
+            return bool(session.scalar(select(func.count()).select_from(Admin)))
+
+    def admin_login(self, username: str, password: str) -> AdminSession:
+        """Authenticate an administrator; raises KioskError with a showable reason."""
+        try:
+            result = self._controller("admin").authenticate(username, password)
+        except ValueError as err:
+            raise KioskError(_error_message(err)) from err
+        if not result:
+            raise KioskError(getattr(result, "message", "") or "Wrong username or password.")
+        return AdminSession(
+            id=getattr(result, "admin_id", None),
+            username=getattr(result, "username", None) or username,
+            must_change_password=bool(getattr(result, "must_change_password", False)),
+        )
+
+    def save_faculty(
+        self, faculty_id: int | None, name: str, department: str, email: str | None, admin: str
+    ) -> FacultyView:
+        """Create (faculty_id None) or update a faculty member."""
+        ctl = self._controller("faculty")
+        fields = {"name": name.strip(), "department": department.strip(), "email": email or None}
+        try:
+            if faculty_id is None:
+                f = ctl.create_faculty(**fields)
+            else:
+                f = ctl.update_faculty(faculty_id, **fields)
+        except ValueError as err:
+            raise KioskError(_error_message(err)) from err
+        self._audit(admin, "faculty.save", f"faculty:{f.id}")
+        view = self.get_faculty(f.id)
+        assert view is not None
+        return view
+
+    def delete_faculty(self, faculty_id: int, admin: str) -> None:
+        """Delete a faculty member."""
+        try:
+            self._controller("faculty").delete_faculty(faculty_id)
+        except ValueError as err:
+            raise KioskError(_error_message(err)) from err
+        self._audit(admin, "faculty.delete", f"faculty:{faculty_id}")
+
+    def list_students(self) -> list[StudentView]:
+        """Every student, by name."""
+        with db.session_scope() as session:
+            rows = session.scalars(select(Student).order_by(Student.name)).all()
+            return [_student_view(s) for s in rows]
+
+    def register_student(
+        self, name: str, student_number: str, department: str, raw_uid: str, admin: str
+    ) -> StudentView:
+        """Create a student with the card that was tapped."""
+        try:
+            uid = normalize_uid(raw_uid)
+        except InvalidUIDError as err:
+            raise KioskError("Tap the student's card first.") from err
+        try:
+            s = self._controller("student").create_student(
+                name=name.strip(),
+                student_id=student_number.strip(),
+                department=department.strip(),
+                rfid_uid=uid,
+            )
+        except ValueError as err:
+            raise KioskError(_error_message(err)) from err
+        self._audit(admin, "student.create", f"student:{s.id}")
+        return _student_view(s)
+
+    def delete_student(self, student_pk: int, admin: str) -> None:
+        """Delete a student."""
+        try:
+            self._controller("student").delete_student(student_pk)
+        except ValueError as err:
+            raise KioskError(_error_message(err)) from err
+        self._audit(admin, "student.delete", f"student:{student_pk}")
+
+    def list_desks(self) -> list[DeskView]:
+        """Every faculty member's desk: liveness, last heartbeat and diagnostics."""
+        with db.session_scope() as session:
+            rows = session.execute(
+                select(Faculty, DeskUnit)
+                .outerjoin(DeskUnit, DeskUnit.faculty_id == Faculty.id)
+                .order_by(Faculty.name)
+            ).all()
+            return [
+                DeskView(
+                    faculty_id=f.id,
+                    faculty_name=f.name,
+                    online=bool(f.desk_online),
+                    status=str(f.status),
+                    last_seen=f.last_seen,
+                    last_heartbeat_at=d.last_heartbeat_at if d else None,
+                    heartbeat=dict(d.last_heartbeat) if d and d.last_heartbeat else None,
+                    diagnostics_at=d.last_diagnostics_at if d else None,
+                    diagnostics=dict(d.last_diagnostics) if d and d.last_diagnostics else None,
+                )
+                for f, d in rows
+            ]
+
+    def list_consultations(self, limit: int = 200) -> list[ConsultationView]:
+        """The newest consultations."""
+        with db.session_scope() as session:
+            rows = session.scalars(
+                select(Consultation).order_by(Consultation.id.desc()).limit(limit)
+            ).all()
+            return [_consultation_view(c) for c in rows]
+
+    def list_audit(self, limit: int = 200) -> list[AuditView]:
+        """The newest audit-log entries."""
+        return [
+            AuditView(
+                created_at=a.created_at,
+                actor=a.actor,
+                action=a.action,
+                target=a.target,
+                success=bool(a.success),
+                details=str(a.details or "")[:200],
+            )
+            for a in self._controller("admin").list_audit(limit)
+        ]
+
+    def system_stats(self) -> dict[str, Any]:
+        """MQTT connection state, backlog and counters."""
+        mqtt = getattr(self.system, "mqtt", None)
+        stats: dict[str, Any] = dict(mqtt.get_stats()) if mqtt is not None else {}
+        stats.pop("backlog_policy", None)
+        stats["database"] = str(
+            getattr(self.system, "settings", None)
+            and self.system.settings.effective_database_url.split("@")[-1]
+        )
+        return stats
+
+    def backup_available(self) -> bool:
+        """True when the security layer's backup function exists."""
+        try:
+            return callable(getattr(self._controller("admin"), "backup_database", None))
+        except Exception:
+            return False
+
+    def backup(self, admin: str) -> str:
+        """Back the database up into the data directory; returns the file written."""
+        if not self.backup_available():
+            raise KioskError("Backup is not available in this installation.")
+        settings = self.system.settings
+        ext = "db" if settings.effective_database_url.startswith("sqlite") else "dump"
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        dest = settings.data_dir / "backups" / f"consultease-{stamp}.{ext}"
+        try:
+            result = self._controller("admin").backup_database(str(dest), actor=f"admin:{admin}")
+        except ValueError as err:
+            raise KioskError(_error_message(err)) from err
+        return str(result)
+
+    def _audit(self, admin: str, action: str, target: str) -> None:
+        """Record an admin action in the audit log (through the admin controller)."""
+        self._controller("admin").audit(f"admin:{admin}", action, target, True)
+
+
+def _consultation_event(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[int | None, str | None]:
+    """(id, status) from whatever a consultation listener receives (an object, a dict or values)."""
+    items = list(args) + list(kwargs.values())
+    for item in items:
+        if isinstance(item, int | str) and not isinstance(item, bool) and str(item).isdigit():
+            status = next((str(x) for x in items if isinstance(x, str) and not x.isdigit()), None)
+            return int(item), status
+        cid = (
+            getattr(item, "id", None)
+            if not isinstance(item, dict)
+            else item.get("id", item.get("consultation_id"))
+        )
+        if cid is None:
+            cid = getattr(item, "consultation_id", None)
+        if cid is not None:
+            status = item.get("status") if isinstance(item, dict) else getattr(item, "status", None)
+            return int(cid), str(status) if status is not None else None
+    return None, None
+
+
+def _faculty_event(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+    """The faculty id from whatever a faculty listener receives."""
+    for item in list(args) + list(kwargs.values()):
+        if isinstance(item, int) and not isinstance(item, bool):
+            return item
+        if isinstance(item, dict):
+            fid = item.get("faculty_id", item.get("id"))
+        else:
+            fid = getattr(item, "faculty_id", None) or getattr(item, "id", None)
+        if fid is not None:
+            return int(fid)
+    return None

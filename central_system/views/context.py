@@ -1,0 +1,31 @@
+"""What every kiosk screen gets: the backend (worker-only), the task manager and the bridge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .backend import KioskBackend
+from .bridge import MqttBridge
+from .worker import TaskManager
+
+
+@dataclass
+class KioskContext:
+    """Shared services of the screens. ``backend`` is only ever called inside ``run``."""
+
+    backend: KioskBackend
+    taskman: TaskManager
+    bridge: MqttBridge
+    settings: Any
+
+    def run(
+        self,
+        fn: Callable[[KioskBackend], Any],
+        on_success: Callable[[Any], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """Run ``fn(backend)`` on the worker thread; callbacks come back on the Qt thread."""
+        backend = self.backend
+        self.taskman.run(lambda: fn(backend), on_success, on_failure)

@@ -1,0 +1,386 @@
+"""``consultease demo``: everything on embedded defaults, and a scripted headless scenario.
+
+The demo needs no setup: SQLite in a fresh temporary data directory, the embedded
+MQTT broker (unless ``CONSULTEASE_MQTT_HOST`` is set), demo faculty and students,
+one simulated desk unit per faculty member (improved mode), and the kiosk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+logger = logging.getLogger(__name__)
+
+# (name, department, email, present at the desk)
+DEMO_FACULTY: list[tuple[str, str, str, bool]] = [
+    ("Dr. Ana Reyes", "Computer Science", "ana.reyes@example.edu", True),
+    ("Prof. Ben Cruz", "Computer Science", "ben.cruz@example.edu", True),
+    ("Dr. Carla Santos", "Mathematics", "carla.santos@example.edu", False),
+    ("Prof. Dan Lim", "Physics", "dan.lim@example.edu", True),
+    ("Dr. Eva Tan", "Mathematics", "eva.tan@example.edu", True),
+    ("Prof. Felix Go", "Physics", "felix.go@example.edu", False),
+]
+# (name, student number, department, card UID)
+DEMO_STUDENTS: list[tuple[str, str, str, str]] = [
+    ("Maria Garcia", "2023-0001", "Computer Science", "A1B2C3D4"),
+    ("John Santos", "2023-0002", "Mathematics", "0A1B2C3D"),
+    ("Liza Ramos", "2023-0003", "Physics", "DEADBEEF"),
+]
+# A card that is not registered, to show how the kiosk refuses it.
+UNKNOWN_CARD = "FFFF0001"
+DEMO_ADMIN = "admin"
+# Seconds to wait for the demo's desks to connect and report presence.
+DESKS_READY_TIMEOUT_S = 20.0
+
+
+def demo_cards() -> list[tuple[str, str]]:
+    """The cards shown on the simulated reader panel: (label, UID)."""
+    cards = [(f"{name} ({number})", uid) for name, number, _dept, uid in DEMO_STUDENTS]
+    cards.append(("Unregistered card", UNKNOWN_CARD))
+    return cards
+
+
+@dataclass
+class DemoEnvironment:
+    """Broker, database, seeded data and simulated desks for the demo and for screenshots."""
+
+    data_dir: Path | None = None
+    keep_data: bool = False
+    settings_overrides: dict[str, Any] = field(default_factory=dict)
+    desks: bool = True
+
+    def __post_init__(self) -> None:
+        self.broker: Any = None
+        self.system: Any = None
+        self.fleet: Any = None
+        self.faculty_ids: dict[str, int] = {}
+        self.student_ids: dict[str, int] = {}
+        self.admin_password: str | None = None
+        self._own_dir = False
+
+    @property
+    def settings(self) -> Any:
+        """The settings the demo runs with."""
+        return self.system.settings
+
+    def start(self) -> DemoEnvironment:
+        """Start broker, central system, seed data and desks (before any Qt loop runs)."""
+        from ..bootstrap import build_system
+        from ..config import get_settings
+        from ..services.embedded_broker import EmbeddedBroker
+
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="consultease-demo-"))
+            self._own_dir = True
+        base = get_settings()
+        update: dict[str, Any] = {
+            "data_dir": self.data_dir,
+            "database_url": None,
+            "mqtt_client_id": f"consultease-demo-{uuid.uuid4().hex[:8]}",
+        }
+        if not os.environ.get("CONSULTEASE_MQTT_HOST"):
+            self.broker = EmbeddedBroker().start()
+            update.update(
+                mqtt_host=self.broker.host,
+                mqtt_port=self.broker.port,
+                # amqtt speaks MQTT 3.1.1 only.
+                mqtt_protocol="3.1.1" if base.mqtt_protocol == "auto" else base.mqtt_protocol,
+            )
+        update.update(self.settings_overrides)
+        settings = base.model_copy(update=update)
+        self.system = build_system(settings)
+        self.system.start()
+        self._seed()
+        if self.desks:
+            self._start_desks()
+        return self
+
+    def controller(self, name: str) -> Any:
+        """A controller of the running system."""
+        from .backend import KioskBackend
+
+        return KioskBackend(self.system)._controller(name)
+
+    def _seed(self) -> None:
+        faculty_ctl = self.controller("faculty")
+        student_ctl = self.controller("student")
+        for name, dept, email, _present in DEMO_FACULTY:
+            f = faculty_ctl.create_faculty(name=name, department=dept, email=email)
+            self.faculty_ids[name] = f.id
+        for name, number, dept, uid in DEMO_STUDENTS:
+            s = student_ctl.create_student(
+                name=name, student_id=number, department=dept, rfid_uid=uid
+            )
+            self.student_ids[name] = s.id
+        admin_ctl = self.controller("admin")
+        if admin_ctl.needs_first_admin():
+            # No default password anywhere: a random one, shown once on the console.
+            self.admin_password = admin_ctl.generate_password()
+            admin_ctl.create_first_admin(DEMO_ADMIN, self.admin_password)
+
+    def _start_desks(self) -> None:
+        from faculty_desk_unit.fleet import DeskFleet
+
+        names = {fid: name for name, fid in self.faculty_ids.items()}
+        s = self.system.settings
+        self.fleet = DeskFleet(
+            len(names),
+            s.mqtt_host,
+            s.mqtt_port,
+            mode="improved",
+            faculty_ids=list(names),
+            names=names.__getitem__,
+        ).start()
+        self.fleet.wait_all_connected(DESKS_READY_TIMEOUT_S)
+        for name, _dept, _email, present in DEMO_FACULTY:
+            if not present:
+                self.fleet.by_faculty[self.faculty_ids[name]].set_present(False)
+        self.wait_for_presence(DESKS_READY_TIMEOUT_S)
+
+    def wait_for_presence(self, timeout: float) -> bool:
+        """Wait until the central system shows every demo desk online with its presence."""
+        faculty_ctl = self.controller("faculty")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ok = True
+            for name, _dept, _email, present in DEMO_FACULTY:
+                f = faculty_ctl.get_faculty(self.faculty_ids[name])
+                expected = "available" if present else "away"
+                if f is None or not f.desk_online or str(f.status) != expected:
+                    ok = False
+                    break
+            if ok:
+                return True
+            time.sleep(0.1)
+        logger.warning("demo desks did not all report presence within %.0f s", timeout)
+        return False
+
+    def desk(self, faculty_name: str) -> Any:
+        """The simulated desk of ``faculty_name``."""
+        return self.fleet.by_faculty[self.faculty_ids[faculty_name]]
+
+    def stop(self) -> None:
+        """Stop desks, the central system and the broker; remove the temporary data."""
+        if self.fleet is not None:
+            self.fleet.stop()
+            self.fleet = None
+        if self.system is not None:
+            self.system.stop()
+            self.system = None
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        if self._own_dir and not self.keep_data and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+@dataclass
+class Step:
+    """One scenario step: do ``action`` (non-blocking), then wait until ``until()`` holds."""
+
+    name: str
+    until: Callable[[], bool]
+    action: Callable[[], None] | None = None
+    done_note: Callable[[], str] | None = None
+
+
+class Scenario(QObject):
+    """Runs steps from a Qt timer, so the Qt thread never sleeps or waits; bounded by ``timeout_s``."""
+
+    finished = Signal(bool)
+
+    def __init__(
+        self,
+        steps: list[Step],
+        timeout_s: float,
+        log: Callable[[str], None] = print,
+        poll_ms: int = 20,
+        diagnose: Callable[[], str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.diagnose = diagnose
+        self.steps = steps
+        self.timeout_s = timeout_s
+        self.log = log
+        self.ok: bool | None = None
+        self.timeline: list[tuple[float, str]] = []
+        self._index = 0
+        self._t0 = 0.0
+        self._timer = QTimer(self)
+        self._timer.setInterval(poll_ms)
+        self._timer.timeout.connect(self._tick)
+
+    def _note(self, text: str) -> None:
+        elapsed = time.monotonic() - self._t0
+        self.timeline.append((elapsed, text))
+        self.log(f"[{time.strftime('%H:%M:%S')}  +{elapsed:7.3f} s] {text}")
+
+    def start(self) -> None:
+        """Begin with the first step."""
+        self._t0 = time.monotonic()
+        self._begin(0)
+        self._timer.start()
+
+    def _begin(self, index: int) -> None:
+        self._index = index
+        step = self.steps[index]
+        self._note(f"→ {step.name}")
+        if step.action is not None:
+            step.action()
+
+    def _tick(self) -> None:
+        if self.ok is not None:
+            return
+        if time.monotonic() - self._t0 > self.timeout_s:
+            extra = f" ({self.diagnose()})" if self.diagnose else ""
+            self._finish(
+                False,
+                f"TIMEOUT after {self.timeout_s:.0f} s in: {self.steps[self._index].name}{extra}",
+            )
+            return
+        step = self.steps[self._index]
+        try:
+            done = step.until()
+        except Exception as err:  # a broken step fails the scenario, it does not hang it
+            self._finish(False, f"FAILED in {step.name}: {err!r}")
+            return
+        if not done:
+            return
+        self._note(f"✓ {step.done_note() if step.done_note else step.name}")
+        if self._index + 1 < len(self.steps):
+            self._begin(self._index + 1)
+        else:
+            self._finish(True, "scenario complete")
+
+    def _finish(self, ok: bool, text: str) -> None:
+        self.ok = ok
+        self._timer.stop()
+        self._note(text)
+        self.finished.emit(ok)
+
+
+def visible_messages(window: Any) -> str:
+    """Every visible error/info text of the kiosk window (for a failed scenario's report)."""
+    from PySide6.QtWidgets import QLabel
+
+    texts = [
+        f"{label.objectName()}: {label.text()}"
+        for label in window.findChildren(QLabel)
+        if label.objectName() in ("fieldError", "loginMessage", "logoutWarning")
+        and label.isVisible()
+        and label.text()
+    ]
+    return "; ".join(texts) or "no message on screen"
+
+
+def in_thread(fn: Callable[[], Any], name: str = "scenario-action") -> Callable[[], None]:
+    """Wrap a blocking action (a desk button press) so it runs off the Qt thread."""
+
+    def start() -> None:
+        threading.Thread(target=fn, name=name, daemon=True).start()
+
+    return start
+
+
+def headless_steps(env: DemoEnvironment, kiosk: Any) -> list[Step]:
+    """The scripted demo: unknown card refused, card tap, request, desk ACKNOWLEDGE, accepted."""
+    win = kiosk.window
+    student_name, _num, _dept, uid = DEMO_STUDENTS[0]
+    faculty_name = DEMO_FACULTY[0][0]
+    fid = env.faculty_ids[faculty_name]
+    desk = env.desk(faculty_name)
+    state: dict[str, Any] = {}
+
+    def card() -> Any:
+        return win.dashboard.cards.get(fid)
+
+    def request_cid() -> int:
+        sent = win.request_form.sent
+        assert sent is not None
+        return int(sent.id)
+
+    def desk_has_request() -> bool:
+        return any(str(r.cid) == str(request_cid()) for r in desk.queue)
+
+    def row_status() -> str:
+        row = win.my_consultations.rows.get(request_cid())
+        return row.pill.status() if row is not None else ""
+
+    def press_acknowledge(cid: int) -> None:
+        # The desk's button press waits on the desk's own loop: keep it off the Qt thread.
+        in_thread(lambda: state.setdefault("ack", desk.acknowledge(cid)))()
+
+    def write_request() -> None:
+        win.request_form.message_edit.setPlainText(
+            "Could we go over the feedback on my project proposal, please?"
+        )
+        win.request_form.course_edit.setText("CS101")
+        win.request_form.send_button.click()
+
+    return [
+        Step(
+            "tap an unregistered card",
+            lambda: "not registered" in win.login.message.text(),
+            lambda: kiosk.reader.tap(UNKNOWN_CARD),
+            lambda: f"refused: {win.login.message.text()!r}",
+        ),
+        Step(
+            f"tap {student_name}'s card",
+            lambda: (
+                win.student is not None
+                and win.current_screen() is win.dashboard
+                and card() is not None
+                and card().request_button.isEnabled()
+            ),
+            lambda: kiosk.reader.tap(uid),
+            lambda: (
+                f"logged in as {win.student.name}; {faculty_name} shows {card().view.availability}"
+            ),
+        ),
+        Step(
+            f"press Request for {faculty_name}",
+            lambda: win.current_screen() is win.request_form,
+            lambda: card().request_button.click(),
+        ),
+        Step(
+            "type the message and course code, press Send",
+            lambda: (
+                win.request_form.sent is not None and win.request_form.stack.currentIndex() == 1
+            ),
+            write_request,
+            lambda: (
+                f"kiosk shows {win.request_form.sent_label.text()!r} "
+                f"(consultation #{request_cid()}, {win.request_form.sent_status.status()})"
+            ),
+        ),
+        Step(
+            f"{faculty_name}'s desk receives the request",
+            desk_has_request,
+            None,
+            lambda: f"desk queue: {[str(r.cid) for r in desk.queue]}",
+        ),
+        Step(
+            "the faculty member presses ACKNOWLEDGE on the desk",
+            lambda: win.request_form.sent_status.status() == "accepted",
+            lambda: press_acknowledge(request_cid()),
+            lambda: "kiosk shows the request as accepted",
+        ),
+        Step(
+            "open My consultations",
+            lambda: row_status() == "accepted",
+            lambda: win.request_form.my_button.click(),
+            lambda: f"My consultations: #{request_cid()} {row_status()}",
+        ),
+    ]

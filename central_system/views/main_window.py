@@ -1,0 +1,339 @@
+"""The kiosk window: header, screens, card routing and auto-logout."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .admin import AdminArea
+from .backend import AdminSession, FacultyView, KioskError, StudentView
+from .context import KioskContext
+from .login import AdminLoginScreen, LoginScreen
+from .student import DashboardScreen, MyConsultationsScreen, RequestFormScreen
+from .widgets import button, load_stylesheet, repolish
+
+logger = logging.getLogger(__name__)
+
+KIOSK_SIZE = (1024, 600)
+# How often the inactivity countdown is re-evaluated.
+INACTIVITY_TICK_MS = 250
+
+_ACTIVITY_EVENTS = frozenset(
+    {
+        QEvent.Type.MouseButtonPress,
+        QEvent.Type.KeyPress,
+        QEvent.Type.TouchBegin,
+        QEvent.Type.TouchUpdate,
+        QEvent.Type.Wheel,
+    }
+)
+
+
+class InactivityMonitor(QObject):
+    """Counts down from the last touch; warns, then asks for logout."""
+
+    warn = Signal(int)  # seconds left
+    clear_warning = Signal()
+    timed_out = Signal()
+
+    def __init__(self, timeout_s: float, warning_s: float, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.timeout_s = float(timeout_s)
+        self.warning_s = float(warning_s)
+        self._last = time.monotonic()
+        self._active = False
+        self._warning = False
+        self._timer = QTimer(self)
+        self._timer.setInterval(INACTIVITY_TICK_MS)
+        self._timer.timeout.connect(self._tick)
+
+    def start(self) -> None:
+        """Begin counting (a session started)."""
+        self._active = True
+        self.touch()
+        self._timer.start()
+
+    def stop(self) -> None:
+        """Stop counting (no session)."""
+        self._active = False
+        self._timer.stop()
+        if self._warning:
+            self._warning = False
+            self.clear_warning.emit()
+
+    def touch(self) -> None:
+        """The user did something: restart the countdown."""
+        self._last = time.monotonic()
+        if self._warning:
+            self._warning = False
+            self.clear_warning.emit()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if self._active and event.type() in _ACTIVITY_EVENTS:
+            self.touch()
+        return False
+
+    def _tick(self) -> None:
+        if not self._active:
+            return
+        left = self.timeout_s - (time.monotonic() - self._last)
+        if left <= 0:
+            self.stop()
+            self.timed_out.emit()
+        elif left <= self.warning_s:
+            self._warning = True
+            self.warn.emit(int(left + 0.999))
+
+
+class KioskWindow(QMainWindow):
+    """The kiosk: login, student screens and the admin area in one stacked widget."""
+
+    def __init__(self, ctx: KioskContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self.student: StudentView | None = None
+        self.admin: AdminSession | None = None
+        self.setWindowTitle("ConsultEase")
+        self.resize(*KIOSK_SIZE)
+        self.setStyleSheet(load_stylesheet())
+        central = QWidget()
+        central.setObjectName("page")
+        root = QVBoxLayout(central)
+        root.setContentsMargins(0, 0, 0, 0)
+        root.setSpacing(0)
+        root.addWidget(self._build_header())
+        self.warning = QLabel("")
+        self.warning.setObjectName("logoutWarning")
+        self.warning.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.warning.hide()
+        root.addWidget(self.warning)
+        self.stack = QStackedWidget()
+        root.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+
+        self.login = LoginScreen()
+        self.admin_login = AdminLoginScreen()
+        self.dashboard = DashboardScreen(ctx)
+        self.request_form = RequestFormScreen(ctx)
+        self.my_consultations = MyConsultationsScreen(ctx)
+        self.admin_area = AdminArea(ctx)
+        for screen in (
+            self.login,
+            self.admin_login,
+            self.dashboard,
+            self.request_form,
+            self.my_consultations,
+            self.admin_area,
+        ):
+            self.stack.addWidget(screen)
+
+        self.login.admin_requested.connect(self.show_admin_login)
+        self.admin_login.back_requested.connect(self.logout)
+        self.admin_login.login_requested.connect(self._admin_login)
+        self.dashboard.request_faculty.connect(self.show_request_form)
+        self.dashboard.show_my_consultations.connect(self.show_my_consultations)
+        self.request_form.back_requested.connect(self.show_dashboard)
+        self.request_form.show_my_consultations.connect(self.show_my_consultations)
+        self.my_consultations.back_requested.connect(self.show_dashboard)
+
+        settings = ctx.settings
+        self.inactivity = InactivityMonitor(
+            settings.kiosk_inactivity_timeout_s, settings.kiosk_logout_warning_s, self
+        )
+        self.inactivity.warn.connect(self._show_warning)
+        self.inactivity.clear_warning.connect(self.warning.hide)
+        self.inactivity.timed_out.connect(self._timed_out)
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self.inactivity)
+
+        ctx.bridge.card_tapped.connect(self.on_card)
+        ctx.bridge.mqtt_state_changed.connect(self._set_mqtt_state)
+        self._set_mqtt_state(getattr(getattr(ctx.backend.system, "mqtt", None), "state", "unknown"))
+        self.show_login()
+
+    # ------------------------------------------------------------------ header
+
+    def _build_header(self) -> QWidget:
+        header = QWidget()
+        header.setObjectName("header")
+        header.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        header.setFixedHeight(64)
+        row = QHBoxLayout(header)
+        row.setContentsMargins(16, 6, 16, 6)
+        app_title = QLabel("ConsultEase")
+        app_title.setObjectName("appTitle")
+        row.addWidget(app_title)
+        row.addSpacing(20)
+        self.user_label = QLabel("")
+        self.user_label.setObjectName("userLabel")
+        row.addWidget(self.user_label, 1)
+        self.mqtt_label = QLabel("")
+        self.mqtt_label.setObjectName("mqttState")
+        row.addWidget(self.mqtt_label)
+        self.logout_button = button("Log out", "logoutButton")
+        self.logout_button.clicked.connect(self.logout)
+        row.addWidget(self.logout_button)
+        return header
+
+    def _set_mqtt_state(self, state: str) -> None:
+        text = {"connected": "Desks: connected", "connecting": "Desks: connecting…"}.get(
+            state, "Desks: reconnecting…" if state == "disconnected" else f"Desks: {state}"
+        )
+        self.mqtt_label.setText(text)
+        self.mqtt_label.setProperty("state", state)
+        repolish(self.mqtt_label)
+
+    # ------------------------------------------------------------------ navigation
+
+    def current_screen(self) -> QWidget:
+        """The screen on show."""
+        return self.stack.currentWidget()
+
+    def show_login(self, message: str = "", kind: str = "info") -> None:
+        """The "tap your card" screen."""
+        self.user_label.setText("")
+        self.logout_button.hide()
+        self.login.show_message(message, kind)
+        self.stack.setCurrentWidget(self.login)
+
+    def show_admin_login(self) -> None:
+        """Username/password screen (a session: it times out too)."""
+        self.admin_login.reset()
+        self.logout_button.hide()
+        self.stack.setCurrentWidget(self.admin_login)
+        self.inactivity.start()
+        self.admin_login.username.setFocus()
+
+    def show_dashboard(self) -> None:
+        """The faculty dashboard of the logged-in student."""
+        if self.student is None:
+            self.show_login()
+            return
+        self.stack.setCurrentWidget(self.dashboard)
+        self.dashboard.refresh()
+
+    def show_request_form(self, faculty: FacultyView) -> None:
+        """The request form for ``faculty``."""
+        if self.student is None:
+            return
+        self.request_form.start(self.student, faculty)
+        self.stack.setCurrentWidget(self.request_form)
+
+    def show_my_consultations(self) -> None:
+        """The student's consultations."""
+        if self.student is None:
+            return
+        self.my_consultations.load(self.student)
+        self.stack.setCurrentWidget(self.my_consultations)
+
+    # ------------------------------------------------------------------ sessions
+
+    def on_card(self, uid: str) -> None:
+        """Route a card tap: admin registration, else login (on the login screen only)."""
+        if self.admin is not None and self.stack.currentWidget() is self.admin_area:
+            if self.admin_area.card_tapped(uid):
+                self.inactivity.touch()
+            return
+        if self.student is not None or self.stack.currentWidget() is not self.login:
+            return  # someone is using the kiosk; a stray tap does not switch users
+        self.login.show_message("Checking your card…", "info")
+        self.ctx.run(lambda b: b.login_by_card(uid), self._card_checked, self._card_failed)
+
+    def _card_checked(self, student: StudentView | None) -> None:
+        if student is None:
+            self.login.show_message(
+                "This card is not registered. Please ask the office to register your card.",
+                "error",
+            )
+            return
+        self.student = student
+        self.user_label.setText(f"{student.name}  ·  {student.student_id}")
+        self.logout_button.show()
+        self.login.clear_message()
+        self.dashboard.reset()
+        self.inactivity.start()
+        self.show_dashboard()
+
+    def _card_failed(self, err: BaseException) -> None:
+        logger.error("card lookup failed: %s", err)
+        self.login.show_message(
+            "The card could not be checked right now. Please try again.", "error"
+        )
+
+    def _admin_login(self, username: str, password: str) -> None:
+        def ok(session: AdminSession) -> None:
+            self.admin = session
+            self.admin_login.reset()
+            self.user_label.setText(f"Administrator: {session.username}")
+            self.logout_button.show()
+            self.stack.setCurrentWidget(self.admin_area)
+            self.admin_area.open(session)
+            self.inactivity.start()
+
+        def failed(err: BaseException) -> None:
+            text = str(err) if isinstance(err, KioskError) else "Login failed. Please try again."
+            self.admin_login.show_error(text)
+
+        self.ctx.run(lambda b: b.admin_login(username, password), ok, failed)
+
+    def logout(self, message: str = "") -> None:
+        """End any session and return to "tap your card"."""
+        self.student = None
+        self.admin = None
+        self.inactivity.stop()
+        self.warning.hide()
+        self.admin_area.close_session()
+        self.admin_login.reset()
+        self.my_consultations.clear()
+        self.show_login(message if isinstance(message, str) else "")
+
+    def _show_warning(self, seconds: int) -> None:
+        self.warning.setText(f"No activity: logging out in {seconds} s. Touch the screen to stay.")
+        self.warning.show()
+
+    def _timed_out(self) -> None:
+        self.logout("You were logged out after a period of inactivity.")
+
+    def closeEvent(self, event: Any) -> None:
+        app = QApplication.instance()
+        if app is not None:
+            app.removeEventFilter(self.inactivity)
+        super().closeEvent(event)
+
+
+class SimulatedReaderPanel(QWidget):
+    """Demo only: the cards of the demo, to tap on a simulated reader (no UID typing)."""
+
+    def __init__(
+        self, reader: Any, cards: list[tuple[str, str]], parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("simReader")
+        self.setWindowTitle("Simulated card reader")
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        self.setStyleSheet(load_stylesheet())
+        layout = QVBoxLayout(self)
+        heading = QLabel("Simulated card reader (demo)")
+        heading.setObjectName("appTitle")
+        layout.addWidget(heading)
+        hint = QLabel("Tap a card:")
+        layout.addWidget(hint)
+        for label, uid in cards:
+            b = button(label, None, "secondary")
+            b.setProperty("uid", uid)
+            b.clicked.connect(lambda _=False, u=uid: reader.tap(u))
+            layout.addWidget(b)
+        layout.addStretch(1)
