@@ -17,6 +17,7 @@ from typing import Any
 
 COMMAND_MODULES: list[str] = [
     "central_system.commands.serve",
+    "central_system.commands.kiosk",
 ]
 
 
