@@ -17,6 +17,11 @@ from typing import Any
 
 COMMAND_MODULES: list[str] = [
     "central_system.commands.serve",
+    "central_system.commands.admin",
+    "central_system.commands.desk_credentials",
+    "central_system.commands.broker_config",
+    "central_system.commands.backup",
+    "central_system.commands.doctor",
     "central_system.commands.kiosk",
 ]
 

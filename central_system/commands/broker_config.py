@@ -1,0 +1,91 @@
+"""``consultease broker-config --out DIR``: Mosquitto configuration, password file and ACL."""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _default_group() -> str | None:
+    try:
+        grp.getgrnam("mosquitto")
+    except KeyError:
+        return None
+    return "mosquitto"
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``broker-config`` sub-command."""
+    p = subparsers.add_parser(
+        "broker-config",
+        help="write mosquitto.conf, the password file, the ACL and the central credentials",
+    )
+    p.add_argument("--out", type=Path, required=True, help="directory to write into")
+    p.add_argument(
+        "--install-dir",
+        type=Path,
+        default=None,
+        help="where the broker will read the files (default: --out)",
+    )
+    p.add_argument("--port", type=int, default=1883, help="plain MQTT listener port")
+    p.add_argument("--listen-address", default=None, help="bind address (default: every interface)")
+    p.add_argument("--tls-cert", type=Path, help="server certificate for a TLS listener")
+    p.add_argument("--tls-key", type=Path, help="server private key for the TLS listener")
+    p.add_argument("--ca", type=Path, help="CA certificate for the TLS listener")
+    p.add_argument("--tls-port", type=int, default=8883)
+    p.add_argument(
+        "--group",
+        default=_default_group(),
+        help="group that owns the password file and ACL so the broker can read them "
+        "(default: mosquitto when that group exists)",
+    )
+    p.add_argument(
+        "--rotate-central",
+        action="store_true",
+        help="generate new central-system credentials (restart the kiosk afterwards)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate the broker configuration from the database."""
+    from ..db import session_scope
+    from ..services import provisioning
+
+    tls_parts = (args.tls_cert, args.tls_key, args.ca)
+    if any(tls_parts) and not all(tls_parts):
+        print("--tls-cert, --tls-key and --ca go together.", file=sys.stderr)
+        return 2
+    tls = (
+        provisioning.TLSOptions(
+            args.tls_cert.absolute(), args.tls_key.absolute(), args.ca.absolute(), args.tls_port
+        )
+        if all(tls_parts)
+        else None
+    )
+    try:
+        with session_scope() as s:
+            result = provisioning.write_broker_config(
+                s,
+                args.out,
+                install_dir=args.install_dir,
+                port=args.port,
+                listen_address=args.listen_address,
+                tls=tls,
+                rotate_central=args.rotate_central,
+                group=args.group,
+            )
+    except (ValueError, OSError) as err:
+        print(f"broker-config failed: {err}", file=sys.stderr)
+        return 1
+    print(f"Wrote {result.conf_path}, {result.password_path}, {result.acl_path}")
+    print(
+        f"Central system credentials ({'new' if result.central_created else 'kept'}) in "
+        f"{result.central_env_path} (mode 0600); point the kiosk's systemd unit at it with "
+        "EnvironmentFile=. The password is not printed."
+    )
+    print(f"{result.desk_count} desk units in the password file and ACL.")
+    return 0

@@ -1,0 +1,242 @@
+"""``consultease doctor``: checks that a deployment is healthy, one PASS/WARN/FAIL line each.
+
+No check prints a secret. The broker is probed through
+``async_mqtt_service.probe_broker`` (the only module that speaks MQTT).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Final
+
+from ..config import Settings
+from ..utils.topics import ROOT
+
+CENTRAL_STATUS_FILTER: Final = f"{ROOT}/system/central/+/status"
+DISK_FAIL_BYTES: Final = 200 * 1024 * 1024
+DISK_WARN_BYTES: Final = 1024 * 1024 * 1024
+_CMD_TIMEOUT_S: Final = 5.0
+
+
+class Status(StrEnum):
+    """The outcome of one check."""
+
+    PASS = "PASS"  # noqa: S105 - a check outcome, not a password
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One line of the doctor's report."""
+
+    name: str
+    status: Status
+    detail: str
+
+    def line(self) -> str:
+        """``PASS  name  detail``."""
+        return f"{self.status.value:<5} {self.name:<20} {self.detail}"
+
+
+@dataclass
+class _Context:
+    settings: Settings
+    probe_timeout: float
+    central_statuses: dict[str, bytes] | None = None
+    broker_ok: bool = False
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_settings(ctx: _Context) -> CheckResult:
+    """Settings are valid and no secret is missing."""
+    s = ctx.settings
+    problems: list[str] = []
+    if s.mqtt_username and (s.mqtt_password is None or not s.mqtt_password.get_secret_value()):
+        problems.append("CONSULTEASE_MQTT_USERNAME is set but CONSULTEASE_MQTT_PASSWORD is empty")
+    if s.mqtt_password is not None and not s.mqtt_username:
+        problems.append("an MQTT password is set without a username")
+    for label, path in (
+        ("mqtt_tls_ca_certs", s.mqtt_tls_ca_certs),
+        ("mqtt_tls_certfile", s.mqtt_tls_certfile),
+        ("mqtt_tls_keyfile", s.mqtt_tls_keyfile),
+    ):
+        if path is not None and not Path(path).is_file():
+            problems.append(f"{label} points at a missing file: {path}")
+    if problems:
+        return CheckResult("settings", Status.FAIL, "; ".join(problems))
+    if not s.mqtt_username:
+        return CheckResult(
+            "settings",
+            Status.WARN,
+            "valid, but MQTT runs without a username (anonymous access: development only)",
+        )
+    tls = "TLS" if s.mqtt_tls_enabled else "no TLS"
+    return CheckResult("settings", Status.PASS, f"valid; MQTT user {s.mqtt_username}, {tls}")
+
+
+def check_broker(ctx: _Context) -> CheckResult:
+    """The broker answers and accepts the configured credentials."""
+    from .async_mqtt_service import probe_broker
+
+    s = ctx.settings
+    where = f"{s.mqtt_host}:{s.mqtt_port}"
+    result = probe_broker(s, CENTRAL_STATUS_FILTER, timeout=ctx.probe_timeout)
+    if not result.reachable:
+        return CheckResult("broker", Status.FAIL, result.error or f"cannot reach {where}")
+    if result.auth_failed:
+        return CheckResult(
+            "broker credentials",
+            Status.FAIL,
+            f"{where} refused the credentials of user {s.mqtt_username!r}: {result.error}",
+        )
+    if not result.authenticated:
+        return CheckResult("broker", Status.FAIL, result.error or f"{where} did not accept us")
+    ctx.broker_ok = True
+    ctx.central_statuses = result.retained
+    who = f"as {s.mqtt_username}" if s.mqtt_username else "anonymously"
+    return CheckResult("broker", Status.PASS, f"{where} reachable, connected {who}")
+
+
+def check_central_connection(ctx: _Context) -> CheckResult:
+    """Exactly one central system says ``online`` on its retained status topic (contract 4)."""
+    if not ctx.broker_ok or ctx.central_statuses is None:
+        return CheckResult("central connection", Status.FAIL, "not checked: broker unavailable")
+    online = sorted(
+        topic.split("/")[3]
+        for topic, payload in ctx.central_statuses.items()
+        if payload.strip() == b"online" and len(topic.split("/")) == 5
+    )
+    if len(online) == 1:
+        mine = " (this kiosk)" if online[0] == ctx.settings.mqtt_client_id else ""
+        return CheckResult(
+            "central connection", Status.PASS, f"exactly one online: {online[0]}{mine}"
+        )
+    if not online:
+        return CheckResult(
+            "central connection",
+            Status.FAIL,
+            "no central system is connected (is the kiosk service running?)",
+        )
+    return CheckResult(
+        "central connection",
+        Status.FAIL,
+        f"{len(online)} central systems online: {', '.join(online[:10])}",
+    )
+
+
+def check_database(ctx: _Context) -> CheckResult:
+    """The database answers and its schema is at the newest Alembic revision."""
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..db import alembic_config, create_db_engine, schema_revision
+
+    url = ctx.settings.effective_database_url
+    shown = url.split("@")[-1]
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    try:
+        engine = create_db_engine(url)
+    except (SQLAlchemyError, OSError, ValueError) as err:
+        return CheckResult("database", Status.FAIL, f"{shown}: {type(err).__name__}: {err}")
+    try:
+        current = schema_revision(engine)
+    except (SQLAlchemyError, OSError) as err:
+        return CheckResult("database", Status.FAIL, f"{shown} unreachable: {type(err).__name__}")
+    finally:
+        engine.dispose()
+    if current is None:
+        return CheckResult(
+            "database", Status.FAIL, f"{shown} has no schema (start the app or run alembic)"
+        )
+    if current != head:
+        return CheckResult(
+            "database",
+            Status.FAIL,
+            f"{shown} schema at {current}, code expects {head}: run `alembic upgrade head`",
+        )
+    return CheckResult("database", Status.PASS, f"{shown} reachable, schema at head ({head})")
+
+
+def _run(argv: list[str]) -> str | None:
+    exe = shutil.which(argv[0])
+    if exe is None:
+        return None
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed tool, argument list, no shell
+            [exe, *argv[1:]], capture_output=True, text=True, timeout=_CMD_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def check_clock(_ctx: _Context) -> CheckResult:
+    """The system clock is synchronised (timedatectl or chronyc); unknown is a warning."""
+    out = _run(["timedatectl", "show", "--property=NTPSynchronized", "--value"])
+    if out is not None and out.strip() in ("yes", "no"):
+        if out.strip() == "yes":
+            return CheckResult("clock", Status.PASS, "synchronised (timedatectl)")
+        return CheckResult(
+            "clock", Status.WARN, "not synchronised (timedatectl): timestamps may drift"
+        )
+    out = _run(["chronyc", "tracking"])
+    if out is not None:
+        leap = next((ln for ln in out.splitlines() if ln.startswith("Leap status")), "")
+        if "Normal" in leap:
+            return CheckResult("clock", Status.PASS, "synchronised (chronyc)")
+        return CheckResult("clock", Status.WARN, f"chronyc: {leap.strip() or 'unknown'}")
+    return CheckResult(
+        "clock", Status.WARN, "synchronisation unknown (no timedatectl or chronyc answer)"
+    )
+
+
+def check_disk(ctx: _Context) -> CheckResult:
+    """Free space where the data directory lives."""
+    path = Path(ctx.settings.data_dir).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    usage = shutil.disk_usage(path)
+    free_mb = usage.free // (1024 * 1024)
+    pct = 100 * usage.free / usage.total if usage.total else 0.0
+    detail = f"{free_mb} MiB free ({pct:.0f} %) at {path}"
+    if usage.free < DISK_FAIL_BYTES:
+        return CheckResult("disk space", Status.FAIL, detail)
+    if usage.free < DISK_WARN_BYTES or pct < 10:
+        return CheckResult("disk space", Status.WARN, detail)
+    return CheckResult("disk space", Status.PASS, detail)
+
+
+CHECKS: Final[tuple[Callable[[_Context], CheckResult], ...]] = (
+    check_settings,
+    check_broker,
+    check_central_connection,
+    check_database,
+    check_clock,
+    check_disk,
+)
+
+
+def run_checks(settings: Settings, probe_timeout: float = 5.0) -> list[CheckResult]:
+    """Run every check; a check that crashes is reported as FAIL, never raised."""
+    ctx = _Context(settings, probe_timeout)
+    results = []
+    for check in CHECKS:
+        try:
+            results.append(check(ctx))
+        except Exception as err:  # a doctor must finish its report
+            results.append(
+                CheckResult(
+                    check.__name__.removeprefix("check_"),
+                    Status.FAIL,
+                    f"{type(err).__name__}: {err}",
+                )
+            )
+    return results
