@@ -455,6 +455,10 @@ class AsyncMQTTService:
         if staged is None:
             staged = []
             session.info["mqtt_staged"] = staged
+        if not session.info.get("mqtt_listening"):
+            # Listeners stay for the session's life: removing them from inside after_commit
+            # mutates the deque SQLAlchemy is iterating ("deque mutated during iteration").
+            session.info["mqtt_listening"] = True
             sa_event.listen(session, "before_commit", self._before_commit)
             sa_event.listen(session, "after_commit", self._after_commit)
             sa_event.listen(session, "after_rollback", self._after_rollback)
@@ -583,7 +587,6 @@ class AsyncMQTTService:
 
     def _after_commit(self, session: Session) -> None:
         staged = session.info.pop("mqtt_staged", None)
-        self._remove_session_listeners(session)
         if not staged:
             return
         for handle, row in staged:
@@ -596,8 +599,7 @@ class AsyncMQTTService:
         self._writer_event.set()
 
     def _after_rollback(self, session: Session) -> None:
-        if session.info.pop("mqtt_staged", None) is not None:
-            self._remove_session_listeners(session)
+        session.info.pop("mqtt_staged", None)
 
     def _remove_session_listeners(self, session: Session) -> None:
         for name, fn in (
