@@ -135,6 +135,7 @@ def check_central_connection(ctx: _Context) -> CheckResult:
 def check_database(ctx: _Context) -> CheckResult:
     """The database answers and its schema is at the newest Alembic revision."""
     from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     from ..db import alembic_config, create_db_engine, schema_revision
@@ -142,6 +143,11 @@ def check_database(ctx: _Context) -> CheckResult:
     url = ctx.settings.effective_database_url
     shown = url.split("@")[-1]
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    parsed = make_url(url)
+    sqlite_file = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if sqlite_file and sqlite_file != ":memory:" and not Path(sqlite_file).is_file():
+        # Connecting would create an empty file; a doctor only looks.
+        return CheckResult("database", Status.FAIL, f"{shown} does not exist yet")
     try:
         engine = create_db_engine(url)
     except (SQLAlchemyError, OSError, ValueError) as err:

@@ -30,6 +30,7 @@ from central_system.config import Settings
 from central_system.models import Faculty
 from central_system.services import provisioning
 from central_system.services.async_mqtt_service import AsyncMQTTService, probe_broker
+from central_system.services.doctor import Status, run_checks
 from tests.brokers import MosquittoBroker, free_port
 from tests.integration.service_helpers import wait_until
 
@@ -358,3 +359,21 @@ def test_wrong_central_password_stops_reconnecting_with_clear_error(
     finally:
         service.stop(timeout=2)
     assert "definitely-not-the-password" not in deployment.broker.read_log()
+
+
+def test_doctor_reports_broker_credentials(deployment: Deployment, tmp_path: Path) -> None:
+    good = _settings(deployment, deployment.central_password, tmp_path)
+    bad = _settings(deployment, "definitely-not-the-password", tmp_path)
+    service = AsyncMQTTService(good, dbmod.get_engine())
+    service.start()
+    try:
+        assert service.wait_connected(15)
+        by_name = {r.name: r for r in run_checks(good)}
+        assert by_name["settings"].status == Status.PASS
+        assert by_name["broker"].status == Status.PASS
+        assert by_name["central connection"].status == Status.PASS
+        refused = {r.name: r for r in run_checks(bad)}
+        assert refused["broker credentials"].status == Status.FAIL
+        assert all("definitely-not-the-password" not in r.detail for r in refused.values())
+    finally:
+        service.stop(timeout=2)
