@@ -167,9 +167,13 @@ class DeskUnit:
         if self._own_loop:
             self._loop.stop(timeout)
 
-    def kill_connection(self, reconnect: bool = False, timeout: float = 5.0) -> None:
-        """Drop the TCP connection without DISCONNECT, like a power cut (the broker fires any will)."""
-        self._loop.run_sync(lambda: self._kill_in_loop(reconnect), timeout)
+    def kill_connection(self, reconnect_after: float | None = None, timeout: float = 5.0) -> None:
+        """Drop the TCP connection without DISCONNECT, like a power cut (the broker fires any will).
+
+        ``reconnect_after`` seconds later the unit connects again (a network blip);
+        ``None`` leaves it dead until ``stop()``.
+        """
+        self._loop.run_sync(lambda: self._kill_in_loop(reconnect_after), timeout)
 
     def set_present(
         self, present: bool, grace_period_remaining_ms: int | None = None, timeout: float = 5.0
@@ -366,15 +370,18 @@ class DeskUnit:
         self._sock = None
         self._link_lost_state()
 
-    def _kill_in_loop(self, reconnect: bool) -> None:
-        if not reconnect:
+    def _kill_in_loop(self, reconnect_after: float | None) -> None:
+        if reconnect_after is None:
             self._stopping = True
             if self._heartbeat_timer is not None:
                 self._heartbeat_timer.cancel()
             self._loop.remove_endpoint(self)
+        if self._reconnect_timer is not None:
+            self._reconnect_timer.cancel()
+            self._reconnect_timer = None
         self._abandon_connection()
-        if reconnect:
-            self._schedule_reconnect()
+        if reconnect_after is not None:
+            self._reconnect_timer = self._loop.call_later(reconnect_after, self._connect)
 
     # ------------------------------------------------------------------ loop thread: I/O
 
