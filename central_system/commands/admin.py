@@ -28,9 +28,11 @@ def register(subparsers: Any) -> None:
     reset.set_defaults(func=run_reset_password)
 
 
-def _ask_new_password(username: str, prompt: Callable[[str], str] = getpass.getpass) -> str | None:
+def _ask_new_password(username: str, prompt: Callable[[str], str] | None = None) -> str | None:
     """Ask twice (hidden), check the policy; up to ``MAX_PROMPTS`` tries."""
     from ..controllers.admin_controller import PasswordPolicyError, check_password_policy
+
+    prompt = prompt or getpass.getpass  # looked up at call time so tests can replace it
 
     for _ in range(MAX_PROMPTS):
         password = prompt("New password: ")

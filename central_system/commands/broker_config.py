@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 listen_address=args.listen_address,
                 tls=tls,
                 rotate_central=args.rotate_central,
-                group=args.group,
+                group=args.group or None,
             )
     except (ValueError, OSError) as err:
         print(f"broker-config failed: {err}", file=sys.stderr)
