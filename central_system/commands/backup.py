@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 
 def register(subparsers: Any) -> None:
     """Add the ``backup`` and ``restore`` sub-commands."""
     p = subparsers.add_parser("backup", help="back the database up to a file")
-    p.add_argument("out", help="backup file to write (mode 0600)")
+    p.add_argument(
+        "out",
+        help="backup file to write (mode 0600), or a directory (ending in /) for a timestamped file",
+    )
     p.set_defaults(func=run_backup)
     r = subparsers.add_parser(
         "restore", help="replace the database's contents with a backup (stop the kiosk first)"
@@ -24,8 +30,12 @@ def run_backup(args: argparse.Namespace) -> int:
     """Write a backup of the configured database."""
     from ..services.backup import BackupError, backup_database
 
+    out = Path(args.out)
+    if args.out.endswith(os.sep) or out.is_dir():
+        # A directory: one timestamped file per run (what the systemd timer uses).
+        out = out / f"consultease-{datetime.now(UTC):%Y%m%d-%H%M%S}.backup"
     try:
-        path = backup_database(args.out)
+        path = backup_database(out)
     except (BackupError, OSError) as err:
         print(f"backup failed: {err}", file=sys.stderr)
         return 1

@@ -132,3 +132,6 @@ def test_cli_backup_and_restore(
     assert cli_main(["restore", str(out), "--yes"]) == 0
     assert _snapshot(dbmod.init_db(sqlite_url)) == before
     assert cli_main(["restore", str(tmp_path / "nope"), "--yes"]) != 0
+    assert cli_main(["backup", str(tmp_path / "timer") + "/"]) == 0  # directory: timestamped file
+    made = list((tmp_path / "timer").glob("consultease-*.backup"))
+    assert len(made) == 1 and made[0].read_bytes().startswith(b"SQLite format 3")
