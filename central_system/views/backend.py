@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import InvalidRequestError
 
 from .. import db
-from ..models import Admin, Consultation, DeskUnit, Faculty, Student
+from ..models import Admin, Consultation, DeskUnit, Faculty, Student, utcnow
 from ..services.rfid import InvalidUIDError, normalize_uid
 
 logger = logging.getLogger(__name__)
@@ -256,13 +257,42 @@ class KioskBackend:
         self, student_id: int, faculty_id: int, message: str, course_code: str | None
     ) -> ConsultationView:
         """Create a consultation; a ValueError from the controller becomes a KioskError."""
+        started = utcnow()
         try:
             c = self._controller("consultation").create_consultation(
                 student_id, faculty_id, message, course_code=course_code or None
             )
         except ValueError as err:
             raise KioskError(_error_message(err)) from err
+        except (RuntimeError, InvalidRequestError):
+            # Workaround: the MQTT service's after_commit hook can raise *after* the row and
+            # its messages were committed ("deque mutated during iteration" when it removes
+            # its session listeners while SQLAlchemy iterates them). The request was made:
+            # find it rather than tell the student it failed.
+            found = self._committed_request(student_id, faculty_id, started)
+            if found is None:
+                raise
+            logger.warning(
+                "create_consultation raised after commit; using consultation %d", found.id
+            )
+            return found
         return self.get_consultation(c.id) or _consultation_view(c)
+
+    def _committed_request(
+        self, student_id: int, faculty_id: int, since: datetime
+    ) -> ConsultationView | None:
+        with db.session_scope() as session:
+            c = session.scalars(
+                select(Consultation)
+                .where(
+                    Consultation.student_id == student_id,
+                    Consultation.faculty_id == faculty_id,
+                    Consultation.created_at >= since - timedelta(seconds=1),
+                )
+                .order_by(Consultation.id.desc())
+                .limit(1)
+            ).first()
+            return _consultation_view(c) if c is not None else None
 
     def get_consultation(self, consultation_id: int) -> ConsultationView | None:
         """One consultation, or None."""
