@@ -1,0 +1,404 @@
+"""Request -> desk latency and central CPU with a fleet of simulated firmware desks.
+
+    .venv/bin/python benchmarks/consultation_flow.py [--desks 200] [--rate 20] [--duration 30]
+                                                     [--heartbeat 30] [--auto-ack 0.5]
+
+What it does, all on loopback:
+1. starts its own Mosquitto (tests/brokers.py) on a free port;
+2. starts the central system, ``ConsultEaseApp(headless=True)`` on a fresh SQLite
+   database, in a SEPARATE process (this script re-runs itself with ``--central``),
+   so that psutil can measure that process's CPU alone; it seeds N faculty and N
+   students through the controllers;
+3. runs N firmware-mode desks (``faculty_desk_unit.DeskFleet``, one network thread)
+   in this process; they report AVAILABLE, heartbeat every ``--heartbeat`` s and
+   acknowledge each request after ``--auto-ack`` s;
+4. once the central system shows every faculty member available, tells it to call
+   ``ConsultationController.create_consultation`` ``--rate`` times a second for
+   ``--duration`` s, round-robin over (student, faculty) pairs. The central process
+   writes ``time.time()`` just before each call; each desk stamps ``time.time()``
+   when it has parsed the ``/messages`` text. Same machine, same clock.
+
+Printed: latency p50/p90/p99/max, the create call's own duration, the central
+process's CPU (% of one core) while requests flow and while only heartbeats flow,
+and PASS/FAIL against the targets (p99 <= 50 ms, CPU < 25 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TARGET_P99_MS = 50.0
+TARGET_CPU_PCT = 25.0
+# Every wait below is bounded; these are the bounds.
+READY_TIMEOUT_S = 120.0
+AVAILABLE_TIMEOUT_S = 120.0
+STRAGGLER_WAIT_S = 3.0
+IDLE_SAMPLE_S = 5.0
+
+
+# ---------------------------------------------------------------------- central process
+
+
+def _emit(kind: str, **fields: Any) -> None:
+    """One JSON line to the parent."""
+    sys.stdout.write(json.dumps({"kind": kind, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def run_central(args: argparse.Namespace) -> int:
+    """The central system: seed, wait until every desk reports available, then run the request loop."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    from sqlalchemy import select
+
+    from central_system.config import Settings
+    from central_system.main import ConsultEaseApp
+    from central_system.models import Faculty
+
+    settings = Settings(
+        data_dir=Path(args.data_dir),
+        database_url=args.db,
+        mqtt_host="127.0.0.1",
+        mqtt_port=args.port,
+        mqtt_client_id=f"bench-central-{uuid.uuid4().hex[:8]}",
+        log_level="WARNING",
+    )
+    app = ConsultEaseApp(settings, headless=True)
+    app.start()
+    if not app.async_mqtt_service.wait_connected(30):
+        _emit("error", message="central system could not connect to the broker")
+        return 1
+    faculty_ctl = app.controllers["faculty"]
+    student_ctl = app.controllers["student"]
+    consultation_ctl = app.controllers["consultation"]
+    faculty_ids = [
+        faculty_ctl.create_faculty(f"Faculty Member {i:03d}", department="Benchmark").id
+        for i in range(args.desks)
+    ]
+    student_ids = [
+        student_ctl.create_student(
+            f"Student Number {i:03d}", f"2026-{i:05d}", f"{0xA0000000 + i:08X}", "Benchmark"
+        ).id
+        for i in range(args.desks)
+    ]
+    _emit("ready", faculty_ids=faculty_ids)
+
+    deadline = time.monotonic() + AVAILABLE_TIMEOUT_S
+    available = 0
+    while time.monotonic() < deadline:
+        with _session(app) as session:
+            rows = session.scalars(select(Faculty).where(Faculty.id.in_(faculty_ids)))
+            available = sum(1 for faculty in rows if faculty.is_available)
+        if available == len(faculty_ids):
+            break
+        time.sleep(0.5)
+    _emit("available", count=available)
+
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "go":
+            _request_loop(consultation_ctl, faculty_ids, student_ids, args.rate, args.duration)
+            _emit("done")
+        elif command == "quit":
+            break
+    app.stop()
+    return 0
+
+
+class _session:
+    """A plain read-only session on the app's engine."""
+
+    def __init__(self, app: Any) -> None:
+        from sqlalchemy.orm import Session
+
+        self.session = Session(app.system.engine)
+
+    def __enter__(self) -> Any:
+        return self.session
+
+    def __exit__(self, *exc: object) -> None:
+        self.session.close()
+
+
+def _request_loop(
+    controller: Any, faculty_ids: list[int], student_ids: list[int], rate: float, duration: float
+) -> None:
+    """``rate`` create calls per second for ``duration`` seconds, on a fixed schedule (no drift)."""
+    total = int(rate * duration)
+    n = len(faculty_ids)
+    start = time.monotonic() + 0.1
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        # Pair i: faculty i % n, student (i // n + i) % n, so no pair repeats within a round
+        # (the controller allows only 3 pending requests per pair).
+        fid = faculty_ids[i % n]
+        sid = student_ids[(i // n + i) % n]
+        t0 = time.time()
+        try:
+            consultation = controller.create_consultation(
+                sid, fid, f"Benchmark request number {i}: please review my work.", "CS101"
+            )
+        except ValueError as err:
+            _emit("reject", i=i, error=str(err))
+            continue
+        _emit("sent", cid=consultation.id, t0=t0, t1=time.time())
+
+
+# ---------------------------------------------------------------------- driver process
+
+
+def _percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+class _CentralProcess:
+    """The child process and a reader thread for its JSON lines."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        self.lines: list[dict[str, Any]] = []
+        self.cond = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            with self.cond:
+                self.lines.append(item)
+                self.cond.notify_all()
+
+    def wait_for(self, kind: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for item in self.lines:
+                    if item["kind"] in (kind, "error"):
+                        if item["kind"] == "error":
+                            raise RuntimeError(item.get("message"))
+                        return item
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.proc.poll() is not None:
+                    raise RuntimeError(f"central process gave no {kind!r} line")
+                self.cond.wait(min(remaining, 0.5))
+
+    def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.send("quit")
+                self.proc.wait(15)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def _cpu_seconds(proc: Any) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one scenario and return its figures."""
+    import psutil
+
+    from faculty_desk_unit import DeskFleet
+    from tests.brokers import MosquittoBroker
+
+    workdir = Path(tempfile.mkdtemp(prefix="consultease-bench-"))
+    broker = MosquittoBroker().start()
+    received: dict[str, float] = {}
+    fleet: DeskFleet | None = None
+    central: _CentralProcess | None = None
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONSULTEASE_")}
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--central",
+            "--port",
+            str(broker.port),
+            "--db",
+            f"sqlite:///{workdir / 'bench.db'}",
+            "--data-dir",
+            str(workdir),
+            "--desks",
+            str(args.desks),
+            "--rate",
+            str(args.rate),
+            "--duration",
+            str(args.duration),
+        ]
+        central = _CentralProcess(cmd, env)
+        faculty_ids = central.wait_for("ready", READY_TIMEOUT_S)["faculty_ids"]
+
+        def on_request(_desk: Any, request: Any) -> None:
+            received.setdefault(request.cid, request.received_at)
+
+        fleet = DeskFleet(
+            len(faculty_ids),
+            "127.0.0.1",
+            broker.port,
+            "firmware",
+            heartbeat_interval=args.heartbeat,
+            faculty_ids=faculty_ids,
+            names=lambda fid: f"Faculty Member {fid}",
+            auto_ack=args.auto_ack,
+            connect_spread=1.0,
+            on_request=on_request,
+        )
+        connect_started = time.monotonic()
+        fleet.start()
+        if not fleet.wait_all_connected(60):
+            raise RuntimeError(f"only {fleet.connected_count()} desks connected")
+        connect_s = time.monotonic() - connect_started
+        available = central.wait_for("available", AVAILABLE_TIMEOUT_S)["count"]
+        if available != len(faculty_ids):
+            raise RuntimeError(f"only {available}/{len(faculty_ids)} faculty shown available")
+
+        ps = psutil.Process(central.proc.pid)
+        time.sleep(1.0)
+        idle_cpu0, idle_t0 = _cpu_seconds(ps), time.monotonic()
+        time.sleep(IDLE_SAMPLE_S)
+        idle_pct = 100 * (_cpu_seconds(ps) - idle_cpu0) / (time.monotonic() - idle_t0)
+
+        cpu0, t0 = _cpu_seconds(ps), time.monotonic()
+        central.send("go")
+        central.wait_for("done", args.duration * 3 + 60)
+        busy_pct = 100 * (_cpu_seconds(ps) - cpu0) / (time.monotonic() - t0)
+        sent = [item for item in central.lines if item["kind"] == "sent"]
+        rejected = [item for item in central.lines if item["kind"] == "reject"]
+        deadline = time.monotonic() + STRAGGLER_WAIT_S
+        while time.monotonic() < deadline and len(received) < len(sent):
+            time.sleep(0.1)
+        latencies = [
+            (received[str(item["cid"])] - item["t0"]) * 1000
+            for item in sent
+            if str(item["cid"]) in received
+        ]
+        create_ms = [(item["t1"] - item["t0"]) * 1000 for item in sent]
+        totals = fleet.totals()
+        return {
+            "desks": len(faculty_ids),
+            "heartbeat_s": args.heartbeat,
+            "rate": args.rate,
+            "duration_s": args.duration,
+            "connect_s": connect_s,
+            "sent": len(sent),
+            "rejected": len(rejected),
+            "reject_examples": [r["error"] for r in rejected[:3]],
+            "delivered": len(latencies),
+            "p50_ms": _percentile(latencies, 50),
+            "p90_ms": _percentile(latencies, 90),
+            "p99_ms": _percentile(latencies, 99),
+            "max_ms": max(latencies) if latencies else float("nan"),
+            "create_p50_ms": _percentile(create_ms, 50),
+            "create_p99_ms": _percentile(create_ms, 99),
+            "cpu_busy_pct": busy_pct,
+            "cpu_idle_pct": idle_pct,
+            "heartbeats": totals["heartbeats_sent"],
+            "responses": totals["responses_sent"],
+            "mean_ms": statistics.fmean(latencies) if latencies else float("nan"),
+        }
+    finally:
+        if central is not None:
+            central.stop()
+        if fleet is not None:
+            fleet.stop()
+        broker.cleanup()
+
+
+def report(r: dict[str, Any]) -> None:
+    """Print one scenario's figures."""
+    print(
+        f"consultation_flow: {r['desks']} firmware-mode desks, heartbeat every {r['heartbeat_s']:g} s, "
+        f"{r['rate']:g} requests/s for {r['duration_s']:g} s; desks connected in {r['connect_s']:.1f} s"
+    )
+    print(
+        f"  requests: {r['sent']} created, {r['rejected']} rejected, {r['delivered']} parsed by a desk, "
+        f"{r['sent'] - r['delivered']} not seen; {r['responses']} acknowledged, {r['heartbeats']} heartbeats sent"
+    )
+    if r["reject_examples"]:
+        print(f"  rejections, e.g.: {r['reject_examples']}")
+    print(
+        f"  request -> desk latency: p50 {r['p50_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms, "
+        f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms (mean {r['mean_ms']:.1f} ms)"
+    )
+    print(
+        f"  create_consultation call: p50 {r['create_p50_ms']:.1f} ms, p99 {r['create_p99_ms']:.1f} ms"
+    )
+    print(
+        f"  central process CPU: {r['cpu_busy_pct']:.1f} % of one core while requests flow, "
+        f"{r['cpu_idle_pct']:.1f} % with heartbeats only"
+    )
+    ok_latency = r["p99_ms"] <= TARGET_P99_MS and r["delivered"] == r["sent"]
+    ok_cpu = r["cpu_busy_pct"] < TARGET_CPU_PCT
+    print(
+        f"  target p99 <= {TARGET_P99_MS:g} ms with every request delivered: {'PASS' if ok_latency else 'FAIL'}; "
+        f"central CPU < {TARGET_CPU_PCT:g} %: {'PASS' if ok_cpu else 'FAIL'}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point (also the central child process with ``--central``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--desks", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=20.0, help="requests per second")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of requests")
+    parser.add_argument("--heartbeat", type=float, default=30.0, help="desk heartbeat interval, s")
+    parser.add_argument(
+        "--auto-ack", type=float, default=0.5, help="desks acknowledge after this many seconds"
+    )
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument("--central", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.central:
+        return run_central(args)
+    if args.desks < 1 or args.rate <= 0 or args.duration <= 0:
+        parser.error("--desks, --rate and --duration must be positive")
+    figures = run_benchmark(args)
+    report(figures)
+    if args.json:
+        print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
