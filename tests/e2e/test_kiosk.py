@@ -1,0 +1,311 @@
+"""The kiosk end to end: offscreen Qt + the real service + Mosquitto + simulated desk units."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import Qt  # noqa: E402
+
+from central_system.bootstrap import System, build_system  # noqa: E402
+from central_system.controllers import AdminController  # noqa: E402
+from central_system.services.rfid import SimulatedRFIDReader  # noqa: E402
+from central_system.views.app import Kiosk  # noqa: E402
+from faculty_desk_unit.desk import DeskUnit  # noqa: E402
+
+WAIT_MS = 20_000  # generous: a noisy 2-core machine
+STUDENT_UID = "04A1B2C3"
+UNKNOWN_UID = "FFEE0001"
+
+
+@pytest.fixture
+def system(make_settings: Callable[..., Any], db_url: str) -> Iterator[System]:
+    """The running central system (controllers, liveness, MQTT) on the test broker."""
+    settings = make_settings(database_url=db_url)
+    sysm = build_system(settings)
+    sysm.start()
+    assert sysm.mqtt.wait_connected(15)
+    yield sysm
+    sysm.stop()
+
+
+@pytest.fixture
+def seeded(system: System) -> dict[str, int]:
+    """Two faculty members and one student with a card."""
+    fac = system.controllers["faculty"]
+    stu = system.controllers["student"]
+    ids = {
+        "ana": fac.create_faculty(name="Dr. Ana Reyes", department="Computer Science").id,
+        "ben": fac.create_faculty(name="Prof. Ben Cruz", department="Physics").id,
+    }
+    ids["maria"] = stu.create_student(
+        name="Maria Garcia", student_id="2023-0001", rfid_uid=STUDENT_UID, department="CS"
+    ).id
+    return ids
+
+
+@pytest.fixture
+def desks(broker: Any, seeded: dict[str, int], system: System) -> Iterator[dict[str, DeskUnit]]:
+    """Improved-mode desks: Ana present, Ben away; waits until the central system shows both."""
+    units = {
+        "ana": DeskUnit(seeded["ana"], "Dr. Ana Reyes", "127.0.0.1", broker.port, mode="improved"),
+        "ben": DeskUnit(
+            seeded["ben"],
+            "Prof. Ben Cruz",
+            "127.0.0.1",
+            broker.port,
+            mode="improved",
+            present=False,
+        ),
+    }
+    for unit in units.values():
+        unit.start()
+    fac = system.controllers["faculty"]
+
+    def shown(fid: int, status: str) -> bool:
+        f = fac.get_faculty(fid)
+        return f is not None and f.desk_online and f.status == status
+
+    import time
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (
+        shown(seeded["ana"], "available") and shown(seeded["ben"], "away")
+    ):
+        time.sleep(0.05)
+    assert shown(seeded["ana"], "available") and shown(seeded["ben"], "away")
+    yield units
+    for unit in units.values():
+        unit.stop()
+
+
+@pytest.fixture
+def kiosk(qtbot: Any, system: System) -> Iterator[Kiosk]:
+    """The kiosk window on the running system, with a simulated card reader."""
+    k = Kiosk(system, SimulatedRFIDReader())
+    qtbot.addWidget(k.window)
+    k.window.show()
+    yield k
+    k.close()
+
+
+def login(qtbot: Any, kiosk: Kiosk, uid: str = STUDENT_UID) -> None:
+    """Tap ``uid`` and wait for the dashboard with its cards."""
+    kiosk.reader.tap(uid)
+    win = kiosk.window
+    qtbot.waitUntil(
+        lambda: (
+            win.student is not None
+            and win.current_screen() is win.dashboard
+            and len(win.dashboard.cards) >= 1
+        ),
+        timeout=WAIT_MS,
+    )
+
+
+def test_card_tap_logs_in_and_availability_is_live(
+    qtbot: Any, kiosk: Kiosk, desks: dict[str, DeskUnit], seeded: dict[str, int]
+) -> None:
+    login(qtbot, kiosk)
+    win = kiosk.window
+    assert win.student is not None and win.student.name == "Maria Garcia"
+    assert "Maria Garcia" in win.user_label.text()
+    ana, ben = win.dashboard.cards[seeded["ana"]], win.dashboard.cards[seeded["ben"]]
+    qtbot.waitUntil(lambda: ana.request_button.isEnabled(), timeout=WAIT_MS)
+    assert ana.pill.status() == "available"
+    assert ben.pill.status() == "away" and not ben.request_button.isEnabled()
+
+    desks["ana"].set_present(False)  # the faculty member walks away from the desk
+    qtbot.waitUntil(lambda: ana.pill.status() == "away", timeout=WAIT_MS)
+    assert not ana.request_button.isEnabled()
+    desks["ben"].set_present(True)
+    qtbot.waitUntil(lambda: ben.request_button.isEnabled(), timeout=WAIT_MS)
+
+    win.dashboard.search.setText("cruz")
+    assert ben.isVisibleTo(win.dashboard) and not ana.isVisibleTo(win.dashboard)
+
+
+def test_unknown_card_is_refused(qtbot: Any, kiosk: Kiosk, seeded: dict[str, int]) -> None:
+    kiosk.reader.tap(UNKNOWN_UID)
+    win = kiosk.window
+    qtbot.waitUntil(lambda: "not registered" in win.login.message.text(), timeout=WAIT_MS)
+    assert win.student is None
+    assert win.current_screen() is win.login
+    assert win.login.message.property("kind") == "error"
+
+
+def test_request_reaches_the_desk_and_acknowledge_shows_accepted(
+    qtbot: Any, kiosk: Kiosk, desks: dict[str, DeskUnit], seeded: dict[str, int]
+) -> None:
+    login(qtbot, kiosk)
+    win = kiosk.window
+    card = win.dashboard.cards[seeded["ana"]]
+    qtbot.waitUntil(card.request_button.isEnabled, timeout=WAIT_MS)
+    qtbot.mouseClick(card.request_button, Qt.MouseButton.LeftButton)
+    form = win.request_form
+    assert win.current_screen() is form
+
+    form.message_edit.setPlainText("too short")
+    assert not form.send_button.isEnabled()
+    assert "more" in form.message_error.text() and form.char_count.text() == "9 / 500"
+    form.message_edit.setPlainText("Could we discuss my thesis outline this week?")
+    form.course_edit.setText("CS101")
+    assert form.send_button.isEnabled() and form.message_error.text() == ""
+    qtbot.mouseClick(form.send_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: form.sent is not None, timeout=WAIT_MS)
+    assert form.sent_label.text() == "Sent to Dr. Ana Reyes's desk"
+    cid = form.sent.id
+
+    desk = desks["ana"]
+    qtbot.waitUntil(lambda: any(str(r.cid) == str(cid) for r in desk.queue), timeout=WAIT_MS)
+    request = next(r for r in desk.queue if str(r.cid) == str(cid))
+    assert "thesis outline" in request.message
+
+    desk.acknowledge(cid)
+    qtbot.waitUntil(lambda: form.sent_status.status() == "accepted", timeout=WAIT_MS)
+
+    qtbot.mouseClick(form.my_button, Qt.MouseButton.LeftButton)
+    mine = win.my_consultations
+    qtbot.waitUntil(lambda: cid in mine.rows, timeout=WAIT_MS)
+    assert mine.rows[cid].pill.status() == "accepted"
+    assert not mine.rows[cid].cancel_button.isVisibleTo(mine.rows[cid])
+
+
+def test_pending_request_can_be_cancelled_and_the_desk_hears_it(
+    qtbot: Any, kiosk: Kiosk, desks: dict[str, DeskUnit], seeded: dict[str, int]
+) -> None:
+    login(qtbot, kiosk)
+    win = kiosk.window
+    card = win.dashboard.cards[seeded["ana"]]
+    qtbot.waitUntil(card.request_button.isEnabled, timeout=WAIT_MS)
+    card.request_button.click()
+    win.request_form.message_edit.setPlainText("Please sign my enrolment form.")
+    win.request_form.send_button.click()
+    qtbot.waitUntil(lambda: win.request_form.sent is not None, timeout=WAIT_MS)
+    cid = win.request_form.sent.id
+    desk = desks["ana"]
+    qtbot.waitUntil(lambda: any(str(r.cid) == str(cid) for r in desk.queue), timeout=WAIT_MS)
+
+    win.request_form.my_button.click()
+    mine = win.my_consultations
+    qtbot.waitUntil(lambda: cid in mine.rows, timeout=WAIT_MS)
+    row = mine.rows[cid]
+    assert row.cancel_button.isVisibleTo(row)
+    row.cancel_button.click()
+    qtbot.waitUntil(lambda: mine.rows[cid].pill.status() == "cancelled", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: desk.stats.cancellations >= 1, timeout=WAIT_MS)
+
+
+def test_auto_logout_after_inactivity_with_countdown(
+    qtbot: Any, make_settings: Callable[..., Any], sqlite_url: str
+) -> None:
+    settings = make_settings(
+        database_url=sqlite_url, kiosk_inactivity_timeout_s=3.0, kiosk_logout_warning_s=2.0
+    )
+    sysm = build_system(settings)
+    sysm.start()
+    try:
+        sysm.controllers["student"].create_student(
+            name="Maria Garcia", student_id="2023-0001", rfid_uid=STUDENT_UID
+        )
+        k = Kiosk(sysm, SimulatedRFIDReader())
+        qtbot.addWidget(k.window)
+        k.window.show()
+        try:
+            k.reader.tap(STUDENT_UID)
+            win = k.window
+            qtbot.waitUntil(lambda: win.student is not None, timeout=WAIT_MS)
+            qtbot.waitUntil(lambda: win.warning.isVisible(), timeout=WAIT_MS)
+            assert "logging out in" in win.warning.text()
+            assert win.student is not None  # warned, not yet logged out
+            qtbot.waitUntil(lambda: win.student is None, timeout=WAIT_MS)
+            assert win.current_screen() is win.login
+            assert "inactivity" in win.login.message.text()
+            assert not win.warning.isVisible()
+        finally:
+            k.close()
+    finally:
+        sysm.stop()
+
+
+def test_touch_postpones_auto_logout(
+    qtbot: Any, make_settings: Callable[..., Any], sqlite_url: str
+) -> None:
+    settings = make_settings(
+        database_url=sqlite_url, kiosk_inactivity_timeout_s=2.0, kiosk_logout_warning_s=1.5
+    )
+    sysm = build_system(settings)
+    sysm.start()
+    try:
+        sysm.controllers["student"].create_student(
+            name="Maria Garcia", student_id="2023-0001", rfid_uid=STUDENT_UID
+        )
+        k = Kiosk(sysm, SimulatedRFIDReader())
+        qtbot.addWidget(k.window)
+        k.window.show()
+        try:
+            k.reader.tap(STUDENT_UID)
+            win = k.window
+            qtbot.waitUntil(lambda: win.student is not None, timeout=WAIT_MS)
+            qtbot.waitUntil(lambda: win.warning.isVisible(), timeout=WAIT_MS)
+            qtbot.mouseClick(win.dashboard.search, Qt.MouseButton.LeftButton)
+            qtbot.waitUntil(lambda: not win.warning.isVisible(), timeout=WAIT_MS)
+            assert win.student is not None
+        finally:
+            k.close()
+    finally:
+        sysm.stop()
+
+
+def test_admin_adds_faculty_and_registers_a_card_by_tapping(
+    qtbot: Any, kiosk: Kiosk, system: System
+) -> None:
+    admin_ctl: AdminController = system.controllers["admin"]
+    password = admin_ctl.generate_password()
+    admin_ctl.create_first_admin("root", password)
+    win = kiosk.window
+
+    qtbot.mouseClick(win.login.admin_button, Qt.MouseButton.LeftButton)
+    assert win.current_screen() is win.admin_login
+    win.admin_login.username.setText("root")
+    win.admin_login.password.setText("wrong-password-1")
+    win.admin_login.login_button.click()
+    qtbot.waitUntil(lambda: "Wrong" in win.admin_login.error.text(), timeout=WAIT_MS)
+    win.admin_login.password.setText(password)
+    win.admin_login.login_button.click()
+    qtbot.waitUntil(lambda: win.current_screen() is win.admin_area, timeout=WAIT_MS)
+
+    tab = win.admin_area.faculty_tab
+    tab.name.setText("Dr. Grace Uy")
+    tab.department.setText("Chemistry")
+    tab.save_button.click()
+    qtbot.waitUntil(lambda: any(v.name == "Dr. Grace Uy" for v in tab.views), timeout=WAIT_MS)
+    assert any(
+        f.name == "Dr. Grace Uy" and f.department == "Chemistry"
+        for f in system.controllers["faculty"].list_faculty()
+    )
+
+    win.admin_area.tabs.setCurrentWidget(win.admin_area.students_tab)
+    st = win.admin_area.students_tab
+    st.tap_button.click()
+    kiosk.reader.tap("de:ad:be:ef:01")  # the reader's raw form; stored normalised
+    qtbot.waitUntil(lambda: st.captured_uid == "DEADBEEF01", timeout=WAIT_MS)
+    assert win.current_screen() is win.admin_area  # the tap did not log anyone in
+    st.name.setText("Liza Ramos")
+    st.number.setText("2023-0042")
+    st.register_button.click()
+    qtbot.waitUntil(lambda: any(v.rfid_uid == "DEADBEEF01" for v in st.views), timeout=WAIT_MS)
+    student = system.controllers["student"].get_by_rfid("DEADBEEF01")
+    assert student is not None and student.name == "Liza Ramos"
+    actions = [a.action for a in admin_ctl.list_audit(50)]
+    assert "faculty.save" in actions and "student.create" in actions
+
+    win.logout()
+    kiosk.reader.tap("DEADBEEF01")  # the new card now logs its student in
+    qtbot.waitUntil(
+        lambda: win.student is not None and win.student.name == "Liza Ramos", timeout=WAIT_MS
+    )
