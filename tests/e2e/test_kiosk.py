@@ -9,13 +9,13 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtCore import Qt
 
-from central_system.bootstrap import System, build_system  # noqa: E402
-from central_system.controllers import AdminController  # noqa: E402
-from central_system.services.rfid import SimulatedRFIDReader  # noqa: E402
-from central_system.views.app import Kiosk  # noqa: E402
-from faculty_desk_unit.desk import DeskUnit  # noqa: E402
+from central_system.bootstrap import System, build_system
+from central_system.controllers import AdminController
+from central_system.services.rfid import SimulatedRFIDReader
+from central_system.views.app import Kiosk
+from faculty_desk_unit.desk import DeskUnit
 
 WAIT_MS = 20_000  # generous: a noisy 2-core machine
 STUDENT_UID = "04A1B2C3"
