@@ -270,6 +270,11 @@ def drop(
     )
 
 
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259); PostgreSQL's json type refuses them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _first_error(err: ValidationError) -> str:
     errors = err.errors(include_url=False, include_input=False)
     if not errors:
@@ -301,7 +306,7 @@ def parse_inbound(
         drop(message, "bad_utf8", str(err), stats)
         return None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as err:
         # The firmware concatenates strings: a '"' in a name makes invalid JSON (contract 2.1).
         drop(message, "bad_json", str(err), stats)

@@ -371,47 +371,54 @@ class LivenessService(ControllerBase):
             ]
             if not dirty and not offline:
                 return
-            self._ensure_desk_rows(
-                [d for d in dirty if not d.has_desk_row and (d.heartbeat or d.diagnostics)]
-            )
-            with self.session() as session:
-                for desk in offline:
+            try:
+                self._write_batch(dirty, offline, now)
+            finally:
+                # A batch the database refused is not retried forever: liveness moves on.
+                for desk in dirty:
+                    desk.seen_dirty = False
+                    desk.heartbeat_at = None
+                    desk.diagnostics_at = None
+            self.db_writes += 1
+
+    def _write_batch(self, dirty: list[DeskState], offline: list[DeskState], now: datetime) -> None:
+        """One transaction: offline marks, last_seen, heartbeats and diagnostics."""
+        self._ensure_desk_rows(
+            [d for d in dirty if not d.has_desk_row and (d.heartbeat or d.diagnostics)]
+        )
+        with self.session() as session:
+            for desk in offline:
+                session.execute(
+                    update(Faculty)
+                    .where(Faculty.id == desk.faculty_id)
+                    .values(desk_online=False, status=desk.shown, status_changed_at=now)
+                )
+                # Other kiosks learn it too (contract 1.4, source "central").
+                msg = faculty_status_message(desk.faculty_id, desk.shown)
+                self.mqtt.stage(session, msg.topic, msg.payload, msg.qos)
+            for desk in dirty:
+                if desk.seen_dirty and desk.last_seen is not None:
                     session.execute(
                         update(Faculty)
                         .where(Faculty.id == desk.faculty_id)
-                        .values(desk_online=False, status=desk.shown, status_changed_at=now)
+                        .values(last_seen=desk.last_seen)
                     )
-                    # Other kiosks learn it too (contract 1.4, source "central").
-                    msg = faculty_status_message(desk.faculty_id, desk.shown)
-                    self.mqtt.stage(session, msg.topic, msg.payload, msg.qos)
-                for desk in dirty:
-                    if desk.seen_dirty and desk.last_seen is not None:
-                        session.execute(
-                            update(Faculty)
-                            .where(Faculty.id == desk.faculty_id)
-                            .values(last_seen=desk.last_seen)
-                        )
-                    values: dict[str, Any] = {}
-                    if desk.heartbeat_at is not None:
-                        values.update(
-                            last_heartbeat=desk.heartbeat, last_heartbeat_at=desk.heartbeat_at
-                        )
-                    if desk.diagnostics_at is not None:
-                        values.update(
-                            last_diagnostics=desk.diagnostics,
-                            last_diagnostics_at=desk.diagnostics_at,
-                        )
-                    if values and desk.has_desk_row:
-                        session.execute(
-                            update(DeskUnit)
-                            .where(DeskUnit.faculty_id == desk.faculty_id)
-                            .values(**values)
-                        )
-            for desk in dirty:
-                desk.seen_dirty = False
-                desk.heartbeat_at = None
-                desk.diagnostics_at = None
-            self.db_writes += 1
+                values: dict[str, Any] = {}
+                if desk.heartbeat_at is not None:
+                    values.update(
+                        last_heartbeat=desk.heartbeat, last_heartbeat_at=desk.heartbeat_at
+                    )
+                if desk.diagnostics_at is not None:
+                    values.update(
+                        last_diagnostics=desk.diagnostics,
+                        last_diagnostics_at=desk.diagnostics_at,
+                    )
+                if values and desk.has_desk_row:
+                    session.execute(
+                        update(DeskUnit)
+                        .where(DeskUnit.faculty_id == desk.faculty_id)
+                        .values(**values)
+                    )
 
     def _ensure_desk_rows(self, desks: list[DeskState]) -> None:
         for desk in desks:
