@@ -415,6 +415,7 @@ def write_broker_config(
         ]
         _write_private(env_path, "\n".join(env_lines) + "\n", 0o600)
         del central_password
+    assert central_hash is not None
     desks = active_desk_accounts(session)
     _write_private(
         password_path,
