@@ -113,12 +113,48 @@ def run_central(args: argparse.Namespace) -> int:
     for line in sys.stdin:
         command = line.strip()
         if command == "go":
+            sampler = _ThreadCpu() if args.profile else None
             _request_loop(consultation_ctl, faculty_ids, student_ids, args.rate, args.duration)
+            if sampler is not None:
+                _emit("profile", top=sampler.stop())
             _emit("done")
         elif command == "quit":
             break
     app.stop()
     return 0
+
+
+class _ThreadCpu:
+    """CPU seconds used by each thread of this process between construction and ``stop()``."""
+
+    def __init__(self) -> None:
+        self._start = self._snapshot()
+        self._t0 = time.monotonic()
+
+    @staticmethod
+    def _snapshot() -> dict[str, float]:
+        usage: dict[str, float] = {}
+        for thread in threading.enumerate():
+            if thread.ident is None:
+                continue
+            try:
+                clock = time.pthread_getcpuclockid(thread.ident)
+                usage[f"{thread.name}#{thread.ident}"] = time.clock_gettime(clock)
+            except (OSError, AttributeError):  # the thread ended meanwhile, or not Linux
+                continue
+        return usage
+
+    def stop(self) -> list[tuple[str, float]]:
+        """``(thread name, % of one core)`` for every thread, busiest first."""
+        wall = max(1e-9, time.monotonic() - self._t0)
+        end = self._snapshot()
+        shares = [
+            (key.split("#")[0], 100 * (value - self._start.get(key, 0.0)) / wall)
+            for key, value in end.items()
+        ]
+        return [
+            (name, round(pct, 1)) for name, pct in sorted(shares, key=lambda x: -x[1]) if pct >= 0.1
+        ]
 
 
 class _session:
@@ -262,7 +298,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             str(args.rate),
             "--duration",
             str(args.duration),
-        ]
+        ] + (["--profile"] if args.profile else [])
         central = _CentralProcess(cmd, env)
         faculty_ids = central.wait_for("ready", READY_TIMEOUT_S)["faculty_ids"]
 
@@ -312,7 +348,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         ]
         create_ms = [(item["t1"] - item["t0"]) * 1000 for item in sent]
         totals = fleet.totals()
+        profile = next((item["top"] for item in central.lines if item["kind"] == "profile"), None)
         return {
+            "profile": profile,
             "desks": len(faculty_ids),
             "heartbeat_s": args.heartbeat,
             "rate": args.rate,
@@ -365,6 +403,10 @@ def report(r: dict[str, Any]) -> None:
         f"  central process CPU: {r['cpu_busy_pct']:.1f} % of one core while requests flow, "
         f"{r['cpu_idle_pct']:.1f} % with heartbeats only"
     )
+    if r.get("profile"):
+        print("  central process CPU by thread (% of one core):")
+        for key, pct in r["profile"]:
+            print(f"    {pct:5.1f} %  {key}")
     ok_latency = r["p99_ms"] <= TARGET_P99_MS and r["delivered"] == r["sent"]
     ok_cpu = r["cpu_busy_pct"] < TARGET_CPU_PCT
     print(
@@ -384,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
         "--auto-ack", type=float, default=0.5, help="desks acknowledge after this many seconds"
     )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="print the central process's CPU per thread",
+    )
     parser.add_argument("--central", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
