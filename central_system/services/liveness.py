@@ -15,6 +15,7 @@ changes that students see (online/offline, presence) are written at once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -22,9 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..config import Settings, get_settings
@@ -396,42 +397,76 @@ class LivenessService(ControllerBase):
                 # Other kiosks learn it too (contract 1.4, source "central").
                 msg = faculty_status_message(desk.faculty_id, desk.shown)
                 self.mqtt.stage(session, msg.topic, msg.payload, msg.qos)
-            for desk in dirty:
-                if desk.seen_dirty and desk.last_seen is not None:
-                    session.execute(
-                        update(Faculty)
-                        .where(Faculty.id == desk.faculty_id)
-                        .values(last_seen=desk.last_seen)
-                    )
-                values: dict[str, Any] = {}
-                if desk.heartbeat_at is not None:
-                    values.update(
-                        last_heartbeat=desk.heartbeat, last_heartbeat_at=desk.heartbeat_at
-                    )
-                if desk.diagnostics_at is not None:
-                    values.update(
-                        last_diagnostics=desk.diagnostics,
-                        last_diagnostics_at=desk.diagnostics_at,
-                    )
-                if values and desk.has_desk_row:
-                    session.execute(
-                        update(DeskUnit)
-                        .where(DeskUnit.faculty_id == desk.faculty_id)
-                        .values(**values)
-                    )
+            # executemany: one round trip per kind, whatever the number of desks.
+            fac, unit = cast(Table, Faculty.__table__), cast(Table, DeskUnit.__table__)
+            seen = [
+                {"fid": d.faculty_id, "seen": d.last_seen}
+                for d in dirty
+                if d.seen_dirty and d.last_seen is not None
+            ]
+            if seen:
+                session.execute(
+                    update(fac)
+                    .where(fac.c.id == bindparam("fid"))
+                    .values(last_seen=bindparam("seen", type_=fac.c.last_seen.type)),
+                    seen,
+                )
+            beats = [
+                {"fid": d.faculty_id, "hb": d.heartbeat, "hb_at": d.heartbeat_at}
+                for d in dirty
+                if d.heartbeat_at is not None and d.has_desk_row
+            ]
+            if beats:
+                session.execute(
+                    update(unit)
+                    .where(unit.c.faculty_id == bindparam("fid"))
+                    .values(
+                        last_heartbeat=bindparam("hb", type_=unit.c.last_heartbeat.type),
+                        last_heartbeat_at=bindparam("hb_at", type_=unit.c.last_heartbeat_at.type),
+                    ),
+                    beats,
+                )
+            diags = [
+                {"fid": d.faculty_id, "dg": d.diagnostics, "dg_at": d.diagnostics_at}
+                for d in dirty
+                if d.diagnostics_at is not None and d.has_desk_row
+            ]
+            if diags:
+                session.execute(
+                    update(unit)
+                    .where(unit.c.faculty_id == bindparam("fid"))
+                    .values(
+                        last_diagnostics=bindparam("dg", type_=unit.c.last_diagnostics.type),
+                        last_diagnostics_at=bindparam(
+                            "dg_at", type_=unit.c.last_diagnostics_at.type
+                        ),
+                    ),
+                    diags,
+                )
 
     def _ensure_desk_rows(self, desks: list[DeskState]) -> None:
+        """Create missing DeskUnit rows: one transaction for all, row by row if that collides."""
+        if not desks:
+            return
+        try:
+            self._create_desk_rows(desks)
+        except IntegrityError:
+            for desk in desks:  # an admin registered one of these desks meanwhile
+                with contextlib.suppress(IntegrityError):
+                    self._create_desk_rows([desk])
         for desk in desks:
-            try:
-                with self.session() as session:
-                    exists = session.scalar(
-                        select(DeskUnit.id).where(DeskUnit.faculty_id == desk.faculty_id)
-                    )
-                    if exists is None and session.get(Faculty, desk.faculty_id) is not None:
-                        session.add(DeskUnit(faculty_id=desk.faculty_id))
-                desk.has_desk_row = True
-            except IntegrityError:
-                desk.has_desk_row = True  # created concurrently (an admin registered the desk)
+            desk.has_desk_row = True
+
+    def _create_desk_rows(self, desks: list[DeskState]) -> None:
+        ids = [d.faculty_id for d in desks]
+        with self.session() as session:
+            have = set(
+                session.scalars(select(DeskUnit.faculty_id).where(DeskUnit.faculty_id.in_(ids)))
+            )
+            known = set(session.scalars(select(Faculty.id).where(Faculty.id.in_(ids))))
+            for fid in ids:
+                if fid in known and fid not in have:
+                    session.add(DeskUnit(faculty_id=fid))
 
     def _notify(self, event: FacultyEvent) -> None:
         if self.on_faculty_change is None:
