@@ -332,10 +332,14 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(IDLE_SAMPLE_S)
         idle_pct = 100 * (_cpu_seconds(ps) - idle_cpu0) / (time.monotonic() - idle_t0)
 
-        cpu0, t0 = _cpu_seconds(ps), time.monotonic()
+        me = psutil.Process()
+        cpu0, own0, t0 = _cpu_seconds(ps), _cpu_seconds(me), time.monotonic()
         central.send("go")
         central.wait_for("done", args.duration * 3 + 60)
-        busy_pct = 100 * (_cpu_seconds(ps) - cpu0) / (time.monotonic() - t0)
+        wall = time.monotonic() - t0
+        busy_pct = 100 * (_cpu_seconds(ps) - cpu0) / wall
+        fleet_pct = 100 * (_cpu_seconds(me) - own0) / wall
+        load = os.getloadavg()[0]
         sent = [item for item in central.lines if item["kind"] == "sent"]
         rejected = [item for item in central.lines if item["kind"] == "reject"]
         deadline = time.monotonic() + STRAGGLER_WAIT_S
@@ -368,6 +372,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "create_p99_ms": _percentile(create_ms, 99),
             "cpu_busy_pct": busy_pct,
             "cpu_idle_pct": idle_pct,
+            "fleet_cpu_pct": fleet_pct,
+            "loadavg_1m": load,
             "heartbeats": totals["heartbeats_sent"],
             "responses": totals["responses_sent"],
             "mean_ms": statistics.fmean(latencies) if latencies else float("nan"),
@@ -402,6 +408,10 @@ def report(r: dict[str, Any]) -> None:
     print(
         f"  central process CPU: {r['cpu_busy_pct']:.1f} % of one core while requests flow, "
         f"{r['cpu_idle_pct']:.1f} % with heartbeats only"
+    )
+    print(
+        f"  simulated desk fleet (this process, one network thread): {r['fleet_cpu_pct']:.1f} % of one core; "
+        f"machine load average {r['loadavg_1m']:.2f} on {os.cpu_count()} cores"
     )
     if r.get("profile"):
         print("  central process CPU by thread (% of one core):")
