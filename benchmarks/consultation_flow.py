@@ -79,6 +79,8 @@ def run_central(args: argparse.Namespace) -> int:
         mqtt_client_id=f"bench-central-{uuid.uuid4().hex[:8]}",
         log_level="WARNING",
     )
+    if args.nodelay:
+        _patch_paho_nodelay()
     app = ConsultEaseApp(settings, headless=True)
     app.start()
     if not app.async_mqtt_service.wait_connected(30):
@@ -122,6 +124,23 @@ def run_central(args: argparse.Namespace) -> int:
             break
     app.stop()
     return 0
+
+
+def _patch_paho_nodelay() -> None:
+    """Diagnostic only: TCP_NODELAY on the central's paho socket (paho 2.x leaves Nagle on)."""
+    import socket
+
+    import paho.mqtt.client as paho
+
+    original = paho.Client._create_socket
+
+    def create_socket(self: Any) -> Any:
+        sock = original(self)
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    paho.Client._create_socket = create_socket  # type: ignore[method-assign]
 
 
 class _ThreadCpu:
@@ -274,8 +293,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     from faculty_desk_unit import DeskFleet
     from tests.brokers import MosquittoBroker
 
-    workdir = Path(tempfile.mkdtemp(prefix="consultease-bench-"))
-    broker = MosquittoBroker().start()
+    workdir = Path(tempfile.mkdtemp(prefix="consultease-bench-", dir=args.db_dir))
+    broker = MosquittoBroker(extra_config="set_tcp_nodelay true" if args.nodelay else "").start()
     received: dict[str, float] = {}
     fleet: DeskFleet | None = None
     central: _CentralProcess | None = None
@@ -298,7 +317,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             str(args.rate),
             "--duration",
             str(args.duration),
-        ] + (["--profile"] if args.profile else [])
+        ]
+        cmd += ["--profile"] if args.profile else []
+        cmd += ["--nodelay"] if args.nodelay else []
         central = _CentralProcess(cmd, env)
         faculty_ids = central.wait_for("ready", READY_TIMEOUT_S)["faculty_ids"]
 
@@ -434,6 +455,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat", type=float, default=30.0, help="desk heartbeat interval, s")
     parser.add_argument(
         "--auto-ack", type=float, default=0.5, help="desks acknowledge after this many seconds"
+    )
+    parser.add_argument(
+        "--db-dir",
+        default=None,
+        help="where the SQLite file goes (default: the temp dir; /dev/shm takes fsync out)",
+    )
+    parser.add_argument(
+        "--nodelay",
+        action="store_true",
+        help="diagnostic: disable Nagle on the broker (set_tcp_nodelay) and on the central's paho socket",
     )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     parser.add_argument(
