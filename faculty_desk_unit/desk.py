@@ -325,7 +325,7 @@ class DeskUnit:
         self._client = None
         self._sock = None
         if sock is not None:
-            self._loop.unwatch(sock)  # type: ignore[arg-type]
+            self._loop.unwatch(sock)
             with contextlib.suppress(OSError):
                 # RST instead of FIN: the broker sees a dead peer, as after a power cut.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
@@ -363,7 +363,7 @@ class DeskUnit:
             with contextlib.suppress(Exception):
                 client.loop_write()
         if sock is not None:
-            self._loop.unwatch(sock)  # type: ignore[arg-type]
+            self._loop.unwatch(sock)
             with contextlib.suppress(OSError):
                 sock.close()
         self._client = None
@@ -405,12 +405,14 @@ class DeskUnit:
 
     def _after_io(self) -> None:
         """Write what paho queued inside its callbacks; wait for writability only if it is stuck."""
-        client, sock = self._client, self._sock
+        client = self._client
+        sock = self._sock
         if client is None or sock is None:
             return
         if client.want_write():
             client.loop_write()
-        if self._client is client and client.socket() is sock:
+        # loop_write may have lost the link (on_disconnect then forgot this client).
+        if self._client is client and self._sock is sock and client.socket() is not None:
             self._loop.watch(sock, self, client.want_write())
 
     def _publish(self, topic: str, payload: str, retain: bool = False, queue: bool = False) -> bool:
@@ -466,7 +468,7 @@ class DeskUnit:
         self._client = None
         self._sock = None
         if sock is not None:
-            self._loop.unwatch(sock)  # type: ignore[arg-type]
+            self._loop.unwatch(sock)
         self._link_lost_state()
         if not self._stopping:
             logger.info("desk %s: link lost (%s)", self.faculty_id, reason)
