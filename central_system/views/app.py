@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -42,6 +43,11 @@ class Kiosk:
         self._remove_reader = reader.add_callback(self.bridge.on_card)
         self.backend.connect_events(self.bridge)
         reader.start()
+        # Everything built so far (models, metadata, widgets) lives as long as the kiosk:
+        # move it out of the collector's sight so a full collection, which holds the GIL
+        # and so stalls the Qt thread, only walks what was allocated since.
+        gc.collect()
+        gc.freeze()
 
     def show(self, fullscreen: bool = False) -> None:
         """Show the window (fullscreen on the kiosk's touchscreen)."""

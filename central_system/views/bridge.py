@@ -1,14 +1,26 @@
 """``MqttBridge``: the one way service-thread events reach widgets.
 
 Controllers and the MQTT service call listeners on their own threads. The bridge
-re-emits them as typed Qt signals; widgets connect to those signals and Qt
-queues the call onto the Qt thread (``AutoConnection`` across threads is queued).
-No widget ever registers a listener on a controller directly.
+re-emits them as typed Qt signals on the Qt thread. It does not post one Qt event
+per MQTT message: a burst (10,000 messages, 200 desks flapping) would fill Qt's
+event queue, and Qt delivers every posted event before it looks at timers or
+input again. Instead events wait in one dict, keyed so that a newer event for the
+same consultation or faculty member replaces the older one, and a single queued
+"wake" drains them on the Qt thread in slices of at most ``budget_ms``; between
+slices the event loop runs timers and touch input.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, Signal
+import itertools
+import threading
+import time
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+
+# Qt-thread time one drain slice may take before yielding to the event loop.
+DEFAULT_BUDGET_MS = 3.0
 
 
 class MqttBridge(QObject):
@@ -23,18 +35,68 @@ class MqttBridge(QObject):
     #: a normalised card UID read by the RFID reader
     card_tapped = Signal(str)
 
+    _wake = Signal()
+
+    def __init__(self, parent: QObject | None = None, budget_ms: float = DEFAULT_BUDGET_MS) -> None:
+        super().__init__(parent)
+        self.budget_s = budget_ms / 1000.0
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[Any, ...], tuple[str, tuple[Any, ...]]] = {}
+        self._scheduled = False
+        self._taps = itertools.count()
+        self.delivered = 0
+        self.coalesced = 0
+        self._wake.connect(self._drain, Qt.ConnectionType.QueuedConnection)
+
+    # ------------------------------------------------------------------ any thread
+
     def on_consultation(self, consultation_id: int, status: str) -> None:
-        """Thread-safe: announce a consultation change."""
-        self.consultation_changed.emit(int(consultation_id), str(status))
+        """Thread-safe: announce a consultation change (the newest status per id wins)."""
+        self._post(
+            ("c", int(consultation_id)), "consultation_changed", (int(consultation_id), str(status))
+        )
 
     def on_faculty(self, faculty_id: int) -> None:
-        """Thread-safe: announce a faculty change."""
-        self.faculty_changed.emit(int(faculty_id))
+        """Thread-safe: announce a faculty change (one pending event per faculty member)."""
+        self._post(("f", int(faculty_id)), "faculty_changed", (int(faculty_id),))
 
     def on_mqtt_state(self, state: str) -> None:
-        """Thread-safe: announce an MQTT connection state change."""
-        self.mqtt_state_changed.emit(str(state))
+        """Thread-safe: announce an MQTT connection state change (the newest wins)."""
+        self._post(("m",), "mqtt_state_changed", (str(state),))
 
     def on_card(self, uid: str) -> None:
-        """Thread-safe: announce a card tap."""
-        self.card_tapped.emit(str(uid))
+        """Thread-safe: announce a card tap (taps are never merged)."""
+        self._post(("card", next(self._taps)), "card_tapped", (str(uid),))
+
+    def _post(self, key: tuple[Any, ...], signal: str, args: tuple[Any, ...]) -> None:
+        with self._lock:
+            if self._pending.pop(key, None) is not None:
+                self.coalesced += 1
+            self._pending[key] = (signal, args)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._wake.emit()
+
+    # ------------------------------------------------------------------ Qt thread
+
+    @property
+    def backlog(self) -> int:
+        """Events waiting for the Qt thread."""
+        return len(self._pending)
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.budget_s
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._scheduled = False
+                    return
+                key = next(iter(self._pending))
+                signal, args = self._pending.pop(key)
+            getattr(self, signal).emit(*args)
+            self.delivered += 1
+            if time.monotonic() >= deadline:
+                break
+        # More is waiting: let timers and input run first, then continue.
+        QTimer.singleShot(0, self._drain)

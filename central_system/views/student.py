@@ -29,6 +29,10 @@ COURSE_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 \-]{0,15}$")
 # Bursts of presence changes (200 desks flapping) are folded into one reload this often.
 REFRESH_COALESCE_MS = 250
 ALL_DEPARTMENTS = "All departments"
+# The kiosk shows a student's most recent requests; older ones are history.
+MY_CONSULTATIONS_SHOWN = 20
+# Rows placed per event-loop turn on "My consultations" (about one screenful).
+ROWS_PER_SLICE = 4
 
 
 def _error_text(err: BaseException) -> str:
@@ -402,33 +406,44 @@ class RequestFormScreen(QWidget):
 
 
 class ConsultationRow(QFrame):
-    """One of the student's consultations with its live status."""
+    """One of the student's consultations with its live status (reused across sessions)."""
 
     cancel_clicked = Signal(int)
 
     def __init__(self, view: ConsultationView, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("consultationRow")
-        self.view = view
         layout = QHBoxLayout(self)
         layout.setContentsMargins(12, 8, 12, 8)
         text = QVBoxLayout()
-        head = QLabel(f"<b>{_esc(view.faculty_name)}</b>  {_esc(view.course_code or '')}")
-        snippet = view.message if len(view.message) <= 80 else view.message[:79] + "…"
-        body = QLabel(_esc(snippet))
-        body.setObjectName("facultyDept")
-        when = QLabel(fmt_time(view.created_at))
-        when.setObjectName("facultyDept")
-        text.addWidget(head)
-        text.addWidget(body)
-        text.addWidget(when)
+        self.head = QLabel()
+        self.head.setObjectName("rowHead")
+        self.head.setTextFormat(Qt.TextFormat.PlainText)  # rich text layout is costly per row
+        self.body = QLabel()
+        self.body.setObjectName("facultyDept")
+        self.body.setTextFormat(Qt.TextFormat.PlainText)
+        self.when = QLabel()
+        self.when.setObjectName("facultyDept")
+        text.addWidget(self.head)
+        text.addWidget(self.body)
+        text.addWidget(self.when)
         layout.addLayout(text, 1)
         self.pill = StatusPill(view.status)
-        self.pill.setProperty("consultationId", view.id)
         layout.addWidget(self.pill)
         self.cancel_button = button("Cancel", "cancelButton", "danger")
         self.cancel_button.clicked.connect(lambda: self.cancel_clicked.emit(self.view.id))
         layout.addWidget(self.cancel_button)
+        self.set_view(view)
+
+    def set_view(self, view: ConsultationView) -> None:
+        """Show ``view`` in this row."""
+        self.view = view
+        self.head.setText(f"{view.faculty_name}   {view.course_code or ''}".strip())
+        snippet = view.message if len(view.message) <= 80 else view.message[:79] + "…"
+        self.body.setText(snippet)
+        self.when.setText(fmt_time(view.created_at))
+        self.pill.setProperty("consultationId", view.id)
+        self.cancel_button.setEnabled(True)
         self.set_status(view.status)
 
     def set_status(self, status: str) -> None:
@@ -452,6 +467,9 @@ class MyConsultationsScreen(QWidget):
         self.setObjectName("page")
         self.student: StudentView | None = None
         self.rows: dict[int, ConsultationRow] = {}
+        self._pool: list[ConsultationRow] = []
+        self._todo: list[ConsultationView] = []
+        self._generation = 0
         outer = QVBoxLayout(self)
         outer.setContentsMargins(16, 10, 16, 10)
         top = QHBoxLayout()
@@ -480,21 +498,43 @@ class MyConsultationsScreen(QWidget):
         self.student = student
         sid = student.id
         self.info.setText("")
-        self.ctx.run(lambda b: b.my_consultations(sid), self._loaded, self._failed)
+        self.ctx.run(
+            lambda b: b.my_consultations(sid, MY_CONSULTATIONS_SHOWN), self._loaded, self._failed
+        )
 
     def _loaded(self, views: list[ConsultationView]) -> None:
-        for row in self.rows.values():
-            row.deleteLater()
-        self.rows.clear()
+        """Show ``views`` newest first, a few rows per event-loop turn (rows are recycled)."""
+        by_id = {v.id: v for v in views}
+        for cid in [cid for cid in self.rows if cid not in by_id]:
+            row = self.rows.pop(cid)
+            row.hide()
+            self._pool.append(row)
         while self.list_layout.count():
             self.list_layout.takeAt(0)
-        if not views:
-            self.info.setText("You have not sent any requests yet.")
-        for view in views:
-            row = ConsultationRow(view)
-            row.cancel_clicked.connect(self._cancel)
+        self._todo = list(views)
+        self._generation += 1
+        self.info.setText("" if views else "You have not sent any requests yet.")
+        self._place_rows(self._generation)
+
+    def _place_rows(self, generation: int) -> None:
+        if generation != self._generation:
+            return  # a newer load replaced this one
+        batch, self._todo = self._todo[:ROWS_PER_SLICE], self._todo[ROWS_PER_SLICE:]
+        for view in batch:
+            row = self.rows.get(view.id)
+            if row is None and self._pool:
+                row = self._pool.pop()
+            if row is None:
+                row = ConsultationRow(view)
+                row.cancel_clicked.connect(self._cancel)
+            else:
+                row.set_view(view)
             self.rows[view.id] = row
             self.list_layout.addWidget(row)
+            row.show()
+        if self._todo:
+            # Let timers and touches run between slices; the first screenful comes first.
+            QTimer.singleShot(0, lambda: self._place_rows(generation))
 
     def _failed(self, err: BaseException) -> None:
         self.info.setText(_error_text(err))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QPushButton, QWidget
 
 STYLESHEET_PATH = Path(__file__).with_name("kiosk.qss")
@@ -36,7 +37,8 @@ class StatusPill(QLabel):
             return
         self.setProperty("status", status)
         self.setText(status.capitalize() if status else "")
-        repolish(self)
+        if self.testAttribute(Qt.WidgetAttribute.WA_WState_Polished):
+            repolish(self)  # not yet polished: the first polish reads the property anyway
 
     def status(self) -> str:
         """The status shown."""

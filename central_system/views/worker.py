@@ -27,8 +27,6 @@ class TaskManager(QObject):
     """Runs callables on one worker thread; delivers results on the Qt thread."""
 
     _finished = Signal(object)
-    #: emitted on the Qt thread after each task's callback ran (tests, busy indicators)
-    idle_changed = Signal(bool)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -54,8 +52,6 @@ class TaskManager(QObject):
             return
         with self._lock:
             self._pending += 1
-            if self._pending == 1:
-                self.idle_changed.emit(False)
         future = self._executor.submit(fn)
         # The done-callback runs on the worker thread; the signal hops to the Qt thread.
         future.add_done_callback(lambda f: self._emit_finished(f, on_success, on_failure))
@@ -77,7 +73,6 @@ class TaskManager(QObject):
         future, on_success, on_failure = item
         with self._lock:
             self._pending -= 1
-            now_idle = self._pending == 0
         try:
             if future.cancelled():
                 return
@@ -94,9 +89,6 @@ class TaskManager(QObject):
             logger.debug("task callback skipped: %s", err)
         except Exception:
             logger.exception("task callback failed")
-        finally:
-            if now_idle:
-                self.idle_changed.emit(True)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop accepting work; let the running task finish (bounded), drop queued ones."""

@@ -1,0 +1,461 @@
+"""How late does the kiosk's Qt thread get under load? (issue 4, "Proof")
+
+A 60 Hz QTimer on the Qt thread records how late each tick fires while:
+
+  (a) 10,000 messages go through the paths the UI uses: published from the kiosk's
+      worker (TaskManager -> AsyncMQTTService.publish_async, QoS 1, outbox) and
+      delivered back to widgets through the MqttBridge (service dispatch thread ->
+      queued Qt signal);
+  (b) the broker (Mosquitto) is SIGKILLed and stays down for 10 s while a scripted
+      student keeps using the kiosk (card tap, request, My consultations, cancel, logout);
+  (c) 200 simulated desks (improved mode) flap their presence while the dashboard
+      shows all of them.
+
+Each scenario is also run with a naive synchronous design in the same process:
+controller calls on the Qt thread and a bare paho client that publishes and waits for
+the acknowledgement (``wait_for_publish``) on the Qt thread.
+
+    .venv/bin/python benchmarks/ui_responsiveness.py
+
+Prints p50/p99/max lateness in ms per scenario; the last line is
+``ui lag p99 ms: <worst p99 of the kiosk's scenarios>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import paho.mqtt.client as paho  # noqa: E402  (the naive design only)
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+from PySide6.QtCore import QElapsedTimer, QEventLoop, QObject, Qt, QTimer  # noqa: E402
+
+from central_system.bootstrap import build_system  # noqa: E402
+from central_system.config import Settings  # noqa: E402
+from central_system.services.rfid import SimulatedRFIDReader  # noqa: E402
+from central_system.views.app import Kiosk, ensure_qapp  # noqa: E402
+from faculty_desk_unit.desk import DeskUnit  # noqa: E402
+from faculty_desk_unit.fleet import DeskFleet  # noqa: E402
+from tests.brokers import MosquittoBroker  # noqa: E402
+
+TICK_MS = 16  # 60 Hz
+MESSAGES = 10_000
+BATCH = 50  # messages per worker task in (a)
+OUTAGE_S = 10.0
+FLAP_DESKS = 200
+FLAP_S = 10.0
+NAIVE_ACK_TIMEOUT_S = 5.0
+STUDENT_UID = "B0B0CAFE"
+
+
+class LagProbe(QObject):
+    """A 60 Hz timer on the Qt thread; lateness = how much later than due each tick ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.samples: list[float] = []
+        self._clock = QElapsedTimer()
+        self._last = 0
+        self._timer = QTimer(self)
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self._timer.setInterval(TICK_MS)
+        self._timer.timeout.connect(self._tick)
+
+    def start(self) -> None:
+        self.samples = []
+        self._clock.start()
+        self._last = self._clock.nsecsElapsed()
+        self._timer.start()
+
+    def stop(self) -> list[float]:
+        self._timer.stop()
+        # A tick still blocked when we stop would be lost: count the pending lateness.
+        self._tick()
+        return self.samples
+
+    def _tick(self) -> None:
+        now = self._clock.nsecsElapsed()
+        late_ms = (now - self._last) / 1e6 - TICK_MS
+        self.samples.append(max(0.0, late_ms))
+        self._last = now
+
+
+def spin(seconds: float, until: Callable[[], bool] | None = None) -> bool:
+    """Run the Qt event loop for up to ``seconds`` (or until ``until()``), without blocking it."""
+    loop = QEventLoop()
+    deadline = time.monotonic() + seconds
+    done = {"ok": False}
+
+    def check() -> None:
+        if until is not None and until():
+            done["ok"] = True
+            loop.quit()
+        elif time.monotonic() >= deadline:
+            loop.quit()
+
+    poll = QTimer()
+    poll.setInterval(20)
+    poll.timeout.connect(check)
+    poll.start()
+    loop.exec()
+    poll.stop()
+    return done["ok"]
+
+
+def pct(samples: list[float], p: float) -> float:
+    if not samples:
+        return 0.0
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(p * len(s)))]
+
+
+def summary(name: str, samples: list[float], note: str = "") -> tuple[str, float]:
+    line = (
+        f"{name:<44} p50 {pct(samples, 0.50):8.2f}  p99 {pct(samples, 0.99):8.2f}  "
+        f"max {max(samples, default=0.0):8.2f}  (ticks {len(samples)}){'  ' + note if note else ''}"
+    )
+    print(line, flush=True)
+    return line, pct(samples, 0.99)
+
+
+class Bench:
+    """Broker, central system, kiosk and desks for the measurements."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="consultease-uibench-"))
+        self.broker = MosquittoBroker().start()
+        settings = Settings(
+            data_dir=self.tmp,
+            mqtt_host="127.0.0.1",
+            mqtt_port=self.broker.port,
+            mqtt_client_id=f"uibench-{uuid.uuid4().hex[:8]}",
+            mqtt_reconnect_max_delay=1.0,
+            kiosk_inactivity_timeout_s=3600,
+        )
+        self.system = build_system(settings)
+        self.system.start()
+        if not self.system.mqtt.wait_connected(15):
+            raise SystemExit("central system did not connect to the broker")
+        fac = self.system.controllers["faculty"]
+        self.faculty_ids = [
+            fac.create_faculty(name=f"Dr. Bench {i}", department="Benchmarks").id for i in range(6)
+        ]
+        self.student = self.system.controllers["student"].create_student(
+            name="Bench Student", student_id="B-0001", rfid_uid=STUDENT_UID
+        )
+        self.desks = [
+            DeskUnit(fid, f"Dr. Bench {i}", "127.0.0.1", self.broker.port, mode="improved").start()
+            for i, fid in enumerate(self.faculty_ids)
+        ]
+        self.app = ensure_qapp(sys.argv[:1])
+        self.kiosk = Kiosk(self.system, SimulatedRFIDReader())
+        self.kiosk.window.resize(1024, 600)
+        self.kiosk.window.show()
+        self.probe = LagProbe()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not all(
+            (f := fac.get_faculty(fid)) is not None and f.is_available for fid in self.faculty_ids
+        ):
+            time.sleep(0.05)
+
+    def naive_client(self) -> paho.Client:
+        """A bare, synchronous paho client (the naive design)."""
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"naive-{uuid.uuid4().hex[:6]}")
+        c.connect("127.0.0.1", self.broker.port)
+        c.loop_start()
+        return c
+
+    def close(self) -> None:
+        self.kiosk.close()
+        for d in self.desks:
+            d.stop()
+        self.system.stop()
+        self.broker.cleanup()
+
+
+# ---------------------------------------------------------------------------- (a)
+
+
+def scenario_a(b: Bench) -> list[float]:
+    """10,000 messages out through the worker and back in through the bridge."""
+    topic = f"bench/ui/{uuid.uuid4().hex[:6]}"
+    received = {"n": 0, "done_tasks": 0}
+    b.kiosk.bridge.consultation_changed.connect(
+        lambda _cid, _s: received.__setitem__("n", received["n"] + 1)
+    )
+    unsubscribe = b.system.mqtt.subscribe(
+        topic, lambda m: b.kiosk.bridge.on_consultation(m.json()["i"], "pending"), qos=1
+    )
+    mqtt = b.system.mqtt
+    spin(1.0)  # let the subscription reach the broker
+
+    def publish_batch(start: int) -> int:
+        for i in range(start, start + BATCH):
+            mqtt.publish_async(topic, {"i": i}, qos=1)
+        return BATCH
+
+    b.probe.start()
+    for start in range(0, MESSAGES, BATCH):
+        b.kiosk.taskman.run(
+            lambda s=start: publish_batch(s),
+            lambda _n: received.__setitem__("done_tasks", received["done_tasks"] + 1),
+        )
+    ok = spin(120, lambda: received["n"] >= MESSAGES)
+    samples = b.probe.stop()
+    unsubscribe()
+    if not ok:
+        print(f"  (a) only {received['n']} of {MESSAGES} messages reached the UI", flush=True)
+    return samples
+
+
+def naive_a(b: Bench) -> list[float]:
+    """The same 10,000 messages published on the Qt thread, each waiting for its PUBACK."""
+    client = b.naive_client()
+    topic = f"bench/naive/{uuid.uuid4().hex[:6]}"
+    sent = {"n": 0}
+
+    def chunk() -> None:
+        for _ in range(BATCH):
+            info = client.publish(topic, b'{"i": 1}', qos=1)
+            info.wait_for_publish(NAIVE_ACK_TIMEOUT_S)
+            sent["n"] += 1
+        if sent["n"] < MESSAGES:
+            QTimer.singleShot(0, chunk)
+
+    b.probe.start()
+    QTimer.singleShot(0, chunk)
+    spin(300, lambda: sent["n"] >= MESSAGES)
+    samples = b.probe.stop()
+    client.loop_stop()
+    client.disconnect()
+    return samples
+
+
+# ---------------------------------------------------------------------------- (b)
+
+
+class ScriptedStudent(QObject):
+    """Uses the kiosk like a student, one action per tick, only when the UI is ready for it."""
+
+    def __init__(self, kiosk: Kiosk, faculty_ids: list[int]) -> None:
+        super().__init__()
+        self.k = kiosk
+        self.faculty_ids = faculty_ids
+        self.actions = 0
+        self.requests = 0
+        self._round = 0
+        self._timer = QTimer(self)
+        self._timer.setInterval(150)
+        self._timer.timeout.connect(self.step)
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+    def step(self) -> None:
+        w = self.k.window
+        screen = w.current_screen()
+        if self.k.taskman.pending:
+            return  # wait for the last action's answer, as a person would
+        self.actions += 1
+        if screen is w.login and w.student is None:
+            self.k.reader.tap(STUDENT_UID)
+        elif screen is w.dashboard:
+            fid = self.faculty_ids[self._round % len(self.faculty_ids)]
+            card = w.dashboard.cards.get(fid)
+            if card is not None and card.request_button.isEnabled():
+                card.request_button.click()
+            else:
+                w.dashboard.refresh()
+        elif screen is w.request_form and w.request_form.stack.currentIndex() == 0:
+            w.request_form.message_edit.setPlainText(
+                f"Scripted request number {self._round}, please."
+            )
+            w.request_form.send_button.click()
+            self.requests += 1
+        elif screen is w.request_form:
+            w.request_form.my_button.click()
+        elif screen is w.my_consultations:
+            pending = [r for r in w.my_consultations.rows.values() if r.cancel_button.isVisible()]
+            if pending:
+                pending[0].cancel_button.click()
+            else:
+                self._round += 1
+                w.logout()
+
+
+def scenario_b(b: Bench) -> tuple[list[float], str]:
+    """Broker killed for 10 s while the scripted student keeps going."""
+    student = ScriptedStudent(b.kiosk, b.faculty_ids)
+    b.kiosk.window.logout()
+    b.probe.start()
+    student.start()
+    spin(2.0)
+    b.broker.kill()
+    killed = time.monotonic()
+    spin(OUTAGE_S)
+    restart = threading.Thread(target=b.broker.start, daemon=True)  # start() waits for the port
+    restart.start()
+    spin(15.0, lambda: b.system.mqtt.is_connected and not restart.is_alive())
+    spin(2.0)
+    student.stop()
+    samples = b.probe.stop()
+    down = time.monotonic() - killed
+    note = f"student actions {student.actions}, requests {student.requests}, outage+recovery {down:.1f}s"
+    b.kiosk.window.logout()
+    return samples, note
+
+
+def naive_b(b: Bench) -> tuple[list[float], str]:
+    """Naive kiosk: controller calls and publish+wait_for_publish on the Qt thread; broker down 10 s."""
+    client = b.naive_client()
+    backend = b.kiosk.backend
+    topic = f"bench/naive-b/{uuid.uuid4().hex[:6]}"
+    counts = {"actions": 0, "timeouts": 0}
+
+    def action() -> None:
+        counts["actions"] += 1
+        backend.login_by_card(STUDENT_UID)  # database on the Qt thread
+        backend.list_faculty()
+        backend.my_consultations(b.student.id)
+        if not client.is_connected():
+            with contextlib.suppress(OSError):
+                client.reconnect()  # blocking connect on the Qt thread
+        info = client.publish(topic, b"request", qos=1)
+        try:
+            info.wait_for_publish(NAIVE_ACK_TIMEOUT_S)
+            if not info.is_published():
+                counts["timeouts"] += 1
+        except (RuntimeError, ValueError):  # not connected: paho refuses at once
+            counts["timeouts"] += 1
+
+    timer = QTimer()
+    timer.setInterval(150)
+    timer.timeout.connect(action)
+    b.probe.start()
+    timer.start()
+    spin(2.0)
+    b.broker.kill()
+    spin(OUTAGE_S)
+    restart = threading.Thread(target=b.broker.start, daemon=True)
+    restart.start()
+    spin(15.0, lambda: b.system.mqtt.is_connected and not restart.is_alive())
+    spin(2.0)
+    timer.stop()
+    samples = b.probe.stop()
+    client.loop_stop()
+    client.disconnect()
+    return samples, f"actions {counts['actions']}, unacknowledged {counts['timeouts']}"
+
+
+# ---------------------------------------------------------------------------- (c)
+
+
+def setup_flap(b: Bench) -> DeskFleet:
+    fac = b.system.controllers["faculty"]
+    ids = [
+        fac.create_faculty(name=f"Flap {i:03d}", department=f"Dept {i % 8}").id
+        for i in range(FLAP_DESKS)
+    ]
+    fleet = DeskFleet(
+        FLAP_DESKS, "127.0.0.1", b.broker.port, mode="improved", faculty_ids=ids, connect_spread=2.0
+    ).start()
+    fleet.wait_all_connected(60)
+    return fleet
+
+
+def scenario_c(b: Bench, fleet: DeskFleet) -> tuple[list[float], str]:
+    """200 desks flap presence while the dashboard shows them all."""
+    w = b.kiosk.window
+    w.logout()
+    b.kiosk.reader.tap(STUDENT_UID)
+    spin(30, lambda: w.current_screen() is w.dashboard and len(w.dashboard.cards) >= FLAP_DESKS)
+    spin(2.0)  # initial layout of 200+ cards is done before measuring
+    events = {"n": 0}
+    b.kiosk.bridge.faculty_changed.connect(lambda _fid: events.__setitem__("n", events["n"] + 1))
+    fleet.flap_interval = 0.5
+    fleet._flap_timer = fleet.loop.call_later(0.5, fleet._flap)
+    b.probe.start()
+    spin(FLAP_S)
+    samples = b.probe.stop()
+    return samples, f"faculty events {events['n']}"
+
+
+def naive_c(b: Bench, fleet: DeskFleet) -> tuple[list[float], str]:
+    """Naive: every faculty event reloads that faculty member from the database on the Qt thread."""
+    w = b.kiosk.window
+    backend = b.kiosk.backend
+    events = {"n": 0}
+
+    def on_event(fid: int) -> None:
+        events["n"] += 1
+        view = backend.get_faculty(fid)  # database on the Qt thread
+        card = w.dashboard.cards.get(fid)
+        if view is not None and card is not None:
+            card.update_view(view)
+
+    w.dashboard.ctx.bridge.faculty_changed.disconnect(w.dashboard._on_faculty_changed)
+    b.kiosk.bridge.faculty_changed.connect(on_event)
+    b.probe.start()
+    spin(FLAP_S)
+    samples = b.probe.stop()
+    b.kiosk.bridge.faculty_changed.disconnect(on_event)
+    return samples, f"faculty events {events['n']}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    if os.environ.get("BENCH_SWITCH"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
+    only = os.environ.get("BENCH_ONLY", "abc")
+    b = Bench()
+    fleet: DeskFleet | None = None
+    kiosk_p99: list[float] = []
+    try:
+        print(f"60 Hz probe on the Qt thread; lateness in ms (tick {TICK_MS} ms)", flush=True)
+        if "a" in only:
+            _, p = summary("(a) kiosk: 10,000 messages via worker+bridge", scenario_a(b))
+            kiosk_p99.append(p)
+            summary("(a) naive: publish+wait_for_publish on Qt", naive_a(b))
+        if "b" in only:
+            samples, note = scenario_b(b)
+            _, p = summary("(b) kiosk: broker down 10 s, student active", samples, note)
+            kiosk_p99.append(p)
+            samples, note = naive_b(b)
+            summary("(b) naive: sync controllers+publish, broker down", samples, note)
+        if "c" in only:
+            fleet = setup_flap(b)
+            samples, note = scenario_c(b, fleet)
+            _, p = summary("(c) kiosk: 200 desks flapping", samples, note)
+            kiosk_p99.append(p)
+            samples, note = naive_c(b, fleet)
+            summary("(c) naive: DB read per event on Qt thread", samples, note)
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        b.close()
+    print(f"ui lag p99 ms: {max(kiosk_p99, default=0.0):.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
