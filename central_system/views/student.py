@@ -33,6 +33,8 @@ ALL_DEPARTMENTS = "All departments"
 MY_CONSULTATIONS_SHOWN = 20
 # Rows placed per event-loop turn on "My consultations" (about one screenful).
 ROWS_PER_SLICE = 4
+# Faculty cards re-styled per event-loop turn when many desks change at once.
+CARDS_PER_SLICE = 6
 
 
 def _error_text(err: BaseException) -> str:
@@ -94,6 +96,8 @@ class DashboardScreen(QWidget):
         self.ctx = ctx
         self.setObjectName("page")
         self.cards: dict[int, FacultyCard] = {}
+        self._updates: dict[int, FacultyView] = {}
+        self._updating = False
         self._loading = False
         self._dirty = False
         outer = QVBoxLayout(self)
@@ -158,11 +162,12 @@ class DashboardScreen(QWidget):
             self._coalesce.start()
 
     def set_faculty(self, views: list[FacultyView]) -> None:
-        """Show ``views``: update existing cards in place, add new ones, drop removed ones."""
+        """Show ``views``: changed cards are updated in place, a few per event-loop turn."""
         seen = {v.id for v in views}
         layout_changed = False
         for fid in [fid for fid in self.cards if fid not in seen]:
             self.cards.pop(fid).deleteLater()
+            self._updates.pop(fid, None)
             layout_changed = True
         for view in views:
             card = self.cards.get(view.id)
@@ -171,12 +176,29 @@ class DashboardScreen(QWidget):
                 card.request_clicked.connect(self._request)
                 self.cards[view.id] = card
                 layout_changed = True
-            else:
-                card.update_view(view)
+            elif view != card.view:
+                self._updates[view.id] = view
         if layout_changed:
             self._relayout([v.id for v in views])
             self._update_departments(views)
-        self._apply_filter()
+            self._apply_filter()
+        if self._updates and not self._updating:
+            self._updating = True
+            self._apply_updates()
+
+    def _apply_updates(self) -> None:
+        # Re-styling a status pill costs ~0.5 ms: 200 flapping desks would stall the
+        # Qt thread for tens of ms in one go, so cards change a slice at a time.
+        for _ in range(min(CARDS_PER_SLICE, len(self._updates))):
+            fid = next(iter(self._updates))
+            view = self._updates.pop(fid)
+            card = self.cards.get(fid)
+            if card is not None:
+                card.update_view(view)
+        if self._updates:
+            QTimer.singleShot(0, self._apply_updates)
+        else:
+            self._updating = False
 
     def _relayout(self, order: list[int]) -> None:
         while self.grid.count():
