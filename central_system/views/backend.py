@@ -340,6 +340,13 @@ class KioskBackend:
             must_change_password=bool(getattr(result, "must_change_password", False)),
         )
 
+    def change_admin_password(self, username: str, current: str, new: str) -> None:
+        """Replace an administrator's (temporary) password; policy errors become KioskError."""
+        try:
+            self._controller("admin").change_password(username, current, new)
+        except ValueError as err:
+            raise KioskError(_error_message(err)) from err
+
     def save_faculty(
         self, faculty_id: int | None, name: str, department: str, email: str | None, admin: str
     ) -> FacultyView:

@@ -60,6 +60,7 @@ class AdminLoginScreen(QWidget):
     """Username and password for administrators."""
 
     login_requested = Signal(str, str)
+    new_password_chosen = Signal(str)
     back_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -76,12 +77,19 @@ class AdminLoginScreen(QWidget):
         self.password.setObjectName("adminPassword")
         self.password.setPlaceholderText("Password")
         self.password.setEchoMode(QLineEdit.EchoMode.Password)
+        self.confirm = QLineEdit()
+        self.confirm.setObjectName("adminPasswordConfirm")
+        self.confirm.setPlaceholderText("Repeat the new password")
+        self.confirm.setEchoMode(QLineEdit.EchoMode.Password)
+        self.confirm.hide()
         self.error = QLabel("")
         self.error.setObjectName("fieldError")
         self.error.setWordWrap(True)
+        self.changing = False
         outer.addWidget(self.username)
         outer.addSpacing(8)
         outer.addWidget(self.password)
+        outer.addWidget(self.confirm)
         outer.addWidget(self.error)
         row = QHBoxLayout()
         self.back_button = button("Back", "adminBack", "secondary")
@@ -94,8 +102,33 @@ class AdminLoginScreen(QWidget):
         self.back_button.clicked.connect(self.back_requested.emit)
         self.login_button.clicked.connect(self._submit)
         self.password.returnPressed.connect(self._submit)
+        self.confirm.returnPressed.connect(self._submit)
+
+    def require_new_password(self, message: str) -> None:
+        """Switch to "choose a new password" (a temporary password must be replaced first)."""
+        self.changing = True
+        self.username.setEnabled(False)
+        self.password.clear()
+        self.password.setPlaceholderText("New password")
+        self.confirm.clear()
+        self.confirm.show()
+        self.login_button.setText("Set password")
+        self.login_button.setEnabled(True)
+        self.error.setText(message)
+        self.password.setFocus()
 
     def _submit(self) -> None:
+        if self.changing:
+            if self.password.text() != self.confirm.text():
+                self.error.setText("The two passwords differ.")
+                return
+            if not self.password.text():
+                self.error.setText("Choose a new password.")
+                return
+            self.error.setText("Saving…")
+            self.login_button.setEnabled(False)
+            self.new_password_chosen.emit(self.password.text())
+            return
         user = self.username.text().strip()
         if not user or not self.password.text():
             self.error.setText("Enter your username and password.")
@@ -108,11 +141,18 @@ class AdminLoginScreen(QWidget):
         """Show why the login failed and allow another try."""
         self.error.setText(text)
         self.password.clear()
+        self.confirm.clear()
         self.login_button.setEnabled(True)
 
     def reset(self) -> None:
-        """Clear both fields (never keep a password around)."""
+        """Clear every field (never keep a password around) and leave password-change mode."""
+        self.changing = False
+        self.username.setEnabled(True)
         self.username.clear()
         self.password.clear()
+        self.password.setPlaceholderText("Password")
+        self.confirm.clear()
+        self.confirm.hide()
+        self.login_button.setText("Log in")
         self.error.setText("")
         self.login_button.setEnabled(True)

@@ -142,6 +142,8 @@ class KioskWindow(QMainWindow):
         self.login.admin_requested.connect(self.show_admin_login)
         self.admin_login.back_requested.connect(self.logout)
         self.admin_login.login_requested.connect(self._admin_login)
+        self.admin_login.new_password_chosen.connect(self._change_admin_password)
+        self._pending_admin: tuple[AdminSession, str] | None = None
         self.dashboard.request_faculty.connect(self.show_request_form)
         self.dashboard.show_my_consultations.connect(self.show_my_consultations)
         self.request_form.back_requested.connect(self.show_dashboard)
@@ -275,13 +277,13 @@ class KioskWindow(QMainWindow):
 
     def _admin_login(self, username: str, password: str) -> None:
         def ok(session: AdminSession) -> None:
-            self.admin = session
-            self.admin_login.reset()
-            self.user_label.setText(f"Administrator: {session.username}")
-            self.logout_button.show()
-            self.stack.setCurrentWidget(self.admin_area)
-            self.admin_area.open(session)
-            self.inactivity.start()
+            if session.must_change_password:
+                self._pending_admin = (session, password)
+                self.admin_login.require_new_password(
+                    "Your password is temporary: choose a new one to continue."
+                )
+                return
+            self._open_admin(session)
 
         def failed(err: BaseException) -> None:
             text = str(err) if isinstance(err, KioskError) else "Login failed. Please try again."
@@ -289,10 +291,38 @@ class KioskWindow(QMainWindow):
 
         self.ctx.run(lambda b: b.admin_login(username, password), ok, failed)
 
+    def _change_admin_password(self, new_password: str) -> None:
+        if self._pending_admin is None:
+            return
+        session, current = self._pending_admin
+
+        def ok(_: object) -> None:
+            self._pending_admin = None
+            self._open_admin(session)
+
+        def failed(err: BaseException) -> None:
+            text = str(err) if isinstance(err, KioskError) else "The password could not be changed."
+            self.admin_login.error.setText(text)
+            self.admin_login.login_button.setEnabled(True)
+
+        self.ctx.run(
+            lambda b: b.change_admin_password(session.username, current, new_password), ok, failed
+        )
+
+    def _open_admin(self, session: AdminSession) -> None:
+        self.admin = session
+        self.admin_login.reset()
+        self.user_label.setText(f"Administrator: {session.username}")
+        self.logout_button.show()
+        self.stack.setCurrentWidget(self.admin_area)
+        self.admin_area.open(session)
+        self.inactivity.start()
+
     def logout(self, message: str = "") -> None:
         """End any session and return to "tap your card"."""
         self.student = None
         self.admin = None
+        self._pending_admin = None  # forget a temporary password that was never replaced
         self.inactivity.stop()
         self.warning.hide()
         self.admin_area.close_session()

@@ -309,3 +309,30 @@ def test_admin_adds_faculty_and_registers_a_card_by_tapping(
     qtbot.waitUntil(
         lambda: win.student is not None and win.student.name == "Liza Ramos", timeout=WAIT_MS
     )
+
+
+def test_admin_with_a_temporary_password_must_replace_it_before_entering(
+    qtbot: Any, kiosk: Kiosk, system: System
+) -> None:
+    admin_ctl: AdminController = system.controllers["admin"]
+    admin_ctl.create_first_admin("root", admin_ctl.generate_password())
+    temporary = admin_ctl.reset_password("root")  # must be changed at next login
+    win = kiosk.window
+    win.login.admin_button.click()
+    win.admin_login.username.setText("root")
+    win.admin_login.password.setText(temporary)
+    win.admin_login.login_button.click()
+    qtbot.waitUntil(lambda: win.admin_login.changing, timeout=WAIT_MS)
+    assert win.current_screen() is win.admin_login and win.admin is None
+
+    new_password = admin_ctl.generate_password()
+    win.admin_login.password.setText(new_password)
+    win.admin_login.confirm.setText(new_password + "x")
+    win.admin_login.login_button.click()
+    assert "differ" in win.admin_login.error.text() and win.admin is None
+
+    win.admin_login.confirm.setText(new_password)
+    win.admin_login.login_button.click()
+    qtbot.waitUntil(lambda: win.current_screen() is win.admin_area, timeout=WAIT_MS)
+    assert not admin_ctl.must_change_password("root")
+    assert admin_ctl.authenticate("root", new_password)
