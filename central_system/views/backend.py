@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import InvalidRequestError
 
 from .. import db
-from ..models import Admin, Consultation, DeskUnit, Faculty, Student, utcnow
+from ..controllers import ConsultationEvent, FacultyEvent
+from ..models import Admin, Consultation, DeskUnit, Faculty, Student
 from ..services.rfid import InvalidUIDError, normalize_uid
 
 logger = logging.getLogger(__name__)
@@ -191,33 +191,18 @@ class KioskBackend:
         if mqtt is not None:
             self._removers.append(mqtt.add_state_listener(bridge.on_mqtt_state))
 
-        def consultation_listener(*args: Any, **kwargs: Any) -> None:
-            cid, status = _consultation_event(args, kwargs)
-            if cid is not None:
-                bridge.on_consultation(cid, status or "")
+        def consultation_listener(event: ConsultationEvent) -> None:
+            bridge.on_consultation(event.consultation_id, event.status)
 
-        def faculty_listener(*args: Any, **kwargs: Any) -> None:
-            fid = _faculty_event(args, kwargs)
-            if fid is not None:
-                bridge.on_faculty(fid)
+        def faculty_listener(event: FacultyEvent) -> None:
+            bridge.on_faculty(event.faculty_id)
 
         self._add_listener("consultation", consultation_listener)
         self._add_listener("faculty", faculty_listener)
 
     def _add_listener(self, name: str, listener: Callable[..., None]) -> None:
-        try:
-            controller = self._controller(name)
-        except Exception:
-            logger.warning("kiosk: no %s controller; live %s updates are off", name, name)
-            return
-        for method in (f"add_{name}_listener", "add_listener", "add_change_listener"):
-            add = getattr(controller, method, None)
-            if callable(add):
-                remover = add(listener)
-                if callable(remover):
-                    self._removers.append(remover)
-                return
-        logger.warning("kiosk: %s controller has no listener API", name)
+        remover = self._controller(name).add_listener(listener)
+        self._removers.append(remover)
 
     def disconnect_events(self) -> None:
         """Remove every listener added by :meth:`connect_events`."""
@@ -257,42 +242,13 @@ class KioskBackend:
         self, student_id: int, faculty_id: int, message: str, course_code: str | None
     ) -> ConsultationView:
         """Create a consultation; a ValueError from the controller becomes a KioskError."""
-        started = utcnow()
         try:
             c = self._controller("consultation").create_consultation(
                 student_id, faculty_id, message, course_code=course_code or None
             )
         except ValueError as err:
             raise KioskError(_error_message(err)) from err
-        except (RuntimeError, InvalidRequestError):
-            # Workaround: the MQTT service's after_commit hook can raise *after* the row and
-            # its messages were committed ("deque mutated during iteration" when it removes
-            # its session listeners while SQLAlchemy iterates them). The request was made:
-            # find it rather than tell the student it failed.
-            found = self._committed_request(student_id, faculty_id, started)
-            if found is None:
-                raise
-            logger.warning(
-                "create_consultation raised after commit; using consultation %d", found.id
-            )
-            return found
         return self.get_consultation(c.id) or _consultation_view(c)
-
-    def _committed_request(
-        self, student_id: int, faculty_id: int, since: datetime
-    ) -> ConsultationView | None:
-        with db.session_scope() as session:
-            c = session.scalars(
-                select(Consultation)
-                .where(
-                    Consultation.student_id == student_id,
-                    Consultation.faculty_id == faculty_id,
-                    Consultation.created_at >= since - timedelta(seconds=1),
-                )
-                .order_by(Consultation.id.desc())
-                .limit(1)
-            ).first()
-            return _consultation_view(c) if c is not None else None
 
     def get_consultation(self, consultation_id: int) -> ConsultationView | None:
         """One consultation, or None."""
@@ -487,39 +443,3 @@ class KioskBackend:
     def _audit(self, admin: str, action: str, target: str) -> None:
         """Record an admin action in the audit log (through the admin controller)."""
         self._controller("admin").audit(f"admin:{admin}", action, target, True)
-
-
-def _consultation_event(
-    args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[int | None, str | None]:
-    """(id, status) from whatever a consultation listener receives (an object, a dict or values)."""
-    items = list(args) + list(kwargs.values())
-    for item in items:
-        if isinstance(item, int | str) and not isinstance(item, bool) and str(item).isdigit():
-            status = next((str(x) for x in items if isinstance(x, str) and not x.isdigit()), None)
-            return int(item), status
-        cid = (
-            getattr(item, "id", None)
-            if not isinstance(item, dict)
-            else item.get("id", item.get("consultation_id"))
-        )
-        if cid is None:
-            cid = getattr(item, "consultation_id", None)
-        if cid is not None:
-            status = item.get("status") if isinstance(item, dict) else getattr(item, "status", None)
-            return int(cid), str(status) if status is not None else None
-    return None, None
-
-
-def _faculty_event(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
-    """The faculty id from whatever a faculty listener receives."""
-    for item in list(args) + list(kwargs.values()):
-        if isinstance(item, int) and not isinstance(item, bool):
-            return item
-        if isinstance(item, dict):
-            fid = item.get("faculty_id", item.get("id"))
-        else:
-            fid = getattr(item, "faculty_id", None) or getattr(item, "id", None)
-        if fid is not None:
-            return int(fid)
-    return None
