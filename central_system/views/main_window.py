@@ -200,7 +200,7 @@ class KioskWindow(QMainWindow):
 
     # ------------------------------------------------------------------ navigation
 
-    def current_screen(self) -> QWidget:
+    def current_screen(self) -> QWidget | None:
         """The screen on show."""
         return self.stack.currentWidget()
 
