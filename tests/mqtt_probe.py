@@ -17,7 +17,7 @@ class Probe:
         self, port: int, topics: list[str], qos: int = 1, client_id: str = "", clean: bool = True
     ) -> None:
         self.messages: list[paho.MQTTMessage] = []
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
