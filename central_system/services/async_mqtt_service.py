@@ -46,12 +46,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from sqlalchemy import Engine, Table, delete, insert
+from sqlalchemy import Connection, Engine, Table, delete, insert
 from sqlalchemy import event as sa_event
 from sqlalchemy import select as sa_select
 from sqlalchemy.orm import Session
 
 from ..config import Settings, get_settings
+from ..models.base import utcnow
 from ..models.outbox import OutboxMessage
 from ..utils.topics import central_status_topic
 
@@ -230,6 +231,10 @@ class _Stats:
 # --------------------------------------------------------------------------- payloads
 
 
+# One encoder for every call: json.dumps with options builds a new encoder each time.
+_JSON: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_payload(data: Any) -> bytes:
     """``dict``/``list`` -> compact JSON, ``str`` -> UTF-8, ``bytes`` as they are."""
     if isinstance(data, bytes):
@@ -243,9 +248,7 @@ def encode_payload(data: Any) -> bytes:
         return bytes(data)
     if isinstance(data, (dict, list)):
         try:
-            return json.dumps(
-                data, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-            ).encode("utf-8")
+            return _JSON.encode(data).encode("utf-8")
         except (TypeError, ValueError, UnicodeEncodeError) as err:
             raise PublishValidationError(f"payload cannot be serialised as JSON: {err}") from err
     raise PublishValidationError(
@@ -331,6 +334,8 @@ class AsyncMQTTService:
         self._subs_lock = threading.Lock()
         self._subs: dict[str, list[Subscription]] = {}
         self._subs_dirty = threading.Event()
+        self._echo_risk = False
+        self._acked_since_notify = False
         self._broker_subs: dict[str, tuple[int, bool]] = {}
         self._echo: dict[tuple[str, int], list[float]] = {}
         self._echo_lock = threading.Lock()
@@ -721,7 +726,9 @@ class AsyncMQTTService:
                 conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
                 conn.commit()
             try:
-                if new_rows:
+                if new_rows and self._engine.dialect.name == "sqlite":
+                    ids = self._insert_sqlite(conn, new_rows)
+                elif new_rows:
                     result = conn.execute(
                         insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True),
                         [
@@ -734,7 +741,7 @@ class AsyncMQTTService:
                             for h in new_rows
                         ],
                     )
-                    ids = result.scalars().all()
+                    ids = list(result.scalars().all())
                 for i in range(0, len(deletes), 500):
                     conn.execute(delete(_OUTBOX).where(_OUTBOX.c.id.in_(deletes[i : i + 500])))
                 conn.commit()
@@ -746,6 +753,22 @@ class AsyncMQTTService:
             handle.row_id = row_id
             if handle.state == _ACCEPTED:
                 handle.state = _PERSISTED
+
+    @staticmethod
+    def _insert_sqlite(conn: Connection, rows: list[PublishHandle]) -> list[int]:
+        """Bulk insert on SQLite through the driver: one executemany, no per-row ORM work.
+
+        Ids are contiguous: ``id`` is the rowid (no AUTOINCREMENT) and this transaction
+        holds SQLite's write lock from its first insert, so each new rowid is max + 1.
+        """
+        # The text format SQLAlchemy's SQLite DATETIME uses, naive UTC (see models.base).
+        stamp = utcnow().replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+        conn.exec_driver_sql(
+            "INSERT INTO mqtt_outbox (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
+            [(h.topic, h.payload, h.qos, int(h.retain), stamp) for h in rows],
+        )
+        last = int(conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one())
+        return list(range(last - len(rows) + 1, last + 1))
 
     def _enforce_pending_bound(self, pending: list[PublishHandle]) -> None:
         over = (
@@ -989,6 +1012,9 @@ class AsyncMQTTService:
                 self._drain_wake()
             if sock in readable or pending:
                 client.loop_read()
+                if self._acked_since_notify:
+                    self._acked_since_notify = False
+                    self._notify_waiters()  # once per read batch, not once per PUBACK
             if client.socket() is not None and (sock in writable or client.want_write()):
                 client.loop_write()
             if client.socket() is None:
@@ -1062,6 +1088,7 @@ class AsyncMQTTService:
         if changed:
             self._send_subscribe(client, changed)
         self._broker_subs = wanted
+        self._echo_risk = self._has_local_echo_risk
 
     def _send_subscribe(
         self, client: paho.Client, filters: Iterable[tuple[str, int, bool]]
@@ -1197,10 +1224,9 @@ class AsyncMQTTService:
             handle.state = _ACKED
             self._stats.messages_published += 1
         if handle.row_id is not None:
+            # No wake-up: the writer batches deletes on its own clock (_DELETE_FLUSH_S).
             self._to_delete.append(handle.row_id)
-            if not self._writer_event.is_set():
-                self._writer_event.set()
-        self._notify_waiters()
+        self._acked_since_notify = True
 
     def _on_subscribe(
         self, _c: paho.Client, _u: Any, mid: int, reason_codes: list[ReasonCode], _p: Any
@@ -1228,7 +1254,7 @@ class AsyncMQTTService:
     # ------------------------------------------------------------------ echo suppression (MQTT 3.1.1 No Local)
 
     def _remember_echo(self, topic: str, payload: bytes) -> None:
-        if not self._has_local_echo_risk:
+        if not self._echo_risk:
             return
         key = (topic, hash(payload))
         now = time.monotonic()
