@@ -309,6 +309,21 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     return bool(paho.topic_matches_sub(topic_filter, topic))
 
 
+def apply_credentials(client: paho.Client, s: Settings) -> None:
+    """Username/password and TLS from the settings (the password is never logged)."""
+    if s.mqtt_username:
+        client.username_pw_set(
+            s.mqtt_username, s.mqtt_password.get_secret_value() if s.mqtt_password else None
+        )
+    if s.mqtt_tls_ca_certs is not None:
+        client.tls_set(
+            ca_certs=str(s.mqtt_tls_ca_certs),
+            certfile=str(s.mqtt_tls_certfile) if s.mqtt_tls_certfile else None,
+            keyfile=str(s.mqtt_tls_keyfile) if s.mqtt_tls_keyfile else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+
+
 # --------------------------------------------------------------------------- the service
 
 
@@ -887,17 +902,7 @@ class AsyncMQTTService:
         client.max_inflight_messages_set(s.mqtt_inflight_window)
         client.max_queued_messages_set(0)
         client.will_set(self.status_topic, b"offline", qos=1, retain=True)
-        if s.mqtt_username:
-            client.username_pw_set(
-                s.mqtt_username, s.mqtt_password.get_secret_value() if s.mqtt_password else None
-            )
-        if s.mqtt_tls_ca_certs is not None:
-            client.tls_set(
-                ca_certs=str(s.mqtt_tls_ca_certs),
-                certfile=str(s.mqtt_tls_certfile) if s.mqtt_tls_certfile else None,
-                keyfile=str(s.mqtt_tls_keyfile) if s.mqtt_tls_keyfile else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
+        apply_credentials(client, s)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -1393,17 +1398,7 @@ def probe_broker(
         else MQTTProtocolVersion.MQTTv311,
         reconnect_on_failure=False,
     )
-    if s.mqtt_username:
-        client.username_pw_set(
-            s.mqtt_username, s.mqtt_password.get_secret_value() if s.mqtt_password else None
-        )
-    if s.mqtt_tls_ca_certs is not None:
-        client.tls_set(
-            ca_certs=str(s.mqtt_tls_ca_certs),
-            certfile=str(s.mqtt_tls_certfile) if s.mqtt_tls_certfile else None,
-            keyfile=str(s.mqtt_tls_keyfile) if s.mqtt_tls_keyfile else None,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
+    apply_credentials(client, s)
     done = threading.Event()
     subscribed = threading.Event()
     outcome: dict[str, Any] = {"code": None}

@@ -191,9 +191,14 @@ class KioskWindow(QMainWindow):
         return header
 
     def _set_mqtt_state(self, state: str) -> None:
-        text = {"connected": "Desks: connected", "connecting": "Desks: connecting…"}.get(
-            state, "Desks: reconnecting…" if state == "disconnected" else f"Desks: {state}"
-        )
+        text = {
+            "connected": "Desks: connected",
+            "connecting": "Desks: connecting…",
+            "disconnected": "Desks: reconnecting…",
+            # The service stopped retrying: only an administrator can fix the credentials.
+            "auth_failed": "Desks: broker refused the kiosk's login. Please call an administrator.",
+            "stopped": "Desks: offline",
+        }.get(state, f"Desks: {state}")
         self.mqtt_label.setText(text)
         self.mqtt_label.setProperty("state", state)
         repolish(self.mqtt_label)

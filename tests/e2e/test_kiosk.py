@@ -336,3 +336,45 @@ def test_admin_with_a_temporary_password_must_replace_it_before_entering(
     qtbot.waitUntil(lambda: win.current_screen() is win.admin_area, timeout=WAIT_MS)
     assert not admin_ctl.must_change_password("root")
     assert admin_ctl.authenticate("root", new_password)
+
+
+def test_wrong_broker_password_is_shown_on_the_kiosk(
+    qtbot: Any, make_settings: Callable[..., Any], sqlite_url: str
+) -> None:
+    """A wrong central password stops reconnecting and the kiosk says so (issue 5)."""
+    from central_system.services.provisioning import mosquitto_hash, render_password_file
+    from tests.brokers import MosquittoBroker
+
+    broker = MosquittoBroker(extra_config="allow_anonymous false")
+    password_file = broker.workdir / "passwd"
+    password_file.write_text(
+        render_password_file([("central", mosquitto_hash("right-password-1"))])
+    )
+    password_file.chmod(0o600)
+    broker.extra_config += f"\npassword_file {password_file}"
+    broker.start()
+    sysm = None
+    kiosk = None
+    try:
+        settings = make_settings(
+            database_url=sqlite_url,
+            mqtt_port=broker.port,
+            mqtt_username="central",
+            mqtt_password="wrong-password-2",
+        )
+        sysm = build_system(settings)
+        sysm.start()
+        kiosk = Kiosk(sysm, SimulatedRFIDReader())
+        qtbot.addWidget(kiosk.window)
+        kiosk.window.show()
+        label = kiosk.window.mqtt_label
+        qtbot.waitUntil(lambda: "refused" in label.text(), timeout=WAIT_MS)
+        assert sysm.mqtt.state == "auth_failed"
+        assert "administrator" in label.text()
+        assert "wrong-password-2" not in (sysm.mqtt.get_stats()["last_error"] or "")
+    finally:
+        if kiosk is not None:
+            kiosk.close()
+        if sysm is not None:
+            sysm.stop()
+        broker.cleanup()
