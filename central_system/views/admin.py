@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFormLayout,
@@ -283,6 +283,64 @@ class SimpleTableTab(QWidget):
         _fill(self.table, [self.row(i) for i in items])
 
 
+class DesksTab(SimpleTableTab):
+    """Desk units: liveness and diagnostics, plus broker credentials (provision, rotate, revoke)."""
+
+    def __init__(self, area: AdminArea) -> None:
+        super().__init__(
+            area,
+            ["Faculty", "Desk", "Presence", "Last heartbeat", "Diagnostics"],
+            "deskTable",
+            lambda b: b.list_desks(),
+            _desk_row,
+        )
+        self.items: list[Any] = []
+        actions = QHBoxLayout()
+        for verb, text in (
+            ("provision", "New credentials"),
+            ("rotate", "New password"),
+            ("revoke", "Revoke"),
+        ):
+            b = button(text, f"desk_{verb}", "secondary")
+            b.clicked.connect(lambda _checked=False, v=verb: self._credentials(v))
+            actions.addWidget(b)
+        layout = self.layout()
+        assert isinstance(layout, QVBoxLayout)
+        layout.addLayout(actions)
+        # Shown once, never stored: cleared on every refresh and when the admin leaves.
+        self.secret = QLabel("")
+        self.secret.setObjectName("deskSecret")
+        self.secret.setWordWrap(True)
+        self.secret.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.secret)
+
+    def refresh(self) -> None:
+        """Reload, and forget any configuration shown before."""
+        self.secret.setText("")
+        super().refresh()
+
+    def _loaded(self, items: list[Any]) -> None:
+        self.items = items
+        super()._loaded(items)
+
+    def _credentials(self, verb: str) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            self.message.setText("Select a desk unit first.")
+            return
+        fid, admin = self.items[rows[0].row()].faculty_id, self.area.username
+
+        def done(text: str) -> None:
+            self.message.setText("")
+            self.secret.setText(text)
+
+        self.area.ctx.run(
+            lambda b: b.desk_credentials(verb, fid, admin),
+            done,
+            lambda e: self.message.setText(_error_text(e)),
+        )
+
+
 def _desk_row(d: Any) -> list[Any]:
     hb = d.heartbeat or {}
     diag = d.diagnostics or {}
@@ -386,13 +444,7 @@ class AdminArea(QWidget):
         self.tabs.setObjectName("adminTabs")
         self.faculty_tab = FacultyTab(self)
         self.students_tab = StudentsTab(self)
-        self.desks_tab = SimpleTableTab(
-            self,
-            ["Faculty", "Desk", "Presence", "Last heartbeat", "Diagnostics"],
-            "deskTable",
-            lambda b: b.list_desks(),
-            _desk_row,
-        )
+        self.desks_tab = DesksTab(self)
         self.consultations_tab = SimpleTableTab(
             self,
             ["#", "Student", "Faculty", "Course", "Status", "Created"],
@@ -468,5 +520,6 @@ class AdminArea(QWidget):
     def close_session(self) -> None:
         """Forget the administrator."""
         self.session = None
+        self.desks_tab.secret.setText("")
         self.students_tab.waiting_for_card = False
         self.students_tab.captured_uid = None

@@ -386,6 +386,49 @@ class KioskBackend:
                 for f, d in rows
             ]
 
+    def desk_credentials(self, verb: str, faculty_id: int, admin: str) -> str:
+        """Provision, rotate or revoke a desk unit's broker credentials (audited).
+
+        Returns the text to show the administrator once: the desk's configuration
+        including its password (provision/rotate), or a confirmation (revoke). When
+        ``CONSULTEASE_BROKER_CONFIG_DIR`` names the directory written by
+        ``consultease broker-config``, its password file and ACL are regenerated too.
+        """
+        import os
+        from pathlib import Path
+
+        from ..services import provisioning
+
+        controller = self._controller("admin")
+        action = {
+            "provision": controller.provision_desk,
+            "rotate": controller.rotate_desk,
+            "revoke": controller.revoke_desk,
+        }.get(verb)
+        if action is None:
+            raise KioskError(f"Unknown desk action: {verb}")
+        try:
+            creds = action(faculty_id, actor=f"admin:{admin}")
+        except ValueError as err:
+            raise KioskError(_error_message(err)) from err
+        settings = self.system.settings
+        text = (
+            creds.render(settings.mqtt_host, settings.mqtt_port)
+            if creds is not None
+            else f"Desk unit credentials of faculty {faculty_id} revoked."
+        )
+        config_dir = os.environ.get("CONSULTEASE_BROKER_CONFIG_DIR")
+        if config_dir:
+            try:
+                with db.session_scope() as session:
+                    provisioning.refresh_broker_files(session, Path(config_dir))
+            except (ValueError, OSError) as err:
+                return f"{text}\n\nThe broker files could not be refreshed: {err}"
+            return (
+                f"{text}\n\nBroker password file and ACL refreshed: reload (or restart) Mosquitto."
+            )
+        return f"{text}\n\nRegenerate the broker files (consultease broker-config) and reload Mosquitto."
+
     def list_consultations(self, limit: int = 200) -> list[ConsultationView]:
         """The newest consultations."""
         with db.session_scope() as session:

@@ -378,3 +378,64 @@ def test_wrong_broker_password_is_shown_on_the_kiosk(
         if sysm is not None:
             sysm.stop()
         broker.cleanup()
+
+
+def test_admin_provisions_rotates_and_revokes_a_desk_unit(
+    qtbot: Any, kiosk: Kiosk, system: System, seeded: dict[str, int]
+) -> None:
+    """Desk credentials from the admin screen: shown once, hashed in the database, audited."""
+    from sqlalchemy import select
+
+    from central_system import db
+    from central_system.models import DeskUnit
+    from central_system.services.provisioning import verify_mosquitto_hash
+
+    admin_ctl: AdminController = system.controllers["admin"]
+    password = admin_ctl.generate_password()
+    admin_ctl.create_first_admin("root", password)
+    win = kiosk.window
+    qtbot.mouseClick(win.login.admin_button, Qt.MouseButton.LeftButton)
+    win.admin_login.username.setText("root")
+    win.admin_login.password.setText(password)
+    win.admin_login.login_button.click()
+    qtbot.waitUntil(lambda: win.current_screen() is win.admin_area, timeout=WAIT_MS)
+
+    area = win.admin_area
+    area.tabs.setCurrentWidget(area.desks_tab)
+    tab = area.desks_tab
+    qtbot.waitUntil(lambda: len(tab.items) == 2, timeout=WAIT_MS)
+    row = next(i for i, d in enumerate(tab.items) if d.faculty_id == seeded["ana"])
+
+    def desk_password() -> str:
+        text = tab.secret.text()
+        return next(
+            line.split(":", 1)[1].strip() for line in text.splitlines() if "MQTT password" in line
+        )
+
+    def stored() -> DeskUnit:
+        with db.session_scope() as s:
+            return s.scalars(select(DeskUnit).where(DeskUnit.faculty_id == seeded["ana"])).one()
+
+    tab.table.selectRow(row)
+    tab.findChild(type(win.login.admin_button), "desk_provision").click()
+    qtbot.waitUntil(lambda: "MQTT password" in tab.secret.text(), timeout=WAIT_MS)
+    assert f"desk-{seeded['ana']}" in tab.secret.text()
+    first = desk_password()
+    desk = stored()
+    assert desk.password_hash and first not in desk.password_hash  # only a hash is stored
+    assert verify_mosquitto_hash(desk.password_hash, first)
+
+    tab.table.selectRow(row)
+    tab.findChild(type(win.login.admin_button), "desk_rotate").click()
+    qtbot.waitUntil(lambda: desk_password() != first, timeout=WAIT_MS)
+    assert not verify_mosquitto_hash(stored().password_hash or "", first)
+
+    tab.table.selectRow(row)
+    tab.findChild(type(win.login.admin_button), "desk_revoke").click()
+    qtbot.waitUntil(lambda: "revoked" in tab.secret.text(), timeout=WAIT_MS)
+    assert stored().revoked
+    actions = [a.action for a in admin_ctl.list_audit(50)]
+    assert {"desk.provision", "desk.rotate", "desk.revoke"} <= set(actions)
+
+    win.logout()  # the configuration is not left on screen
+    assert tab.secret.text() == ""
