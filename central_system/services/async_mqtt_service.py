@@ -624,18 +624,12 @@ class AsyncMQTTService:
         self._wake_network()
 
     def _after_rollback(self, session: Session) -> None:
-        session.info.pop("mqtt_staged", None)
-
-    def _remove_session_listeners(self, session: Session) -> None:
-        for name, fn in (
-            ("before_commit", self._before_commit),
-            ("after_commit", self._after_commit),
-            ("after_rollback", self._after_rollback),
-        ):
-            if sa_event.contains(session, name, fn):
-                sa_event.remove(session, name, fn)
-
-    # ------------------------------------------------------------------ waiting
+        # The change was not committed, so its announcements are never sent: waits return False.
+        staged = session.info.pop("mqtt_staged", None)
+        if staged:
+            for handle, _row in staged:
+                handle.state = _DROPPED
+            self._notify_waiters()
 
     def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout

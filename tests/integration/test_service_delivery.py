@@ -248,3 +248,40 @@ def test_embedded_amqtt_broker_works_with_auto_protocol(protocol, sqlite_url, tm
             assert wait_until(lambda: got == [b"hello"], 10)
     finally:
         embedded.stop()
+
+
+def test_staged_messages_are_sent_only_when_the_change_commits(
+    broker, make_settings, db_url, topic_prefix
+):
+    """Transactional outbox: the announcement and the change commit together or not at all."""
+    from central_system.models import Faculty
+
+    probe = Probe(broker.port, [f"{topic_prefix}/#"])
+    try:
+        with running_service(make_settings(), db_url) as svc:
+            session = dbmod.get_db()
+            session.add(Faculty(name="Dr. Rolled Back"))
+            lost = svc.stage(session, f"{topic_prefix}/announce", {"v": "rolled back"})
+            session.rollback()
+            session.close()
+            assert not lost.wait_persisted(2) and lost.dropped
+
+            session = dbmod.get_db()
+            session.add(Faculty(name="Dr. Committed"))
+            kept = svc.stage(session, f"{topic_prefix}/announce", {"v": "committed"})
+            plain = svc.stage(session, f"{topic_prefix}/q0", "fire and forget", qos=0)
+            session.commit()
+            session.close()
+            assert kept.persisted  # durable at commit, with the change
+            assert kept.wait_acknowledged(10) and plain.wait_acknowledged(10)
+            assert probe.wait_for(lambda m: len(m) >= 2, 10)
+            time.sleep(0.3)
+            assert sorted(m.payload for m in probe.messages) == sorted(
+                [b'{"v":"committed"}', b"fire and forget"]
+            )
+            with dbmod.get_engine().connect() as conn:
+                names = set(conn.execute(select(Faculty.name)).scalars())
+            assert names == {"Dr. Committed"}
+            assert wait_until(lambda: outbox_count() == 0, 10)
+    finally:
+        probe.close()
