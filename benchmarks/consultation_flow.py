@@ -79,8 +79,6 @@ def run_central(args: argparse.Namespace) -> int:
         mqtt_client_id=f"bench-central-{uuid.uuid4().hex[:8]}",
         log_level="WARNING",
     )
-    if args.nodelay:
-        _patch_paho_nodelay()
     app = ConsultEaseApp(settings, headless=True)
     app.start()
     if not app.async_mqtt_service.wait_connected(30):
@@ -124,23 +122,6 @@ def run_central(args: argparse.Namespace) -> int:
             break
     app.stop()
     return 0
-
-
-def _patch_paho_nodelay() -> None:
-    """Diagnostic only: TCP_NODELAY on the central's paho socket (paho 2.x leaves Nagle on)."""
-    import socket
-
-    import paho.mqtt.client as paho
-
-    original = paho.Client._create_socket
-
-    def create_socket(self: Any) -> Any:
-        sock = original(self)
-        if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-
-    paho.Client._create_socket = create_socket  # type: ignore[method-assign]
 
 
 class _ThreadCpu:
@@ -294,7 +275,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     from tests.brokers import MosquittoBroker
 
     workdir = Path(tempfile.mkdtemp(prefix="consultease-bench-", dir=args.db_dir))
-    broker = MosquittoBroker(extra_config="set_tcp_nodelay true" if args.nodelay else "").start()
+    # TCP_NODELAY on the broker as deployed (provisioning's generated config, tests/brokers.py);
+    # the central service sets it on its own socket.
+    broker = MosquittoBroker(extra_config="set_tcp_nodelay true").start()
     received: dict[str, float] = {}
     fleet: DeskFleet | None = None
     central: _CentralProcess | None = None
@@ -319,7 +302,6 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             str(args.duration),
         ]
         cmd += ["--profile"] if args.profile else []
-        cmd += ["--nodelay"] if args.nodelay else []
         central = _CentralProcess(cmd, env)
         faculty_ids = central.wait_for("ready", READY_TIMEOUT_S)["faculty_ids"]
 
@@ -460,11 +442,6 @@ def main(argv: list[str] | None = None) -> int:
         "--db-dir",
         default=None,
         help="where the SQLite file goes (default: the temp dir; /dev/shm takes fsync out)",
-    )
-    parser.add_argument(
-        "--nodelay",
-        action="store_true",
-        help="diagnostic: disable Nagle on the broker (set_tcp_nodelay) and on the central's paho socket",
     )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     parser.add_argument(

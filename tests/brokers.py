@@ -63,6 +63,8 @@ class MosquittoBroker:
             "max_queued_messages 0",
             "max_queued_bytes 0",
             "max_inflight_messages 20",
+            # As deployed (provisioning's config): small packets must not wait for a delayed ACK.
+            "set_tcp_nodelay true" if "set_tcp_nodelay" not in self.extra_config else "",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             f"log_dest file {self.log_path}",
