@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication, QWindow
 from PySide6.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -79,6 +80,21 @@ class InactivityMonitor(QObject):
         if self._warning:
             self._warning = False
             self.clear_warning.emit()
+
+    def watch(self, window: QWidget) -> None:
+        """Count input to ``window`` and to every window that gets focus later (popups, dialogs)."""
+        window.winId()  # creates the native window now, so its QWindow exists to be filtered
+        handle = window.windowHandle()
+        if handle is not None:
+            handle.installEventFilter(self)
+        app = QGuiApplication.instance()
+        if isinstance(app, QGuiApplication):
+            app.focusWindowChanged.connect(self._watch_window)
+
+    def _watch_window(self, window: QWindow | None) -> None:
+        # Installing the same filter twice is harmless (Qt keeps one).
+        if window is not None:
+            window.installEventFilter(self)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if self._active and event.type() in _ACTIVITY_EVENTS:
@@ -157,9 +173,11 @@ class KioskWindow(QMainWindow):
         self.inactivity.warn.connect(self._show_warning)
         self.inactivity.clear_warning.connect(self.warning.hide)
         self.inactivity.timed_out.connect(self._timed_out)
-        app = QApplication.instance()
-        if app is not None:
-            app.installEventFilter(self.inactivity)
+        # Watch the kiosk's top-level windows, not the whole application: input from the
+        # touchscreen reaches a window before any widget, while an application-wide Python
+        # filter ran (and took the GIL) for every paint, timer and layout event of every
+        # widget, thousands a second with 200 faculty cards: that made the Qt thread wait.
+        self.inactivity.watch(self)
 
         ctx.bridge.card_tapped.connect(self.on_card)
         ctx.bridge.mqtt_state_changed.connect(self._set_mqtt_state)
