@@ -13,9 +13,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, Table, bindparam, func, select, true, update
 from sqlalchemy.orm import Session
 
 from ..models import ALLOWED_TRANSITIONS, Consultation, ConsultationStatus, Faculty, Student, utcnow
@@ -30,6 +30,26 @@ if TYPE_CHECKING:
     from ..services.liveness import LivenessService
 
 logger = logging.getLogger(__name__)
+
+_CONSULTATIONS = cast(Table, Consultation.__table__)
+# create_consultation's one query (three before): the student, the faculty member and the
+# student's pending count with them. Built once: it runs for every request under load.
+_CREATE_LOOKUP: Final = (
+    select(
+        Student,
+        Faculty,
+        select(func.count())
+        .select_from(Consultation)
+        .where(
+            Consultation.student_id == bindparam("sid"),
+            Consultation.faculty_id == bindparam("fid"),
+            Consultation.status == ConsultationStatus.PENDING.value,
+        )
+        .scalar_subquery(),
+    )
+    .join_from(Student, Faculty, true())  # one row each: an explicit cross join
+    .where(Student.id == bindparam("sid"), Faculty.id == bindparam("fid"))
+)
 
 MIN_MESSAGE_CHARS: Final = 10
 MAX_MESSAGE_CHARS: Final = 500
@@ -185,27 +205,18 @@ class ConsultationController(ControllerBase):
         text = normalize_message(message)
         code = normalize_course_code(course_code)
         with self.session() as session:
-            student = session.get(Student, sid)
-            if student is None:
-                raise StudentNotFoundError(
-                    "Your student record was not found; please ask an admin."
-                )
-            faculty = session.get(Faculty, fid)
-            if faculty is None:
+            row = session.execute(_CREATE_LOOKUP, {"sid": sid, "fid": fid}).first()
+            if row is None:
+                if session.get(Student, sid) is None:
+                    raise StudentNotFoundError(
+                        "Your student record was not found; please ask an admin."
+                    )
                 raise FacultyNotFoundError("That faculty member no longer exists.")
+            student, faculty, pending = row
             if not faculty.is_available:
                 raise FacultyUnavailableError(
                     f"{faculty.name} is not available right now; please try again later."
                 )
-            pending = session.scalar(
-                select(func.count())
-                .select_from(Consultation)
-                .where(
-                    Consultation.student_id == sid,
-                    Consultation.faculty_id == fid,
-                    Consultation.status == ConsultationStatus.PENDING.value,
-                )
-            )
             if (pending or 0) >= self.max_pending_per_faculty:
                 raise TooManyPendingError(
                     f"You already have {pending} pending requests with {faculty.name}; "
@@ -363,28 +374,49 @@ class ConsultationController(ControllerBase):
         """Apply a parsed desk response if topic, payload and consultation agree and the transition is allowed."""
         cid = response.message_id
         target = response.target_status
+        table = _CONSULTATIONS
         with self.session() as session:
-            consultation = self._load_for_update(session, cid)
+            # Core, not the ORM: a desk response needs four columns and one UPDATE, and it
+            # runs for every request under load (no unit of work, no joined student/faculty).
+            found = session.execute(
+                select(table.c.student_id, table.c.faculty_id, table.c.status)
+                .where(table.c.id == cid)
+                .with_for_update()
+            ).first()
             reason: str | None = None
             if response.faculty_id != topic_faculty_id:
                 reason = (
                     f"payload faculty_id {response.faculty_id} != topic faculty {topic_faculty_id}"
                 )
-            elif consultation is None:
+            elif found is None:
                 reason = "no such consultation"
-            elif consultation.faculty_id != topic_faculty_id:
-                reason = f"consultation belongs to faculty {consultation.faculty_id}"
-            elif consultation.status == target:
+            elif found.faculty_id != topic_faculty_id:
+                reason = f"consultation belongs to faculty {found.faculty_id}"
+            elif found.status == target:
                 logger.info("duplicate %s for consultation %d ignored", response.response_type, cid)
                 return ResponseOutcome.DUPLICATE
-            elif target not in ALLOWED_TRANSITIONS.get(consultation.status, frozenset()):
-                reason = f"transition {consultation.status} -> {target} not allowed"
-            if reason is not None or consultation is None:
+            elif target not in ALLOWED_TRANSITIONS.get(found.status, frozenset()):
+                reason = f"transition {found.status} -> {target} not allowed"
+            if reason is not None or found is None:
                 self._reject(session, topic_faculty_id, response, reason or "no such consultation")
                 return ResponseOutcome.REJECTED
-            previous = consultation.status
-            consultation.status = target.value
-            setattr(consultation, f"{target.value}_at", utcnow())
+            previous = found.status
+            # "AND status = previous": a change committed since the read (SQLite reads outside
+            # the write transaction) makes this match nothing instead of being overwritten.
+            result = session.execute(
+                update(table)
+                .where(table.c.id == cid, table.c.status == previous)
+                .values({"status": target.value, f"{target.value}_at": utcnow()})
+            )
+            if cast("CursorResult[Any]", result).rowcount != 1:
+                logger.info("consultation %d changed meanwhile; %s ignored", cid, target.value)
+                return ResponseOutcome.DUPLICATE
+            consultation = Consultation(
+                id=cid,
+                student_id=found.student_id,
+                faculty_id=found.faculty_id,
+                status=target.value,
+            )  # transient: only what the event messages need
             self.stage(session, [self._event_message(consultation, previous)])
         logger.info(
             "consultation %d: %s -> %s (%s from faculty %d)",

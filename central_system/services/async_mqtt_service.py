@@ -144,6 +144,14 @@ class Subscription:
 _ACCEPTED, _PERSISTED, _ACKED, _DROPPED = 0, 1, 2, -1
 
 
+@dataclass(slots=True)
+class _Staged:
+    """A message staged in a session: its outbox id once inserted (before commit)."""
+
+    handle: PublishHandle
+    row_id: int | None = None
+
+
 class PublishHandle:
     """What ``publish_async`` returns: lets a caller (never the UI thread) wait for durability."""
 
@@ -470,9 +478,7 @@ class AsyncMQTTService:
             raise PayloadTooLargeError(
                 f"payload is {len(payload)} bytes; the maximum is {self.settings.mqtt_max_payload_bytes}"
             )
-        staged: list[tuple[PublishHandle, OutboxMessage | None]] | None = session.info.get(
-            "mqtt_staged"
-        )
+        staged: list[_Staged] | None = session.info.get("mqtt_staged")
         if staged is None:
             staged = []
             session.info["mqtt_staged"] = staged
@@ -483,12 +489,8 @@ class AsyncMQTTService:
             sa_event.listen(session, "before_commit", self._before_commit)
             sa_event.listen(session, "after_commit", self._after_commit)
             sa_event.listen(session, "after_rollback", self._after_rollback)
-        row = None
-        if qos > 0:
-            row = OutboxMessage(topic=topic, payload=payload, qos=qos, retain=bool(retain))
-            session.add(row)
         handle = PublishHandle(self, 0, topic, payload, qos, bool(retain))
-        staged.append((handle, row))
+        staged.append(_Staged(handle))
         return handle
 
     def subscribe(
@@ -602,22 +604,30 @@ class AsyncMQTTService:
     # ------------------------------------------------------------------ transactional staging
 
     def _before_commit(self, session: Session) -> None:
-        staged = session.info.get("mqtt_staged")
-        if staged and any(row is not None and row.id is None for _h, row in staged):
-            session.flush()
-
-    def _after_commit(self, session: Session) -> None:
-        staged = session.info.pop("mqtt_staged", None)
+        # The outbox rows go in through Core, in the session's transaction (so they commit
+        # or roll back with the caller's change): no ORM unit of work per message.
+        staged: list[_Staged] | None = session.info.get("mqtt_staged")
         if not staged:
             return
-        for handle, row in staged:
+        todo = [s for s in staged if s.row_id is None and s.handle.qos > 0]
+        if todo:
+            ids = self._insert_rows(session.connection(), [s.handle for s in todo])
+            for item, row_id in zip(todo, ids, strict=True):
+                item.row_id = row_id
+
+    def _after_commit(self, session: Session) -> None:
+        staged: list[_Staged] | None = session.info.pop("mqtt_staged", None)
+        if not staged:
+            return
+        for item in staged:
+            handle = item.handle
             handle.seq = next(self._seq)
             self._last_seq = handle.seq
-            if row is None:
+            if item.row_id is None:
                 self._incoming.append(handle)  # QoS 0: nothing durable, through the writer
                 continue
             # Already durable (committed with the caller's change): straight to the sender.
-            handle.row_id = row.id
+            handle.row_id = item.row_id
             handle.state = _PERSISTED
             self._enqueue_ready(handle)
         self._writer_event.set()
@@ -627,8 +637,8 @@ class AsyncMQTTService:
         # The change was not committed, so its announcements are never sent: waits return False.
         staged = session.info.pop("mqtt_staged", None)
         if staged:
-            for handle, _row in staged:
-                handle.state = _DROPPED
+            for item in staged:
+                item.handle.state = _DROPPED
             self._notify_waiters()
 
     def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
@@ -735,22 +745,7 @@ class AsyncMQTTService:
                 conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
                 conn.commit()
             try:
-                if new_rows and self._engine.dialect.name == "sqlite":
-                    ids = self._insert_sqlite(conn, new_rows)
-                elif new_rows:
-                    result = conn.execute(
-                        insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True),
-                        [
-                            {
-                                "topic": h.topic,
-                                "payload": h.payload,
-                                "qos": h.qos,
-                                "retain": h.retain,
-                            }
-                            for h in new_rows
-                        ],
-                    )
-                    ids = list(result.scalars().all())
+                ids = self._insert_rows(conn, new_rows) if new_rows else []
                 for i in range(0, len(deletes), 500):
                     conn.execute(delete(_OUTBOX).where(_OUTBOX.c.id.in_(deletes[i : i + 500])))
                 conn.commit()
@@ -758,10 +753,23 @@ class AsyncMQTTService:
                 if relaxed:
                     conn.exec_driver_sql("PRAGMA synchronous=FULL")
                     conn.commit()
-        for handle, row_id in zip(new_rows, ids if new_rows else [], strict=True):
+        for handle, row_id in zip(new_rows, ids, strict=True):
             handle.row_id = row_id
             if handle.state == _ACCEPTED:
                 handle.state = _PERSISTED
+
+    def _insert_rows(self, conn: Connection, rows: list[PublishHandle]) -> list[int]:
+        """Insert outbox rows in ``conn``'s transaction; their ids in order."""
+        if conn.dialect.name == "sqlite":
+            return self._insert_sqlite(conn, rows)
+        result = conn.execute(
+            insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True),
+            [
+                {"topic": h.topic, "payload": h.payload, "qos": h.qos, "retain": h.retain}
+                for h in rows
+            ],
+        )
+        return list(result.scalars().all())
 
     @staticmethod
     def _insert_sqlite(conn: Connection, rows: list[PublishHandle]) -> list[int]:
