@@ -114,7 +114,7 @@ def sampler(interval_s: float, stop: threading.Event) -> None:
         for t in threading.enumerate():
             names[t.ident] = t.name
         for ident, frame in sys._current_frames().items():
-            if ident in (MAIN, me):
+            if ident == me:
                 continue
             f = frame
             # Skip the idle waits so that only threads doing work show.
@@ -157,7 +157,9 @@ def analyse(name: str, t0: float, t1: float, late_ms: float) -> None:
     for t, lat in sorted(late, key=lambda x: -x[1])[:5]:
         w0 = t - lat / 1000.0
         near = collections.Counter(
-            f"{thread}: {where}" for st, thread, where in samples if w0 <= st <= t
+            f"{thread}: {where}"
+            for st, thread, where in samples
+            if w0 <= st <= t and not where.startswith(("select ", "wait ", "_worker "))
         )
         print(f"   worst: {lat:.1f} ms at +{w0 - t0:.2f} s; threads: {near.most_common(6)}")
     total = sum(lat for _, lat in late)

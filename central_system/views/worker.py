@@ -11,22 +11,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
 logger = logging.getLogger(__name__)
 
 SuccessCallback = Callable[[Any], None]
 FailureCallback = Callable[[BaseException], None]
+_Done = tuple[Future[Any], SuccessCallback | None, FailureCallback | None]
+
+# Qt-thread time one batch of callbacks may take before yielding to the event loop.
+DELIVER_BUDGET_S = 0.002
 
 
 class TaskManager(QObject):
     """Runs callables on one worker thread; delivers results on the Qt thread."""
 
-    _finished = Signal(object)
+    _finished = Signal()
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -34,7 +40,12 @@ class TaskManager(QObject):
         self._pending = 0
         self._lock = threading.Lock()
         self._closed = False
-        self._finished.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
+        # Finished tasks wait here; one queued signal wakes the Qt thread for all of them
+        # (one signal per task made 200 quick tasks post 200 Qt events carrying Python
+        # objects, and the Qt thread stalled for tens of ms, issue 4).
+        self._done: deque[_Done] = deque()
+        self._wake_scheduled = False
+        self._finished.connect(self._deliver_all, Qt.ConnectionType.QueuedConnection)
 
     @property
     def pending(self) -> int:
@@ -64,12 +75,29 @@ class TaskManager(QObject):
     ) -> None:
         if self._closed:
             return
+        with self._lock:
+            self._done.append((future, on_success, on_failure))
+            if self._wake_scheduled:
+                return
+            self._wake_scheduled = True
         with contextlib.suppress(RuntimeError):  # the QObject is gone (shutdown)
-            self._finished.emit((future, on_success, on_failure))
+            self._finished.emit()
 
-    def _deliver(
-        self, item: tuple[Future[Any], SuccessCallback | None, FailureCallback | None]
-    ) -> None:
+    def _deliver_all(self) -> None:
+        """Run the waiting callbacks in order, yielding to the event loop every ~2 ms."""
+        deadline = time.monotonic() + DELIVER_BUDGET_S
+        while True:
+            with self._lock:
+                if not self._done:
+                    self._wake_scheduled = False
+                    return
+                item = self._done.popleft()
+            self._deliver(item)
+            if time.monotonic() >= deadline:
+                break
+        QTimer.singleShot(0, self._deliver_all)
+
+    def _deliver(self, item: _Done) -> None:
         future, on_success, on_failure = item
         with self._lock:
             self._pending -= 1
