@@ -15,7 +15,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from sqlalchemy import CursorResult, Table, bindparam, func, select, true, update
+from sqlalchemy import CursorResult, Table, bindparam, func, insert, select, true, update
 from sqlalchemy.orm import Session
 
 from ..models import ALLOWED_TRANSITIONS, Consultation, ConsultationStatus, Faculty, Student, utcnow
@@ -50,6 +50,22 @@ _CREATE_LOOKUP: Final = (
     .join_from(Student, Faculty, true())  # one row each: an explicit cross join
     .where(Student.id == bindparam("sid"), Faculty.id == bindparam("fid"))
 )
+
+_CREATE_INSERT: Final = insert(_CONSULTATIONS)
+# A desk response's read and its conditional UPDATE (one per target status), built once:
+# they run for every response under load.
+_RESPONSE_LOOKUP: Final = (
+    select(_CONSULTATIONS.c.student_id, _CONSULTATIONS.c.faculty_id, _CONSULTATIONS.c.status)
+    .where(_CONSULTATIONS.c.id == bindparam("cid"))
+    .with_for_update()
+)
+_RESPONSE_UPDATES: Final = {
+    status: update(_CONSULTATIONS)
+    .where(_CONSULTATIONS.c.id == bindparam("cid"), _CONSULTATIONS.c.status == bindparam("prev"))
+    .values({"status": status.value, f"{status.value}_at": bindparam("at")})
+    for status in ConsultationStatus
+    if f"{status.value}_at" in _CONSULTATIONS.c
+}
 
 MIN_MESSAGE_CHARS: Final = 10
 MAX_MESSAGE_CHARS: Final = 500
@@ -223,19 +239,26 @@ class ConsultationController(ControllerBase):
                     "please wait for an answer or cancel one."
                 )
             now = utcnow()
-            consultation = Consultation(
-                student_id=sid,
-                faculty_id=fid,
-                message=text,
-                course_code=code,
-                status=ConsultationStatus.PENDING.value,
-                created_at=now,
-                last_sent_at=now,
-            )
+            values = {
+                "student_id": sid,
+                "faculty_id": fid,
+                "message": text,
+                "course_code": code,
+                "status": ConsultationStatus.PENDING.value,
+                "created_at": now,
+                "last_sent_at": now,
+            }
+            # Core, not the ORM: one INSERT in this transaction without a unit-of-work flush;
+            # it runs for every request under load. The id goes into the messages.
+            inserted = session.execute(_CREATE_INSERT, values)
+            key = cast("CursorResult[Any]", inserted).inserted_primary_key
+            assert key is not None  # a single-row INSERT always reports its key
+            cid = key[0]
+            # Transient, built from what was inserted (no reload); the caller gets the same
+            # attributes as before, the student and faculty member included.
+            consultation = Consultation(id=cid, **values)
             consultation.student = student
             consultation.faculty = faculty
-            session.add(consultation)
-            session.flush()  # the id goes into the messages
             messages = outbound.consultation_messages(consultation, student, faculty)
             messages.append(self._event_message(consultation, None))
             self.stage(session, messages)
@@ -374,15 +397,10 @@ class ConsultationController(ControllerBase):
         """Apply a parsed desk response if topic, payload and consultation agree and the transition is allowed."""
         cid = response.message_id
         target = response.target_status
-        table = _CONSULTATIONS
         with self.session() as session:
             # Core, not the ORM: a desk response needs four columns and one UPDATE, and it
             # runs for every request under load (no unit of work, no joined student/faculty).
-            found = session.execute(
-                select(table.c.student_id, table.c.faculty_id, table.c.status)
-                .where(table.c.id == cid)
-                .with_for_update()
-            ).first()
+            found = session.execute(_RESPONSE_LOOKUP, {"cid": cid}).first()
             reason: str | None = None
             if response.faculty_id != topic_faculty_id:
                 reason = (
@@ -404,9 +422,7 @@ class ConsultationController(ControllerBase):
             # "AND status = previous": a change committed since the read (SQLite reads outside
             # the write transaction) makes this match nothing instead of being overwritten.
             result = session.execute(
-                update(table)
-                .where(table.c.id == cid, table.c.status == previous)
-                .values({"status": target.value, f"{target.value}_at": utcnow()})
+                _RESPONSE_UPDATES[target], {"cid": cid, "prev": previous, "at": utcnow()}
             )
             if cast("CursorResult[Any]", result).rowcount != 1:
                 logger.info("consultation %d changed meanwhile; %s ignored", cid, target.value)

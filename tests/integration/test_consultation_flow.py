@@ -112,6 +112,14 @@ def test_request_reaches_the_three_topics_with_exact_payloads(
         )
         assert c.status == "pending"
         assert c.course_code == "CS 101"
+        # The returned object is built without a reload: it must match the stored row.
+        stored = controller.get_consultation(c.id)
+        assert stored is not None
+        for field in ("student_id", "faculty_id", "message", "course_code", "status"):
+            assert getattr(c, field) == getattr(stored, field), field
+        assert c.created_at == stored.created_at == stored.last_sent_at == c.last_sent_at
+        assert c.student.name == "Maria Santos" and c.faculty.id == fid
+        assert c.accepted_at is None and stored.accepted_at is None
         assert probe.wait_for(
             lambda ms: (
                 {m.topic for m in ms}
