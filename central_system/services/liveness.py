@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from ..config import Settings, get_settings
 from ..controllers.base import ControllerBase, DbSource, FacultyEvent
@@ -399,50 +400,45 @@ class LivenessService(ControllerBase):
                 self.mqtt.stage(session, msg.topic, msg.payload, msg.qos)
             # executemany: one round trip per kind, whatever the number of desks.
             fac, unit = cast(Table, Faculty.__table__), cast(Table, DeskUnit.__table__)
-            seen = [
-                {"fid": d.faculty_id, "seen": d.last_seen}
-                for d in dirty
-                if d.seen_dirty and d.last_seen is not None
-            ]
-            if seen:
-                session.execute(
-                    update(fac)
-                    .where(fac.c.id == bindparam("fid"))
-                    .values(last_seen=bindparam("seen", type_=fac.c.last_seen.type)),
-                    seen,
-                )
-            beats = [
-                {"fid": d.faculty_id, "hb": d.heartbeat, "hb_at": d.heartbeat_at}
-                for d in dirty
-                if d.heartbeat_at is not None and d.has_desk_row
-            ]
-            if beats:
-                session.execute(
-                    update(unit)
-                    .where(unit.c.faculty_id == bindparam("fid"))
-                    .values(
-                        last_heartbeat=bindparam("hb", type_=unit.c.last_heartbeat.type),
-                        last_heartbeat_at=bindparam("hb_at", type_=unit.c.last_heartbeat_at.type),
-                    ),
-                    beats,
-                )
-            diags = [
-                {"fid": d.faculty_id, "dg": d.diagnostics, "dg_at": d.diagnostics_at}
-                for d in dirty
-                if d.diagnostics_at is not None and d.has_desk_row
-            ]
-            if diags:
-                session.execute(
-                    update(unit)
-                    .where(unit.c.faculty_id == bindparam("fid"))
-                    .values(
-                        last_diagnostics=bindparam("dg", type_=unit.c.last_diagnostics.type),
-                        last_diagnostics_at=bindparam(
-                            "dg_at", type_=unit.c.last_diagnostics_at.type
-                        ),
-                    ),
-                    diags,
-                )
+            _update_many(
+                session,
+                fac,
+                "id",
+                [
+                    (d.faculty_id, {"last_seen": d.last_seen})
+                    for d in dirty
+                    if d.seen_dirty and d.last_seen is not None
+                ],
+            )
+            _update_many(
+                session,
+                unit,
+                "faculty_id",
+                [
+                    (
+                        d.faculty_id,
+                        {"last_heartbeat": d.heartbeat, "last_heartbeat_at": d.heartbeat_at},
+                    )
+                    for d in dirty
+                    if d.heartbeat_at is not None and d.has_desk_row
+                ],
+            )
+            _update_many(
+                session,
+                unit,
+                "faculty_id",
+                [
+                    (
+                        d.faculty_id,
+                        {
+                            "last_diagnostics": d.diagnostics,
+                            "last_diagnostics_at": d.diagnostics_at,
+                        },
+                    )
+                    for d in dirty
+                    if d.diagnostics_at is not None and d.has_desk_row
+                ],
+            )
 
     def _ensure_desk_rows(self, desks: list[DeskState]) -> None:
         """Create missing DeskUnit rows: one transaction for all, row by row if that collides."""
@@ -487,3 +483,24 @@ class LivenessService(ControllerBase):
             resend(faculty_id)
         except Exception:
             logger.exception("re-sending pending requests to faculty %d failed", faculty_id)
+
+
+def _update_many(
+    session: Session, table: Table, key: str, rows: list[tuple[int, dict[str, object]]]
+) -> None:
+    """One ``UPDATE table SET ... WHERE key = ?`` run for every row (executemany, one round trip).
+
+    Every row sets the same columns. Bind names carry a prefix because SQLAlchemy does
+    not allow a bind parameter named like a column it updates.
+    """
+    if not rows:
+        return
+    columns = list(rows[0][1])
+    statement = (
+        update(table)
+        .where(table.c[key] == bindparam("k_"))
+        .values({c: bindparam(f"v_{c}", type_=table.c[c].type) for c in columns})
+    )
+    session.execute(
+        statement, [{"k_": k, **{f"v_{c}": values[c] for c in columns}} for k, values in rows]
+    )
