@@ -12,11 +12,16 @@ A 60 Hz QTimer on the Qt thread records how late each tick fires while:
       process, as real desks are) flap their presence every 0.5 s while the dashboard
       shows all of them.
 
+The kiosk runs as ``consultease run`` runs it: the central system (database, MQTT
+service, controllers) in a child process (``central_system.views.backend_process``),
+the Qt thread and the task worker in this one. ``--backend thread`` measures the
+earlier design instead, with the central system in the kiosk's own process.
+
 Each scenario is also run with a naive synchronous design in the same process:
 controller calls on the Qt thread and a bare paho client that publishes and waits for
 the acknowledgement (``wait_for_publish``) on the Qt thread.
 
-    .venv/bin/python benchmarks/ui_responsiveness.py
+    .venv/bin/python benchmarks/ui_responsiveness.py [--backend process|thread]
 
 Prints p50/p99/max lateness in ms per scenario; the last line is
 ``ui lag p99 ms: <worst p99 of the kiosk's scenarios>``.
@@ -36,6 +41,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,10 +51,12 @@ import paho.mqtt.client as paho  # noqa: E402  (the naive design only)
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from PySide6.QtCore import QElapsedTimer, QEventLoop, QObject, Qt, QTimer  # noqa: E402
 
+from benchmarks.ui_bench_backend import BenchBackend  # noqa: E402
 from central_system.bootstrap import build_system  # noqa: E402
 from central_system.config import Settings  # noqa: E402
 from central_system.services.rfid import SimulatedRFIDReader  # noqa: E402
 from central_system.views.app import Kiosk, ensure_qapp  # noqa: E402
+from central_system.views.backend_process import BackendProcess  # noqa: E402
 from faculty_desk_unit.desk import DeskUnit  # noqa: E402
 from tests.brokers import MosquittoBroker  # noqa: E402
 
@@ -60,6 +68,7 @@ FLAP_DESKS = 200
 FLAP_S = 10.0
 NAIVE_ACK_TIMEOUT_S = 5.0
 STUDENT_UID = "B0B0CAFE"
+BENCH_FACTORY = "benchmarks.ui_bench_backend:BenchBackend"
 
 
 class LagProbe(QObject):
@@ -135,7 +144,8 @@ def summary(name: str, samples: list[float], note: str = "") -> tuple[str, float
 class Bench:
     """Broker, central system, kiosk and desks for the measurements."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend_mode: str) -> None:
+        self.mode = backend_mode
         self.tmp = Path(tempfile.mkdtemp(prefix="consultease-uibench-"))
         self.broker = MosquittoBroker().start()
         settings = Settings(
@@ -146,31 +156,45 @@ class Bench:
             mqtt_reconnect_max_delay=1.0,
             kiosk_inactivity_timeout_s=3600,
         )
-        self.system = build_system(settings)
-        self.system.start()
-        if not self.system.mqtt.wait_connected(15):
-            raise SystemExit("central system did not connect to the broker")
-        fac = self.system.controllers["faculty"]
-        self.faculty_ids = [
-            fac.create_faculty(name=f"Dr. Bench {i}", department="Benchmarks").id for i in range(6)
-        ]
-        self.student = self.system.controllers["student"].create_student(
-            name="Bench Student", student_id="B-0001", rfid_uid=STUDENT_UID
+        self.system = None
+        self.process: BackendProcess | None = None
+        self.backend: Any
+        if backend_mode == "process":
+            # The child imports the bench backend from this checkout.
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+            )
+            self.process = BackendProcess(settings, BENCH_FACTORY, log_level="ERROR").start()
+            self.backend = self.process
+        else:
+            self.system = build_system(settings)
+            self.system.start()
+            if not self.system.mqtt.wait_connected(15):
+                raise SystemExit("central system did not connect to the broker")
+            self.backend = BenchBackend(self.system)
+        seeded = self.backend.bench_seed(
+            [f"Dr. Bench {i}" for i in range(6)],
+            "Benchmarks",
+            ("Bench Student", "B-0001", STUDENT_UID),
         )
+        self.faculty_ids: list[int] = seeded["faculty"]
+        self.student_id: int = seeded["student"]
         self.desks = [
             DeskUnit(fid, f"Dr. Bench {i}", "127.0.0.1", self.broker.port, mode="improved").start()
             for i, fid in enumerate(self.faculty_ids)
         ]
         self.app = ensure_qapp(sys.argv[:1])
-        self.kiosk = Kiosk(self.system, SimulatedRFIDReader())
+        self.kiosk = Kiosk(self.system, SimulatedRFIDReader(), backend=self.backend)
         self.kiosk.window.resize(1024, 600)
         self.kiosk.window.show()
         self.probe = LagProbe()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not all(
-            (f := fac.get_faculty(fid)) is not None and f.is_available for fid in self.faculty_ids
-        ):
+        while time.monotonic() < deadline and not self.backend.bench_available(self.faculty_ids):
             time.sleep(0.05)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.backend.mqtt_state == "connected")
 
     def naive_client(self) -> paho.Client:
         """A bare, synchronous paho client (the naive design)."""
@@ -183,7 +207,10 @@ class Bench:
         self.kiosk.close()
         for d in self.desks:
             d.stop()
-        self.system.stop()
+        if self.process is not None:
+            self.process.close()
+        if self.system is not None:
+            self.system.stop()
         self.broker.cleanup()
 
 
@@ -197,26 +224,19 @@ def scenario_a(b: Bench) -> list[float]:
     b.kiosk.bridge.consultation_changed.connect(
         lambda _cid, _s: received.__setitem__("n", received["n"] + 1)
     )
-    unsubscribe = b.system.mqtt.subscribe(
-        topic, lambda m: b.kiosk.bridge.on_consultation(m.json()["i"], "pending"), qos=1
-    )
-    mqtt = b.system.mqtt
+    backend = b.backend
+    backend.bench_echo(topic)
     spin(1.0)  # let the subscription reach the broker
-
-    def publish_batch(start: int) -> int:
-        for i in range(start, start + BATCH):
-            mqtt.publish_async(topic, {"i": i}, qos=1)
-        return BATCH
 
     b.probe.start()
     for start in range(0, MESSAGES, BATCH):
         b.kiosk.taskman.run(
-            lambda s=start: publish_batch(s),
+            lambda s=start: backend.bench_publish(topic, s, BATCH),
             lambda _n: received.__setitem__("done_tasks", received["done_tasks"] + 1),
         )
     ok = spin(120, lambda: received["n"] >= MESSAGES)
     samples = b.probe.stop()
-    unsubscribe()
+    backend.bench_unecho()
     if not ok:
         print(f"  (a) only {received['n']} of {MESSAGES} messages reached the UI", flush=True)
     return samples
@@ -312,7 +332,7 @@ def scenario_b(b: Bench) -> tuple[list[float], str]:
     spin(OUTAGE_S)
     restart = threading.Thread(target=b.broker.start, daemon=True)  # start() waits for the port
     restart.start()
-    spin(15.0, lambda: b.system.mqtt.is_connected and not restart.is_alive())
+    spin(15.0, lambda: b.connected and not restart.is_alive())
     spin(2.0)
     student.stop()
     samples = b.probe.stop()
@@ -333,7 +353,7 @@ def naive_b(b: Bench) -> tuple[list[float], str]:
         counts["actions"] += 1
         backend.login_by_card(STUDENT_UID)  # database on the Qt thread
         backend.list_faculty()
-        backend.my_consultations(b.student.id)
+        backend.my_consultations(b.student_id)
         if not client.is_connected():
             with contextlib.suppress(OSError):
                 client.reconnect()  # blocking connect on the Qt thread
@@ -355,7 +375,7 @@ def naive_b(b: Bench) -> tuple[list[float], str]:
     spin(OUTAGE_S)
     restart = threading.Thread(target=b.broker.start, daemon=True)
     restart.start()
-    spin(15.0, lambda: b.system.mqtt.is_connected and not restart.is_alive())
+    spin(15.0, lambda: b.connected and not restart.is_alive())
     spin(2.0)
     timer.stop()
     samples = b.probe.stop()
@@ -369,11 +389,9 @@ def naive_b(b: Bench) -> tuple[list[float], str]:
 
 def setup_flap(b: Bench) -> subprocess.Popen[bytes]:
     """200 more faculty members and their desks, in another process as real desks would be."""
-    fac = b.system.controllers["faculty"]
-    ids = [
-        fac.create_faculty(name=f"Flap {i:03d}", department=f"Dept {i % 8}").id
-        for i in range(FLAP_DESKS)
-    ]
+    ids = b.backend.bench_seed(
+        [f"Flap {i:03d}" for i in range(FLAP_DESKS)], "Flapping", ("", "", "")
+    )["faculty"]
     assert ids == list(range(ids[0], ids[0] + FLAP_DESKS)), "faculty ids must be consecutive"
     cmd = [
         sys.executable,
@@ -403,11 +421,7 @@ def setup_flap(b: Bench) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while (
-        time.monotonic() < deadline
-        and sum(
-            1 for fid in ids[:: FLAP_DESKS // 10] if (f := fac.get_faculty(fid)) and f.desk_online
-        )
-        < 10
+        time.monotonic() < deadline and b.backend.bench_desks_online(ids[:: FLAP_DESKS // 10]) < 10
     ):
         time.sleep(0.2)
     return proc
@@ -454,14 +468,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.parse_args()
+    parser.add_argument(
+        "--backend",
+        choices=("process", "thread"),
+        default="process",
+        help="where the central system runs: a child process (consultease run) or the kiosk's process",
+    )
+    args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     only = os.environ.get("BENCH_ONLY", "abc")
-    b = Bench()
+    b = Bench(args.backend)
     fleet: subprocess.Popen[bytes] | None = None
     kiosk_p99: list[float] = []
     try:
-        print(f"60 Hz probe on the Qt thread; lateness in ms (tick {TICK_MS} ms)", flush=True)
+        print(
+            f"60 Hz probe on the Qt thread; lateness in ms (tick {TICK_MS} ms); "
+            f"central system: {'child process' if args.backend == 'process' else 'kiosk process'}",
+            flush=True,
+        )
         if "a" in only:
             _, p = summary("(a) kiosk: 10,000 messages via worker+bridge", scenario_a(b))
             kiosk_p99.append(p)

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     kiosk_logout_warning_s: float = Field(default=15.0, ge=0)
     rfid_device: str | None = None
     fullscreen: bool = False
+    # Where the kiosk runs the central system (database, MQTT service, controllers):
+    # "process" (a child process, so MQTT bursts never hold the Qt thread's interpreter
+    # lock) or "thread" (the kiosk's own process; tests and tools that need one process).
+    kiosk_backend: Literal["process", "thread"] = "process"
 
     log_level: str = "INFO"
 

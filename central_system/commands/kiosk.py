@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -55,17 +56,33 @@ def run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     app = ensure_qapp(sys.argv[:1])
-    system = build_system(settings)
-    system.start()
+    # Before anything starts: a SIGTERM during start-up (systemd stop) still ends cleanly.
+    stopping = _quit_on_signals(app)
+    system = None
+    backend: Any = None
+    if settings.kiosk_backend == "process":
+        # The central system in a child process: its MQTT bursts cannot stall the screen.
+        from ..views.backend_process import BackendProcess
+
+        try:
+            backend = BackendProcess(settings).start()
+        except RuntimeError as err:
+            print(f"consultease run: {err}", file=sys.stderr)
+            return 2
+    else:
+        system = build_system(settings)
+        system.start()
     reader = create_reader(settings.rfid_device)
-    kiosk = Kiosk(system, reader)
+    kiosk = Kiosk(system, reader, backend=backend)
     kiosk.show(fullscreen=args.fullscreen or settings.fullscreen)
-    _quit_on_signals(app)
     try:
-        return int(app.exec())
+        return 0 if stopping.is_set() else int(app.exec())
     finally:
         kiosk.close()
-        system.stop()
+        if backend is not None:
+            backend.close()
+        if system is not None:
+            system.stop()
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -84,7 +101,9 @@ def demo(args: argparse.Namespace) -> int:
     )
 
     print("Starting the ConsultEase demo…", flush=True)
-    env = DemoEnvironment(keep_data=args.keep_data)
+    from ..config import get_settings
+
+    env = DemoEnvironment(keep_data=args.keep_data, backend_mode=get_settings().kiosk_backend)
     try:
         env.start()
     except Exception as err:
@@ -98,12 +117,14 @@ def demo(args: argparse.Namespace) -> int:
         flush=True,
     )
     print(f"  simulated desks: {len(env.faculty_ids)} (improved mode)", flush=True)
+    where = f"child process {env.process.pid}" if env.process is not None else "this process"
+    print(f"  central system: {where}", flush=True)
     if env.admin_password:
         # Shown once, never stored in clear: there is no default password.
         print(f"  admin login:    {DEMO_ADMIN} / {env.admin_password}", flush=True)
     app = ensure_qapp(sys.argv[:1])
     reader = SimulatedRFIDReader()
-    kiosk = Kiosk(env.system, reader)
+    kiosk = Kiosk(env.system, reader, backend=env.backend)
     try:
         if args.headless:
             kiosk.window.show()
@@ -127,13 +148,23 @@ def demo(args: argparse.Namespace) -> int:
         env.stop()
 
 
-def _quit_on_signals(app: Any) -> None:
-    """Ctrl+C / SIGTERM quit the Qt loop cleanly (Python handlers run between Qt events)."""
+def _quit_on_signals(app: Any) -> threading.Event:
+    """Ctrl+C / SIGTERM quit the Qt loop cleanly (Python handlers run between Qt events).
+
+    The returned event is set by the signal, for a signal that arrives before the loop runs.
+    """
     from PySide6.QtCore import QTimer
 
     from ..cli import install_signal_handlers
 
-    install_signal_handlers(app.quit)
+    stopping = threading.Event()
+
+    def on_signal() -> None:
+        stopping.set()
+        app.quit()
+
+    install_signal_handlers(on_signal)
     timer = QTimer(app)
     timer.start(250)  # wake the interpreter so the signal handler gets to run
     timer.timeout.connect(lambda: None)
+    return stopping

@@ -36,13 +36,19 @@ def ensure_qapp(argv: list[str] | None = None) -> QApplication:
 class Kiosk:
     """The kiosk window wired to a running ``System`` and a card reader."""
 
-    def __init__(self, system: Any, reader: RFIDReader) -> None:
+    def __init__(self, system: Any, reader: RFIDReader, *, backend: Any = None) -> None:
+        """``Kiosk(system, reader)`` runs the controllers in this process;
+        ``Kiosk(None, reader, backend=BackendProcess(settings).start())`` talks to a
+        central system in a child process (what ``consultease run`` does)."""
+        if system is None and backend is None:
+            raise ValueError("a Kiosk needs a system or a backend")
         self.system = system
         self.reader = reader
         self.bridge = MqttBridge()
         self.taskman = TaskManager()
-        self.backend = KioskBackend(system)
-        self.ctx = KioskContext(self.backend, self.taskman, self.bridge, system.settings)
+        self.backend = backend if backend is not None else KioskBackend(system)
+        settings = system.settings if system is not None else backend.settings
+        self.ctx = KioskContext(self.backend, self.taskman, self.bridge, settings)
         self.window = KioskWindow(self.ctx)
         self.sim_panel: SimulatedReaderPanel | None = None
         # Reader and controller callbacks run on their own threads; the bridge queues them to Qt.

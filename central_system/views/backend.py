@@ -185,6 +185,11 @@ class KioskBackend:
 
     # ------------------------------------------------------------------ live events
 
+    @property
+    def mqtt_state(self) -> str:
+        """The MQTT service's state now (an attribute read, no I/O: safe on the Qt thread)."""
+        return str(getattr(getattr(self.system, "mqtt", None), "state", "unknown"))
+
     def connect_events(self, bridge: Any) -> None:
         """Forward controller and MQTT-service events to ``bridge`` (runs on service threads)."""
         mqtt = getattr(self.system, "mqtt", None)

@@ -43,6 +43,7 @@ UNKNOWN_CARD = "FFFF0001"
 DEMO_ADMIN = "admin"
 # Seconds to wait for the demo's desks to connect and report presence.
 DESKS_READY_TIMEOUT_S = 20.0
+DEMO_BACKEND = "central_system.views.demo_backend:DemoBackend"
 
 
 def demo_cards() -> list[tuple[str, str]]:
@@ -60,10 +61,16 @@ class DemoEnvironment:
     keep_data: bool = False
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     desks: bool = True
+    # "process": the central system in a child process, as ``consultease run`` runs it
+    # (``BackendProcess``); "thread": in this process (``system`` is then available).
+    backend_mode: str = "thread"
 
     def __post_init__(self) -> None:
         self.broker: Any = None
         self.system: Any = None
+        self.process: Any = None
+        self.backend: Any = None
+        self._settings: Any = None
         self.fleet: Any = None
         self.faculty_ids: dict[str, int] = {}
         self.student_ids: dict[str, int] = {}
@@ -73,7 +80,7 @@ class DemoEnvironment:
     @property
     def settings(self) -> Any:
         """The settings the demo runs with."""
-        return self.system.settings
+        return self._settings
 
     def start(self) -> DemoEnvironment:
         """Start broker, central system, seed data and desks (before any Qt loop runs)."""
@@ -100,41 +107,35 @@ class DemoEnvironment:
             )
         update.update(self.settings_overrides)
         settings = base.model_copy(update=update)
-        self.system = build_system(settings)
-        self.system.start()
+        self._settings = settings
+        if self.backend_mode == "process":
+            from .backend_process import BackendProcess
+
+            self.process = BackendProcess(settings, DEMO_BACKEND).start()
+            self.backend = self.process
+        else:
+            from .demo_backend import DemoBackend
+
+            self.system = build_system(settings)
+            self.system.start()
+            self.backend = DemoBackend(self.system)
         self._seed()
         if self.desks:
             self._start_desks()
         return self
 
-    def controller(self, name: str) -> Any:
-        """A controller of the running system."""
-        from .backend import KioskBackend
-
-        return KioskBackend(self.system)._controller(name)
-
     def _seed(self) -> None:
-        faculty_ctl = self.controller("faculty")
-        student_ctl = self.controller("student")
-        for name, dept, email, _present in DEMO_FACULTY:
-            f = faculty_ctl.create_faculty(name=name, department=dept, email=email)
-            self.faculty_ids[name] = f.id
-        for name, number, dept, uid in DEMO_STUDENTS:
-            s = student_ctl.create_student(
-                name=name, student_id=number, department=dept, rfid_uid=uid
-            )
-            self.student_ids[name] = s.id
-        admin_ctl = self.controller("admin")
-        if admin_ctl.needs_first_admin():
-            # No default password anywhere: a random one, shown once on the console.
-            self.admin_password = admin_ctl.generate_password()
-            admin_ctl.create_first_admin(DEMO_ADMIN, self.admin_password)
+        # No default password anywhere: a random one, shown once on the console.
+        seeded = self.backend.demo_seed(DEMO_FACULTY, DEMO_STUDENTS, DEMO_ADMIN)
+        self.faculty_ids = dict(seeded["faculty"])
+        self.student_ids = dict(seeded["students"])
+        self.admin_password = seeded["admin_password"]
 
     def _start_desks(self) -> None:
         from faculty_desk_unit.fleet import DeskFleet
 
         names = {fid: name for name, fid in self.faculty_ids.items()}
-        s = self.system.settings
+        s = self.settings
         self.fleet = DeskFleet(
             len(names),
             s.mqtt_host,
@@ -151,14 +152,13 @@ class DemoEnvironment:
 
     def wait_for_presence(self, timeout: float) -> bool:
         """Wait until the central system shows every demo desk online with its presence."""
-        faculty_ctl = self.controller("faculty")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ok = True
             for name, _dept, _email, present in DEMO_FACULTY:
-                f = faculty_ctl.get_faculty(self.faculty_ids[name])
+                f = self.backend.get_faculty(self.faculty_ids[name])
                 expected = "available" if present else "away"
-                if f is None or not f.desk_online or str(f.status) != expected:
+                if f is None or not f.desk_online or f.status != expected:
                     ok = False
                     break
             if ok:
@@ -176,6 +176,9 @@ class DemoEnvironment:
         if self.fleet is not None:
             self.fleet.stop()
             self.fleet = None
+        if self.process is not None:
+            self.process.close()
+            self.process = None
         if self.system is not None:
             self.system.stop()
             self.system = None

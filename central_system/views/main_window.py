@@ -181,7 +181,7 @@ class KioskWindow(QMainWindow):
 
         ctx.bridge.card_tapped.connect(self.on_card)
         ctx.bridge.mqtt_state_changed.connect(self._set_mqtt_state)
-        self._set_mqtt_state(getattr(getattr(ctx.backend.system, "mqtt", None), "state", "unknown"))
+        self._set_mqtt_state(ctx.backend.mqtt_state)
         self.show_login()
 
     # ------------------------------------------------------------------ header
@@ -216,6 +216,9 @@ class KioskWindow(QMainWindow):
             # The service stopped retrying: only an administrator can fix the credentials.
             "auth_failed": "Desks: broker refused the kiosk's login. Please call an administrator.",
             "stopped": "Desks: offline",
+            # The kiosk's backend process died and is being restarted (backend_process).
+            "backend_down": "Central system restarting… Please wait a moment.",
+            "starting": "Desks: connecting…",
         }.get(state, f"Desks: {state}")
         self.mqtt_label.setText(text)
         self.mqtt_label.setProperty("state", state)

@@ -11,7 +11,9 @@ from central_system.services.async_mqtt_service import AsyncMQTTService
 
 
 @contextmanager
-def running_service(settings: Settings, db_url: str, connect: bool = True) -> Iterator[AsyncMQTTService]:
+def running_service(
+    settings: Settings, db_url: str, connect: bool = True
+) -> Iterator[AsyncMQTTService]:
     """A started service on ``db_url``; stopped afterwards."""
     engine = dbmod.init_db(db_url)
     service = AsyncMQTTService(settings, engine)
@@ -24,7 +26,9 @@ def running_service(settings: Settings, db_url: str, connect: bool = True) -> It
         service.stop(timeout=5)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02
+) -> bool:
     """Poll ``predicate`` until true or ``timeout``; bounded."""
     import time
 

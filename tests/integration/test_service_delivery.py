@@ -41,7 +41,9 @@ def test_messages_arrive_in_order_and_outbox_empties(broker, make_settings, db_u
         probe.close()
 
 
-def test_text_bytes_and_qos2_payloads_arrive_unchanged(broker, make_settings, sqlite_url, topic_prefix):
+def test_text_bytes_and_qos2_payloads_arrive_unchanged(
+    broker, make_settings, sqlite_url, topic_prefix
+):
     probe = Probe(broker.port, [f"{topic_prefix}/#"], qos=2)
     try:
         with running_service(make_settings(), sqlite_url) as svc:
@@ -86,7 +88,9 @@ def test_handlers_several_per_filter_wildcards_isolation_and_unsubscribe(
         publish_raw(broker.port, f"{topic_prefix}/faculty/2/status", b"{}")
         publish_raw(broker.port, f"{topic_prefix}/other", b"x")
         assert wait_until(lambda: len(calls["hash"]) == 3, 10)
-        assert calls["a"] == [exact] and calls["b"] == [exact]  # the raising handler did not stop them
+        assert calls["a"] == [exact] and calls["b"] == [
+            exact
+        ]  # the raising handler did not stop them
         assert calls["bad"] == [exact]
         assert sorted(calls["plus"]) == sorted([exact, f"{topic_prefix}/faculty/2/status"])
         assert svc.get_stats()["handler_errors"] == 1
@@ -99,7 +103,9 @@ def test_handlers_several_per_filter_wildcards_isolation_and_unsubscribe(
         assert len(calls["bad"]) == 2  # others on the same filter stay
 
 
-def test_slow_handler_does_not_stall_the_connection(broker, make_settings, sqlite_url, topic_prefix):
+def test_slow_handler_does_not_stall_the_connection(
+    broker, make_settings, sqlite_url, topic_prefix
+):
     release = threading.Event()
     with running_service(make_settings(mqtt_keepalive=5), sqlite_url) as svc:
         svc.subscribe(f"{topic_prefix}/slow", lambda m: release.wait(8))
@@ -133,7 +139,9 @@ def test_broker_down_at_start_then_everything_arrives(make_settings, sqlite_url,
             broker.start()
             assert svc.wait_connected(20)
             assert handles[-1].wait_acknowledged(20)
-            probe = Probe(broker.port, [f"{topic_prefix}/#"], client_id="probe-down-at-start", clean=False)
+            probe = Probe(
+                broker.port, [f"{topic_prefix}/#"], client_id="probe-down-at-start", clean=False
+            )
             assert probe.wait_for(lambda m: len({json.loads(x.payload)["n"] for x in m}) == 300, 20)
             probe.close()
     finally:
@@ -143,7 +151,9 @@ def test_broker_down_at_start_then_everything_arrives(make_settings, sqlite_url,
 def test_retained_messages_coalesce_while_waiting(make_settings, sqlite_url, topic_prefix):
     broker = MosquittoBroker()
     try:
-        with running_service(make_settings(mqtt_port=broker.port), sqlite_url, connect=False) as svc:
+        with running_service(
+            make_settings(mqtt_port=broker.port), sqlite_url, connect=False
+        ) as svc:
             handles = [
                 svc.publish_async(f"{topic_prefix}/state", {"v": i}, retain=True) for i in range(50)
             ]
@@ -162,7 +172,9 @@ def test_retained_messages_coalesce_while_waiting(make_settings, sqlite_url, top
         broker.cleanup()
 
 
-def test_backlog_bound_drops_oldest_counted_and_logged(make_settings, sqlite_url, topic_prefix, caplog):
+def test_backlog_bound_drops_oldest_counted_and_logged(
+    make_settings, sqlite_url, topic_prefix, caplog
+):
     # No broker at all on that port: the backlog can only grow.
     with running_service(
         make_settings(mqtt_port=1, mqtt_max_backlog=100), sqlite_url, connect=False
@@ -217,7 +229,9 @@ def test_last_will_and_online_status(broker, make_settings, sqlite_url):
         svc.start()
         assert svc.wait_connected(10)
         assert probe.wait_for(lambda m: m and m[-1].payload == b"online", 10)
-        broker_side_kill = svc._client.socket()  # simulate a crash: the socket dies without DISCONNECT
+        broker_side_kill = (
+            svc._client.socket()
+        )  # simulate a crash: the socket dies without DISCONNECT
         broker_side_kill.close()
         assert probe.wait_for(lambda m: any(x.payload == b"offline" for x in m), 10)
         assert svc.wait_connected(15)  # and it comes back
@@ -230,14 +244,19 @@ def test_last_will_and_online_status(broker, make_settings, sqlite_url):
 
 
 @pytest.mark.parametrize("protocol", ["auto"])
-def test_embedded_amqtt_broker_works_with_auto_protocol(protocol, sqlite_url, tmp_path, topic_prefix):
+def test_embedded_amqtt_broker_works_with_auto_protocol(
+    protocol, sqlite_url, tmp_path, topic_prefix
+):
     from central_system.config import Settings
     from central_system.services.embedded_broker import EmbeddedBroker
 
     embedded = EmbeddedBroker().start()
     try:
         settings = Settings(
-            data_dir=tmp_path, mqtt_port=embedded.port, mqtt_protocol=protocol, mqtt_client_id="amqtt-t"
+            data_dir=tmp_path,
+            mqtt_port=embedded.port,
+            mqtt_protocol=protocol,
+            mqtt_client_id="amqtt-t",
         )
         got: list[bytes] = []
         with running_service(settings, sqlite_url, connect=False) as svc:

@@ -67,9 +67,10 @@ def test_bad_qos_is_refused(service):
 
 
 def test_payload_encoding_rules():
-    assert encode_payload({"a": "é", "b": [1, 2]}) == json.dumps(
-        {"a": "é", "b": [1, 2]}, separators=(",", ":"), ensure_ascii=False
-    ).encode()
+    assert (
+        encode_payload({"a": "é", "b": [1, 2]})
+        == json.dumps({"a": "é", "b": [1, 2]}, separators=(",", ":"), ensure_ascii=False).encode()
+    )
     assert encode_payload("CID:1 From:A (SID:2): hi") == b"CID:1 From:A (SID:2): hi"
     assert encode_payload(b"\x00\xff") == b"\x00\xff"
     assert encode_payload([1, "x"]) == b'[1,"x"]'
