@@ -12,7 +12,7 @@ records, on one clock (``time.perf_counter``):
 For each tick later than ``--late-ms`` it attributes the late interval to GC, to our
 slots, or to neither (Qt's own C++ work, or waiting for the GIL), and prints totals.
 
-    .venv/bin/python benchmarks/ui_lag_diagnose.py [--scenarios abc] [--sample-ms 2]
+    .venv/bin/python benchmarks/ui_lag_diagnose.py [--scenarios abc] [--sample-ms 2] [--backend thread]
 """
 
 from __future__ import annotations
@@ -208,6 +208,12 @@ def main() -> int:
     parser.add_argument(
         "--no-app-filter", action="store_true", help="experiment: remove the app-wide event filter"
     )
+    parser.add_argument(
+        "--backend",
+        choices=("process", "thread"),
+        default="process",
+        help="where the central system runs (see ui_responsiveness.py)",
+    )
     args = parser.parse_args()
     instrument()
     calls = {"n": 0}
@@ -219,7 +225,7 @@ def main() -> int:
             return orig(self, watched, event)
 
         main_window.InactivityMonitor.eventFilter = counting  # type: ignore[method-assign]
-    b = ui.Bench()
+    b = ui.Bench(args.backend)
     if args.no_app_filter:
         b.app.removeEventFilter(b.kiosk.window.inactivity)
     stop = threading.Event()

@@ -715,11 +715,17 @@ class AdminController:
         return result
 
     def backup_database(self, dest_path: str, *, actor: str = "system") -> Any:
-        """Back the database up to ``dest_path`` (see services.backup). Audited."""
+        """Back the database up to ``dest_path`` (see services.backup). Audited.
+
+        The database backed up is the one this controller works on (not whatever the
+        process's environment names: the demo and tests pass their settings explicitly).
+        """
         from ..services import backup
 
         try:
-            result = backup.backup_database(dest_path)
+            with self._session() as s:
+                url = s.get_bind().engine.url.render_as_string(hide_password=False)
+            result = backup.backup_database(dest_path, url=url)
         except Exception as err:
             self.audit(actor, "db.backup", str(dest_path), False, {"reason": str(err)})
             raise

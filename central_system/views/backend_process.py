@@ -38,6 +38,7 @@ import itertools
 import logging
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -49,7 +50,8 @@ from typing import Any
 
 from .backend import KioskError
 
-logger = logging.getLogger(__name__)
+# Not __name__: the child runs this module as __main__.
+logger = logging.getLogger("central_system.views.backend_process")
 
 DEFAULT_FACTORY = "central_system.views.backend:KioskBackend"
 # How long the child may take to build the system, migrate and connect its service.
@@ -214,6 +216,11 @@ def child_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls-fd", type=int, required=True)
     parser.add_argument("--events-fd", type=int, required=True)
     args = parser.parse_args(argv)
+    # The kiosk decides when this process ends (it hangs up the call socket). Ctrl+C in a
+    # terminal and systemd's stop signal reach the whole process group: ignoring them here
+    # lets the kiosk stop first and this process flush the MQTT service and say "offline".
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     calls = Connection(args.calls_fd)
     events = Connection(args.events_fd)
     try:
@@ -452,6 +459,9 @@ class BackendProcess:
             except Exception as err:
                 logger.error("restarting the kiosk's backend failed: %s", err)
                 continue
+            if self._closing.is_set():  # the kiosk closed while the child was starting
+                self.close()
+                return
             self.restarts += 1
             logger.warning("the kiosk's backend was restarted (pid %s)", self.pid)
             return

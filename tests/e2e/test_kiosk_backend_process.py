@@ -182,6 +182,55 @@ def test_a_crashed_backend_is_restarted_and_the_kiosk_carries_on(
     assert win.student is not None and win.student.name == "Maria Garcia"
 
 
+def test_admin_screens_work_across_the_boundary(
+    qtbot: Any, kiosk: Kiosk, backend: BackendProcess, seeded: dict[str, Any]
+) -> None:
+    """Admin login, add a faculty member, register a card by tapping, System tab, backup."""
+    win = kiosk.window
+    win.login.admin_button.click()
+    win.admin_login.username.setText("admin")
+    win.admin_login.password.setText("wrong-password-1")
+    win.admin_login.login_button.click()
+    qtbot.waitUntil(lambda: "Wrong" in win.admin_login.error.text(), timeout=WAIT_MS)
+    win.admin_login.password.setText(seeded["admin_password"])
+    win.admin_login.login_button.click()
+    qtbot.waitUntil(lambda: win.current_screen() is win.admin_area, timeout=WAIT_MS)
+
+    tab = win.admin_area.faculty_tab
+    tab.name.setText("Dr. Grace Uy")
+    tab.department.setText("Chemistry")
+    tab.save_button.click()
+    qtbot.waitUntil(lambda: any(v.name == "Dr. Grace Uy" for v in tab.views), timeout=WAIT_MS)
+
+    win.admin_area.tabs.setCurrentWidget(win.admin_area.students_tab)
+    st = win.admin_area.students_tab
+    st.tap_button.click()
+    kiosk.reader.tap("de:ad:be:ef:01")  # the reader is in the kiosk process, the database is not
+    qtbot.waitUntil(lambda: st.captured_uid == "DEADBEEF01", timeout=WAIT_MS)
+    st.name.setText("Liza Ramos")
+    st.number.setText("2023-0042")
+    st.register_button.click()
+    qtbot.waitUntil(lambda: any(v.rfid_uid == "DEADBEEF01" for v in st.views), timeout=WAIT_MS)
+
+    # The System tab shows the child's MQTT service, and a backup is written by the child.
+    win.admin_area.tabs.setCurrentWidget(win.admin_area.system_tab)
+    sys_tab = win.admin_area.system_tab
+    qtbot.waitUntil(lambda: sys_tab.values["state"].text() == "connected", timeout=WAIT_MS)
+    assert sys_tab.backup_button.isEnabled()
+    sys_tab.backup_button.click()
+    qtbot.waitUntil(lambda: "Backup written" in sys_tab.message.text(), timeout=60_000)
+    written = Path(sys_tab.message.text().split("Backup written: ", 1)[1])
+    assert written.exists() and written.stat().st_size > 0
+    actions = [a.action for a in backend.list_audit(50)]
+    assert "faculty.save" in actions and "student.create" in actions
+
+    win.logout()
+    kiosk.reader.tap("DEADBEEF01")  # the new card logs its student in
+    qtbot.waitUntil(
+        lambda: win.student is not None and win.student.name == "Liza Ramos", timeout=WAIT_MS
+    )
+
+
 def test_errors_cross_the_boundary_as_errors(
     backend: BackendProcess, seeded: dict[str, Any]
 ) -> None:
@@ -261,12 +310,14 @@ def test_consultease_run_starts_the_backend_process_and_stops_it_on_sigterm(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
     try:
         assert probe.wait_for(lambda m: any(x.payload == b"online" for x in m), 30)
         children = Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()
         assert len(children) == 1, children  # the backend process
-        run.send_signal(signal.SIGTERM)
+        # To the whole process group, as Ctrl+C in a terminal or systemd's default do.
+        os.killpg(run.pid, signal.SIGTERM)
         out, _ = run.communicate(timeout=30)
         assert run.returncode == 0, out
         # The child flushed and said goodbye on its way out, then exited.
@@ -275,4 +326,4 @@ def test_consultease_run_starts_the_backend_process_and_stops_it_on_sigterm(
     finally:
         probe.close()
         if run.poll() is None:
-            run.kill()
+            os.killpg(run.pid, signal.SIGKILL)
