@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # "process" (a child process, so MQTT bursts never hold the Qt thread's interpreter
     # lock) or "thread" (the kiosk's own process; tests and tools that need one process).
     kiosk_backend: Literal["process", "thread"] = "process"
+    # The backend process's niceness above the kiosk's: when both want the CPU, the screen
+    # goes first (the backend's work waits a few ms, it is never dropped).
+    kiosk_backend_nice: int = Field(default=5, ge=0, le=19)
 
     log_level: str = "INFO"
 

@@ -165,6 +165,10 @@ def serve(calls: Connection, events: Connection) -> int:
     init = calls.recv()
     setup_logging(init.get("log_level", "INFO"))
     settings = init["settings"]
+    # Before any thread starts (threads inherit it): the kiosk's Qt thread wins the CPU.
+    nice = int(getattr(settings, "kiosk_backend_nice", 0))
+    if nice:
+        os.nice(nice)
     try:
         system = build_system(settings)
         system.start()

@@ -246,6 +246,19 @@ def test_errors_cross_the_boundary_as_errors(
     assert [v.name for v in backend.list_faculty()] == ["Dr. Ana Reyes", "Prof. Ben Cruz"]
 
 
+def test_every_backend_thread_runs_at_a_lower_cpu_priority_than_the_kiosk(
+    backend: BackendProcess,
+) -> None:
+    """When the screen and the backend both want the CPU, the screen goes first."""
+    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + backend.settings.kiosk_backend_nice)
+    assert backend.settings.kiosk_backend_nice == 5  # the default
+    tasks = list(Path(f"/proc/{backend.pid}/task").iterdir())
+    assert len(tasks) >= 4  # main + the MQTT service's writer, network and dispatch threads
+    for task in tasks:
+        fields = (task / "stat").read_text().rsplit(") ", 1)[1].split()
+        assert int(fields[16]) == expected, (task.name, fields[16])  # field 19: nice
+
+
 def test_the_backend_exits_when_the_kiosk_process_dies(
     make_settings: Callable[..., Any], sqlite_url: str, tmp_path: Path
 ) -> None:
