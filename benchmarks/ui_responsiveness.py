@@ -464,6 +464,13 @@ def naive_c(b: Bench) -> tuple[list[float], str]:
     return samples, f"faculty events {events['n']}"
 
 
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -503,6 +510,10 @@ def main() -> int:
             kiosk_p99.append(p)
             samples, note = naive_c(b)
             summary("(c) naive: DB read per event on Qt thread", samples, note)
+        rss = f"kiosk process {_rss_mib(os.getpid()):.0f}"
+        if b.process is not None and b.process.pid is not None:
+            rss += f", backend process {_rss_mib(b.process.pid):.0f}"
+        print(f"RSS MiB after the scenarios: {rss}", flush=True)
     finally:
         if fleet is not None:
             fleet.terminate()

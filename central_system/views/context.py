@@ -15,7 +15,8 @@ from .worker import TaskManager
 class KioskContext:
     """Shared services of the screens. ``backend`` is only ever called inside ``run``."""
 
-    backend: KioskBackend
+    # A KioskBackend in this process, or a BackendProcess (the same calls, run in the child).
+    backend: KioskBackend | Any
     taskman: TaskManager
     bridge: MqttBridge
     settings: Any
