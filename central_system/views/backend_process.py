@@ -9,7 +9,9 @@ docs/performance.md "Kiosk responsiveness"); in another process that work can no
 longer delay a touch.
 
 Two socket pairs join the processes, each carrying pickled messages
-(:mod:`multiprocessing.connection`):
+(:mod:`multiprocessing.connection`). They are created by the kiosk and inherited by
+the child only: nothing else can connect to them, so unpickling is as safe as an
+in-process call.
 
 * *calls*: the kiosk's worker sends ``(id, method, args, kwargs)`` for a method of
   :class:`~central_system.views.backend.KioskBackend`; the child answers
@@ -179,7 +181,8 @@ def serve(calls: Connection, events: Connection) -> int:
         return 1
     forwarder = EventForwarder(events).start()
     backend.connect_events(forwarder)
-    calls.send(("ready", (system.mqtt.state, _public_methods(backend))))
+    allowed = frozenset(_public_methods(backend))
+    calls.send(("ready", (system.mqtt.state, sorted(allowed))))
     logger.info("kiosk backend ready (pid %d)", os.getpid())
     try:
         while True:
@@ -191,8 +194,8 @@ def serve(calls: Connection, events: Connection) -> int:
                 break
             call_id, method, args, kwargs = msg
             try:
-                if method.startswith("_"):
-                    raise AttributeError(f"{method} is not a backend call")
+                if method not in allowed:
+                    raise AttributeError(f"{method!r} is not a backend call")
                 result = getattr(backend, method)(*args, **kwargs)
                 reply: tuple[Any, ...] = (call_id, True, result)
             except Exception as err:

@@ -242,6 +242,10 @@ def test_errors_cross_the_boundary_as_errors(
         backend.no_such_call  # noqa: B018 - only the backend's public methods are calls
     with pytest.raises(AttributeError):
         backend._controller  # noqa: B018
+    # The child refuses what is not a backend call even when asked directly.
+    for name in ("disconnect_events", "_controller", "system"):
+        with pytest.raises(RemoteCallError, match="AttributeError"):
+            backend.call(name, "faculty")
     # The child survived all of that.
     assert [v.name for v in backend.list_faculty()] == ["Dr. Ana Reyes", "Prof. Ben Cruz"]
 
