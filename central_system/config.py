@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     kiosk_logout_warning_s: float = Field(default=15.0, ge=0)
     rfid_device: str | None = None
     fullscreen: bool = False
+    # A touch keyboard under the screens while a text field has focus (the request
+    # message, admin login and forms); turn off where a physical keyboard is attached.
+    kiosk_onscreen_keyboard: bool = True
     # Where the kiosk runs the central system (database, MQTT service, controllers):
     # "process" (a child process, so MQTT bursts never hold the Qt thread's interpreter
     # lock) or "thread" (the kiosk's own process; tests and tools that need one process).

@@ -122,6 +122,9 @@ def main() -> int:
 
         win.login.admin_button.click()
         win.admin_login.username.setText(DEMO_ADMIN)
+        win.admin_login.password.setFocus()
+        if win.keyboard is not None:  # as after a touch on the password field
+            win.keyboard.show_for(win.admin_login.password)
         shot("10-admin-login")
         win.admin_login.password.setText(env.admin_password or "")
         win.admin_login.login_button.click()

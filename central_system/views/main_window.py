@@ -10,9 +10,11 @@ from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QWindow
 from PySide6.QtWidgets import (
     QApplication,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QScrollArea,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -21,6 +23,7 @@ from PySide6.QtWidgets import (
 from .admin import AdminArea
 from .backend import AdminSession, FacultyView, KioskError, StudentView
 from .context import KioskContext
+from .keyboard import OnScreenKeyboard
 from .login import AdminLoginScreen, LoginScreen
 from .student import DashboardScreen, MyConsultationsScreen, RequestFormScreen
 from .widgets import button, load_stylesheet, repolish
@@ -137,8 +140,15 @@ class KioskWindow(QMainWindow):
         root.addWidget(self.warning)
         self.stack = QStackedWidget()
         root.addWidget(self.stack, 1)
+        # Docked under the screens; shown while a text field has focus (a touchscreen has no keys).
+        self.keyboard: OnScreenKeyboard | None = None
+        if getattr(ctx.settings, "kiosk_onscreen_keyboard", True):
+            self.keyboard = OnScreenKeyboard(self)
+            root.addWidget(self.keyboard)
+            self.keyboard.shown_for.connect(self._keep_visible)
         self.setCentralWidget(central)
 
+        self._pages: dict[QWidget, QScrollArea] = {}
         self.login = LoginScreen()
         self.admin_login = AdminLoginScreen()
         self.dashboard = DashboardScreen(ctx)
@@ -153,7 +163,16 @@ class KioskWindow(QMainWindow):
             self.my_consultations,
             self.admin_area,
         ):
-            self.stack.addWidget(screen)
+            # Each screen scrolls when it does not fit (the on-screen keyboard takes the
+            # bottom third of a 600 px screen); without the keyboard nothing scrolls.
+            page = QScrollArea()
+            page.setObjectName("screenScroll")
+            page.setWidgetResizable(True)
+            page.setFrameShape(QFrame.Shape.NoFrame)
+            page.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+            page.setWidget(screen)
+            self._pages[screen] = page
+            self.stack.addWidget(page)
 
         self.login.admin_requested.connect(self.show_admin_login)
         self.admin_login.back_requested.connect(self.logout)
@@ -228,20 +247,34 @@ class KioskWindow(QMainWindow):
 
     def current_screen(self) -> QWidget | None:
         """The screen on show."""
-        return self.stack.currentWidget()
+        page = self.stack.currentWidget()
+        return page.widget() if isinstance(page, QScrollArea) else page
+
+    def _show_screen(self, screen: QWidget) -> None:
+        if self.keyboard is not None:
+            self.keyboard.hide()  # a new screen starts without keys (the request form asks again)
+        self.stack.setCurrentWidget(self._pages[screen])
+
+    def _keep_visible(self, field: QWidget) -> None:
+        """Scroll the focused field into view above the on-screen keyboard."""
+        page = self.stack.currentWidget()
+        if isinstance(page, QScrollArea) and page.isAncestorOf(field):
+            page.ensureWidgetVisible(field, 10, 10)
 
     def show_login(self, message: str = "", kind: str = "info") -> None:
         """The "tap your card" screen."""
         self.user_label.setText("")
         self.logout_button.hide()
+        if self.keyboard is not None:
+            self.keyboard.hide()
         self.login.show_message(message, kind)
-        self.stack.setCurrentWidget(self.login)
+        self._show_screen(self.login)
 
     def show_admin_login(self) -> None:
         """Username/password screen (a session: it times out too)."""
         self.admin_login.reset()
         self.logout_button.hide()
-        self.stack.setCurrentWidget(self.admin_login)
+        self._show_screen(self.admin_login)
         self.inactivity.start()
         self.admin_login.username.setFocus()
 
@@ -250,7 +283,7 @@ class KioskWindow(QMainWindow):
         if self.student is None:
             self.show_login()
             return
-        self.stack.setCurrentWidget(self.dashboard)
+        self._show_screen(self.dashboard)
         self.dashboard.refresh()
 
     def show_request_form(self, faculty: FacultyView) -> None:
@@ -258,24 +291,28 @@ class KioskWindow(QMainWindow):
         if self.student is None:
             return
         self.request_form.start(self.student, faculty)
-        self.stack.setCurrentWidget(self.request_form)
+        self._show_screen(self.request_form)
+        # The student came here to type: the message field and the keys are ready.
+        self.request_form.message_edit.setFocus()
+        if self.keyboard is not None:
+            self.keyboard.show_for(self.request_form.message_edit)
 
     def show_my_consultations(self) -> None:
         """The student's consultations."""
         if self.student is None:
             return
         self.my_consultations.load(self.student)
-        self.stack.setCurrentWidget(self.my_consultations)
+        self._show_screen(self.my_consultations)
 
     # ------------------------------------------------------------------ sessions
 
     def on_card(self, uid: str) -> None:
         """Route a card tap: admin registration, else login (on the login screen only)."""
-        if self.admin is not None and self.stack.currentWidget() is self.admin_area:
+        if self.admin is not None and self.current_screen() is self.admin_area:
             if self.admin_area.card_tapped(uid):
                 self.inactivity.touch()
             return
-        if self.student is not None or self.stack.currentWidget() is not self.login:
+        if self.student is not None or self.current_screen() is not self.login:
             return  # someone is using the kiosk; a stray tap does not switch users
         self.login.show_message("Checking your card…", "info")
         self.ctx.run(lambda b: b.login_by_card(uid), self._card_checked, self._card_failed)
@@ -340,7 +377,7 @@ class KioskWindow(QMainWindow):
         self.admin_login.reset()
         self.user_label.setText(f"Administrator: {session.username}")
         self.logout_button.show()
-        self.stack.setCurrentWidget(self.admin_area)
+        self._show_screen(self.admin_area)
         self.admin_area.open(session)
         self.inactivity.start()
 

@@ -280,7 +280,8 @@ class RequestFormScreen(QWidget):
         self.message_edit = QPlainTextEdit()
         self.message_edit.setObjectName("messageEdit")
         self.message_edit.setPlaceholderText("Describe your question (10 to 500 characters)")
-        self.message_edit.setMinimumHeight(150)
+        # Small enough that the form fits above the on-screen keyboard (it grows without it).
+        self.message_edit.setMinimumHeight(72)
         layout.addWidget(self.message_edit, 1)
         row = QHBoxLayout()
         self.message_error = QLabel("")

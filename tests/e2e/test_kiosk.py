@@ -446,3 +446,78 @@ def test_admin_provisions_rotates_and_revokes_a_desk_unit(
 
     win.logout()  # the configuration is not left on screen
     assert tab.secret.text() == ""
+
+
+def touch(qtbot: Any, widget: Any) -> None:
+    """A click through the window, the path a real touch takes."""
+    win = widget.window()
+    qtbot.mouseClick(
+        win.windowHandle(),
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+        widget.mapTo(win, widget.rect().center()),
+    )
+
+
+def type_on_screen(qtbot: Any, keyboard: Any, text: str) -> None:
+    """Touch the on-screen keys that type ``text`` (Shift for capitals, ?123 for digits)."""
+    from central_system.views.keyboard import SHIFT, SPACE, TO_LETTERS, TO_SYMBOLS
+
+    for ch in text:
+        wants_symbols = ch.isdigit()
+        if wants_symbols != keyboard.symbols:
+            touch(qtbot, keyboard.keys[TO_SYMBOLS if wants_symbols else TO_LETTERS])
+        if ch.isupper():
+            touch(qtbot, keyboard.keys[SHIFT])
+        touch(qtbot, keyboard.keys[SPACE if ch == " " else ch.lower()])
+
+
+def test_a_student_types_the_request_on_the_onscreen_keyboard(
+    qtbot: Any, kiosk: Kiosk, desks: dict[str, DeskUnit], seeded: dict[str, int]
+) -> None:
+    """No physical keyboard at the kiosk: the message and course code are typed by touch."""
+    login(qtbot, kiosk)
+    win = kiosk.window
+    kb = win.keyboard
+    assert kb is not None and not kb.isVisible()  # the dashboard's search box has no keys up
+    card = win.dashboard.cards[seeded["ana"]]
+    qtbot.waitUntil(card.request_button.isEnabled, timeout=WAIT_MS)
+    touch(qtbot, card.request_button)
+    form = win.request_form
+    qtbot.waitUntil(lambda: win.current_screen() is form, timeout=WAIT_MS)
+    # The form opens ready to type, and still fits the 600 px screen above the keys.
+    qtbot.waitUntil(kb.isVisible, timeout=WAIT_MS)
+    assert form.message_edit.hasFocus()
+    assert win.centralWidget().minimumSizeHint().height() <= 600
+
+    type_on_screen(qtbot, kb, "Could we meet today?")
+    assert form.message_edit.toPlainText() == "Could we meet today?"
+    assert form.char_count.text() == "20 / 500" and form.send_button.isEnabled()
+    touch(qtbot, form.course_edit)
+    qtbot.waitUntil(form.course_edit.hasFocus, timeout=WAIT_MS)
+    type_on_screen(qtbot, kb, "CS101")
+    assert form.course_edit.text() == "CS101"
+
+    touch(qtbot, form.send_button)
+    qtbot.waitUntil(lambda: form.sent is not None, timeout=WAIT_MS)
+    assert not kb.isVisible()  # nothing to type on the "sent" screen
+    cid = form.sent.id
+    desk = desks["ana"]
+    qtbot.waitUntil(lambda: any(str(r.cid) == str(cid) for r in desk.queue), timeout=WAIT_MS)
+    assert next(r for r in desk.queue if str(r.cid) == str(cid)).message.endswith(
+        "Could we meet today?"
+    )
+
+
+def test_the_onscreen_keyboard_can_be_turned_off(qtbot: Any, system: System) -> None:
+    import dataclasses
+
+    no_keys = dataclasses.replace(
+        system, settings=system.settings.model_copy(update={"kiosk_onscreen_keyboard": False})
+    )
+    k = Kiosk(no_keys, SimulatedRFIDReader())
+    qtbot.addWidget(k.window)
+    try:
+        assert k.window.keyboard is None
+    finally:
+        k.close()
