@@ -62,19 +62,19 @@ def run(args: argparse.Namespace) -> int:
     backend: Any = None
     if settings.kiosk_backend == "process":
         # The central system in a child process: its MQTT bursts cannot stall the screen.
+        # Started after the window shows, and retried until it is up (a database or
+        # broker that is late at boot delays the kiosk, it does not crash it).
         from ..views.backend_process import BackendProcess
 
-        try:
-            backend = BackendProcess(settings).start()
-        except RuntimeError as err:
-            print(f"consultease run: {err}", file=sys.stderr)
-            return 2
+        backend = BackendProcess(settings)
     else:
         system = build_system(settings)
         system.start()
     reader = create_reader(settings.rfid_device)
     kiosk = Kiosk(system, reader, backend=backend)
     kiosk.show(fullscreen=args.fullscreen or settings.fullscreen)
+    if backend is not None:
+        backend.start_in_background()
     try:
         return 0 if stopping.is_set() else int(app.exec())
     finally:

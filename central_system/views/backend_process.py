@@ -64,10 +64,14 @@ CALL_TIMEOUT_S = 300.0
 # Events gather this long in the child before a batch is sent (one message, not one per event).
 EVENT_BATCH_S = 0.003
 RESTART_DELAY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-# The bridge shows this state while the child is being restarted.
+# States the bridge shows (beside the MQTT service's own): the child is starting for the
+# first time, it died and is being restarted, or starting it failed and is being retried.
+STARTING_STATE = "starting"
 BACKEND_DOWN_STATE = "backend_down"
+BACKEND_FAILED_STATE = "backend_failed"
 
 UNAVAILABLE = "The kiosk lost its connection to the central system. Please try again in a moment."
+STARTING = "The kiosk is still starting. Please try again in a moment."
 
 
 class RemoteCallError(Exception):
@@ -264,8 +268,11 @@ class BackendProcess:
         self.start_timeout = start_timeout
         self.call_timeout = call_timeout
         self.restart = restart
-        self.mqtt_state = "starting"
+        self.mqtt_state = STARTING_STATE
         self.restarts = 0
+        self.start_failures = 0
+        self.last_start_error = ""
+        self._started_once = False
         self._proc: subprocess.Popen[bytes] | None = None
         self._calls: Connection | None = None
         self._call_lock = threading.Lock()
@@ -289,8 +296,23 @@ class BackendProcess:
         return self._calls is not None and self._proc is not None and self._proc.poll() is None
 
     def start(self) -> BackendProcess:
-        """Start the child and wait until its system is built and started (bounded)."""
+        """Start the child and wait until its system is built and started (bounded).
+
+        Raises RuntimeError when it cannot start (see :meth:`start_in_background`).
+        """
         self._spawn()
+        return self
+
+    def start_in_background(self) -> BackendProcess:
+        """Start the child without waiting, retrying with a growing delay until it is up.
+
+        What a kiosk wants at boot: the window shows at once ("starting…"), and a
+        database or broker that is not up yet delays the kiosk instead of crashing it
+        into systemd's restart limit.
+        """
+        threading.Thread(
+            target=self._restart_loop, args=(True,), name="kiosk-backend-start", daemon=True
+        ).start()
         return self
 
     def _spawn(self) -> None:
@@ -332,6 +354,7 @@ class BackendProcess:
             _terminate(proc)
             raise
         self._generation += 1
+        self._started_once = True
         self._proc = proc
         self._calls = calls
         state, methods = detail
@@ -373,7 +396,7 @@ class BackendProcess:
         with self._call_lock:
             calls = self._calls
             if calls is None:
-                raise KioskError(UNAVAILABLE)
+                raise KioskError(UNAVAILABLE if self._started_once else STARTING)
             call_id = next(self._ids)
             try:
                 calls.send((call_id, method, args, kwargs))
@@ -447,31 +470,41 @@ class BackendProcess:
         proc = self._proc
         code = proc.wait(10) if proc is not None else None
         logger.error("the kiosk's backend exited unexpectedly (exit code %s)", code)
-        self.mqtt_state = BACKEND_DOWN_STATE
-        bridge = self._bridge
-        if bridge is not None:
-            bridge.on_mqtt_state(BACKEND_DOWN_STATE)
+        self._set_state(BACKEND_DOWN_STATE)
         if self.restart:
             threading.Thread(
                 target=self._restart_loop, name="kiosk-backend-restart", daemon=True
             ).start()
 
-    def _restart_loop(self) -> None:
+    def _restart_loop(self, first_start: bool = False) -> None:
         for attempt in itertools.count():
-            delay = RESTART_DELAY_S[min(attempt, len(RESTART_DELAY_S) - 1)]
-            if self._closing.wait(delay):
-                return
+            if attempt or not first_start:
+                delay = RESTART_DELAY_S[min(attempt, len(RESTART_DELAY_S) - 1)]
+                if self._closing.wait(delay):
+                    return
             try:
                 self._spawn()
             except Exception as err:
-                logger.error("restarting the kiosk's backend failed: %s", err)
+                self.start_failures += 1
+                self.last_start_error = str(err)
+                logger.error(
+                    "starting the kiosk's backend failed (attempt %d): %s", attempt + 1, err
+                )
+                self._set_state(BACKEND_FAILED_STATE)
                 continue
             if self._closing.is_set():  # the kiosk closed while the child was starting
                 self.close()
                 return
-            self.restarts += 1
-            logger.warning("the kiosk's backend was restarted (pid %s)", self.pid)
+            if not first_start:
+                self.restarts += 1
+                logger.warning("the kiosk's backend was restarted (pid %s)", self.pid)
             return
+
+    def _set_state(self, state: str) -> None:
+        self.mqtt_state = state
+        bridge = self._bridge
+        if bridge is not None:
+            bridge.on_mqtt_state(state)
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:

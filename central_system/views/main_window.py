@@ -237,7 +237,9 @@ class KioskWindow(QMainWindow):
             "stopped": "Desks: offline",
             # The kiosk's backend process died and is being restarted (backend_process).
             "backend_down": "Central system restarting… Please wait a moment.",
-            "starting": "Desks: connecting…",
+            "starting": "Starting…",
+            # The details are in the log: a public screen shows no internals.
+            "backend_failed": "Central system unavailable, retrying. Please call an administrator.",
         }.get(state, f"Desks: {state}")
         self.mqtt_label.setText(text)
         self.mqtt_label.setProperty("state", state)

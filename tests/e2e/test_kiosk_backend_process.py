@@ -344,3 +344,51 @@ def test_consultease_run_starts_the_backend_process_and_stops_it_on_sigterm(
         probe.close()
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
+
+
+def test_a_backend_that_cannot_start_yet_is_retried_until_it_can(
+    qtbot: Any, make_settings: Callable[..., Any], pg_server_url: str
+) -> None:
+    """At boot the database may not be there yet: the kiosk shows, says so, and keeps trying."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import PG_ADMIN_URL
+
+    name = f"consultease_late_{uuid.uuid4().hex[:8]}"
+    url = pg_server_url.rsplit("/", 1)[0] + f"/{name}"
+    backend = BackendProcess(make_settings(database_url=url), DEMO_BACKEND)
+    k = Kiosk(None, SimulatedRFIDReader(), backend=backend)
+    qtbot.addWidget(k.window)
+    k.window.show()
+    win = k.window
+    assert win.mqtt_label.text() == "Starting…"  # the window is up before the backend
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        backend.start_in_background()
+        # The database does not exist: the child fails to start, the kiosk says so.
+        qtbot.waitUntil(lambda: backend.start_failures >= 1, timeout=WAIT_MS)
+        qtbot.waitUntil(
+            lambda: win.mqtt_label.property("state") == "backend_failed", timeout=WAIT_MS
+        )
+        assert "unavailable" in win.mqtt_label.text()
+        assert name in backend.last_start_error
+        k.reader.tap(STUDENT_UID)  # a student taps meanwhile: a clear message, no crash
+        qtbot.waitUntil(lambda: "try again" in win.login.message.text(), timeout=WAIT_MS)
+        assert win.student is None
+
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        qtbot.waitUntil(lambda: backend.alive, timeout=60_000)
+        qtbot.waitUntil(lambda: win.mqtt_label.text() == "Desks: connected", timeout=WAIT_MS)
+        assert backend.restarts == 0  # a late first start, not a crash
+        backend.demo_seed(FACULTY, STUDENTS, "admin")
+        k.reader.tap(STUDENT_UID)
+        qtbot.waitUntil(lambda: win.student is not None, timeout=WAIT_MS)
+    finally:
+        k.close()
+        backend.close()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
