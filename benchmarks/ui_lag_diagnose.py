@@ -208,12 +208,7 @@ def main() -> int:
     parser.add_argument(
         "--no-app-filter", action="store_true", help="experiment: remove the app-wide event filter"
     )
-    parser.add_argument(
-        "--backend",
-        choices=("process", "thread"),
-        default="process",
-        help="where the central system runs (see ui_responsiveness.py)",
-    )
+    ui.add_backend_argument(parser)
     args = parser.parse_args()
     instrument()
     calls = {"n": 0}

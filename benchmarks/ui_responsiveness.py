@@ -471,16 +471,21 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    """``--backend process|thread`` (also used by ui_lag_diagnose.py)."""
     parser.add_argument(
         "--backend",
         choices=("process", "thread"),
         default="process",
         help="where the central system runs: a child process (consultease run) or the kiosk's process",
     )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_backend_argument(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     only = os.environ.get("BENCH_ONLY", "abc")

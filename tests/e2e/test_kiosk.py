@@ -16,6 +16,7 @@ from central_system.controllers import AdminController
 from central_system.services.rfid import SimulatedRFIDReader
 from central_system.views.app import Kiosk
 from faculty_desk_unit.desk import DeskUnit
+from tests.qt_touch import touch
 
 WAIT_MS = 20_000  # generous: a noisy 2-core machine
 STUDENT_UID = "04A1B2C3"
@@ -253,13 +254,7 @@ def test_touch_postpones_auto_logout(
             qtbot.waitUntil(lambda: win.student is not None, timeout=WAIT_MS)
             qtbot.waitUntil(lambda: win.warning.isVisible(), timeout=WAIT_MS)
             # A real touch reaches the window first (QTest's widget overload would skip it).
-            search = win.dashboard.search
-            qtbot.mouseClick(
-                win.windowHandle(),
-                Qt.MouseButton.LeftButton,
-                Qt.KeyboardModifier.NoModifier,
-                search.mapTo(win, search.rect().center()),
-            )
+            touch(qtbot, win.dashboard.search)
             qtbot.waitUntil(lambda: not win.warning.isVisible(), timeout=WAIT_MS)
             assert win.student is not None
         finally:
@@ -446,17 +441,6 @@ def test_admin_provisions_rotates_and_revokes_a_desk_unit(
 
     win.logout()  # the configuration is not left on screen
     assert tab.secret.text() == ""
-
-
-def touch(qtbot: Any, widget: Any) -> None:
-    """A click through the window, the path a real touch takes."""
-    win = widget.window()
-    qtbot.mouseClick(
-        win.windowHandle(),
-        Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-        widget.mapTo(win, widget.rect().center()),
-    )
 
 
 def type_on_screen(qtbot: Any, keyboard: Any, text: str) -> None:

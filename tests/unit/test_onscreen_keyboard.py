@@ -8,7 +8,6 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLineEdit, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
 from central_system.views.keyboard import (
@@ -21,6 +20,7 @@ from central_system.views.keyboard import (
     TO_SYMBOLS,
     OnScreenKeyboard,
 )
+from tests.qt_touch import touch
 
 
 class Window(QWidget):
@@ -46,17 +46,6 @@ def win(qtbot: Any) -> Window:
     w.activateWindow()
     qtbot.waitExposed(w)
     return w
-
-
-def touch(qtbot: Any, widget: QWidget) -> None:
-    """A click through the window, the path a real touch takes (window first, then widget)."""
-    win = widget.window()
-    qtbot.mouseClick(
-        win.windowHandle(),
-        Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-        widget.mapTo(win, widget.rect().center()),
-    )
 
 
 def tap(qtbot: Any, kb: OnScreenKeyboard, label: str) -> None:
