@@ -113,3 +113,16 @@ def test_it_hides_for_buttons_read_only_fields_and_the_hide_key(qtbot: Any, win:
     assert not kb.isVisible()
     kb.press("x")  # nothing editable has the focus: nothing is typed anywhere
     assert win.readonly.text() == "fixed" and win.line.text() == "" and win.text.toPlainText() == ""
+
+
+def test_a_touchscreen_touch_shows_it(qtbot: Any, win: Window) -> None:
+    """A touch event (what eglfs delivers on the Pi), not only a mouse click, brings the keys up."""
+    from PySide6.QtTest import QTest
+
+    handle = win.windowHandle()
+    device = QTest.createTouchDevice()
+    where = win.text.mapTo(win, win.text.rect().center())
+    QTest.touchEvent(handle, device).press(0, where, handle).commit()
+    QTest.touchEvent(handle, device).release(0, where, handle).commit()
+    qtbot.waitUntil(win.keyboard.isVisible, timeout=5000)
+    assert win.text.hasFocus()
