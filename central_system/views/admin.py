@@ -371,6 +371,7 @@ class SystemTab(QWidget):
         ("reconnects", "Reconnects"),
         ("last_error", "Last error"),
         ("database", "Database"),
+        ("backend", "Central system"),
     )
 
     def __init__(self, area: AdminArea) -> None:
@@ -379,12 +380,15 @@ class SystemTab(QWidget):
         layout = QVBoxLayout(self)
         grid = QGridLayout()
         self.values: dict[str, QLabel] = {}
+        # One statistic per row: a long value (the database URL) gets the full width.
         for i, (key, label) in enumerate(self.SHOWN):
-            grid.addWidget(QLabel(label), i // 2, (i % 2) * 2)
+            grid.addWidget(QLabel(label), i, 0)
             value = QLabel("-")
             value.setObjectName(f"stat_{key}")
-            grid.addWidget(value, i // 2, (i % 2) * 2 + 1)
+            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            grid.addWidget(value, i, 1)
             self.values[key] = value
+        grid.setColumnStretch(1, 1)
         layout.addLayout(grid)
         self.message = QLabel("")
         self.message.setObjectName("fieldError")

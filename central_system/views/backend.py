@@ -10,6 +10,7 @@ integration with the controllers layer a small change.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -465,6 +466,7 @@ class KioskBackend:
             getattr(self.system, "settings", None)
             and self.system.settings.effective_database_url.split("@")[-1]
         )
+        stats["backend"] = f"in the kiosk process ({os.getpid()})"
         return stats
 
     def backup_available(self) -> bool:

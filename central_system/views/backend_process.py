@@ -418,6 +418,12 @@ class BackendProcess:
             raise KioskError(message)
         raise RemoteCallError(class_name, message)
 
+    def system_stats(self) -> dict[str, Any]:
+        """The child's statistics, plus what only the kiosk knows: the child's restarts."""
+        stats: dict[str, Any] = self.call("system_stats")
+        stats["backend"] = f"child process {self.pid}, restarts {self.restarts}"
+        return stats
+
     def __getattr__(self, name: str) -> Any:
         # Only the child backend's public methods are calls (KioskBackend's, or the
         # factory's subclass's); anything else is a programming error, found here.

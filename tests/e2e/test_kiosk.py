@@ -505,3 +505,34 @@ def test_the_onscreen_keyboard_can_be_turned_off(qtbot: Any, system: System) -> 
         assert k.window.keyboard is None
     finally:
         k.close()
+
+
+def test_every_screen_fits_1024x600_even_with_the_keyboard_up(qtbot: Any, kiosk: Kiosk) -> None:
+    """Screens scroll vertically if they must, never sideways: nothing may be cut off at the right."""
+    win = kiosk.window
+    assert win.keyboard is not None
+    win.keyboard.show()
+    screens = [win.login, win.admin_login, win.dashboard, win.request_form, win.my_consultations]
+    area = win.admin_area
+    # The System tab with the longest values it shows (the database URL is cut at 60).
+    long_stats = {key: "x" * 60 for key, _label in area.system_tab.SHOWN}
+    long_stats["backend"] = "child process 4194304, restarts 1000"
+    area.system_tab._loaded((long_stats, True))
+    # Measured as shown: a widget's size hints are only right once it is polished on screen.
+    for screen in screens:
+        win._show_screen(screen)
+        qtbot.wait(20)
+        assert screen.minimumSizeHint().width() <= 1024, type(screen).__name__
+    win._show_screen(area)
+    for i in range(area.tabs.count()):
+        area.tabs.setCurrentIndex(i)
+        qtbot.wait(20)
+        tab = area.tabs.widget(i)
+        assert tab.minimumSizeHint().width() <= 1024 - 20, type(tab).__name__
+        assert area.minimumSizeHint().width() <= 1024
+    win.keyboard.show()
+    # The keyboard and the header leave room for the request form and the admin login as they are.
+    room = 600 - win.centralWidget().minimumSizeHint().height()
+    assert room >= 0
+    for screen in (win.request_form, win.admin_login):
+        assert screen.minimumSizeHint().height() <= 600 - 64 - win.keyboard.sizeHint().height()
