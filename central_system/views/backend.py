@@ -30,6 +30,14 @@ class KioskError(Exception):
     """An error whose message the kiosk shows to the user as is."""
 
 
+class OutcomeUnknownError(KioskError):
+    """The call reached the central system but its answer did not come back.
+
+    The action may or may not have been carried out (the backend process died or did
+    not answer in time): the screen must not suggest simply doing it again.
+    """
+
+
 @dataclass(frozen=True)
 class FacultyView:
     """What a faculty card shows."""

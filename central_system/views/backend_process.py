@@ -50,7 +50,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .backend import KioskError
+from .backend import KioskError, OutcomeUnknownError
 
 # Not __name__: the child runs this module as __main__.
 logger = logging.getLogger("central_system.views.backend_process")
@@ -72,6 +72,10 @@ BACKEND_FAILED_STATE = "backend_failed"
 
 UNAVAILABLE = "The kiosk lost its connection to the central system. Please try again in a moment."
 STARTING = "The kiosk is still starting. Please try again in a moment."
+OUTCOME_UNKNOWN = (
+    "The kiosk lost its connection to the central system before it answered; "
+    "what you did may or may not have been saved."
+)
 
 
 class RemoteCallError(Exception):
@@ -400,17 +404,25 @@ class BackendProcess:
             call_id = next(self._ids)
             try:
                 calls.send((call_id, method, args, kwargs))
+            except (OSError, EOFError) as err:
+                raise KioskError(UNAVAILABLE) from err  # never reached the child
+            # From here on the child may have acted on the call: a missing answer is not
+            # "nothing happened" (a request may be saved and on its way to the desk).
+            try:
                 deadline = time.monotonic() + self.call_timeout
                 while True:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or not calls.poll(remaining):
-                        raise KioskError("The central system did not answer. Please try again.")
+                        raise OutcomeUnknownError(
+                            "The central system did not answer in time; "
+                            "what you did may or may not have been saved."
+                        )
                     reply_id, ok, payload = calls.recv()
                     if reply_id == call_id:
                         break
                     # An answer to a call that timed out earlier: drop it.
             except (OSError, EOFError) as err:
-                raise KioskError(UNAVAILABLE) from err
+                raise OutcomeUnknownError(OUTCOME_UNKNOWN) from err
         if ok:
             return payload
         is_kiosk_error, class_name, message = payload

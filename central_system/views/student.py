@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .backend import ConsultationView, FacultyView, KioskError, StudentView
+from .backend import ConsultationView, FacultyView, KioskError, OutcomeUnknownError, StudentView
 from .context import KioskContext
 from .widgets import StatusPill, button, fmt_time, repolish, title
 
@@ -422,7 +422,15 @@ class RequestFormScreen(QWidget):
         self.stack.setCurrentIndex(1)
 
     def _sent_failed(self, err: BaseException) -> None:
-        self.form_error.setText(_error_text(err))
+        if isinstance(err, OutcomeUnknownError):
+            # The request may be saved (and on its way to the desk): sending it again
+            # could make two. My consultations tells, once the kiosk is back.
+            self.form_error.setText(
+                "The kiosk lost its connection while sending. Your request may have been "
+                "sent: open My consultations before sending it again."
+            )
+        else:
+            self.form_error.setText(_error_text(err))
         self._validate()
 
     def _on_consultation_changed(self, consultation_id: int, status: str) -> None:

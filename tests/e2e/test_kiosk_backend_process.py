@@ -393,3 +393,54 @@ def test_a_backend_that_cannot_start_yet_is_retried_until_it_can(
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_a_request_whose_answer_is_lost_is_not_lost_and_the_student_is_told(
+    qtbot: Any,
+    make_settings: Callable[..., Any],
+    db_url: str,
+    broker: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The backend dies after saving a request, before answering: the request still reaches
+    the desk, and the kiosk says it may have been sent instead of inviting a second one."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("CONSULTEASE_TEST_CRASH_ONCE", str(tmp_path / "crashed"))
+    backend = BackendProcess(
+        make_settings(database_url=db_url), "tests.e2e.crashing_backend:CrashAfterSaveBackend"
+    ).start()
+    k = Kiosk(None, SimulatedRFIDReader(), backend=backend)
+    qtbot.addWidget(k.window)
+    k.window.show()
+    seeded = backend.demo_seed(FACULTY, STUDENTS, "admin")
+    ana_id = seeded["faculty"]["Dr. Ana Reyes"]
+    desk = DeskUnit(ana_id, "Dr. Ana Reyes", "127.0.0.1", broker.port, mode="improved").start()
+    try:
+        assert wait_until(
+            lambda: (v := backend.get_faculty(ana_id)) is not None and v.can_request, 20
+        )
+        login(qtbot, k)
+        win = k.window
+        card = win.dashboard.cards[ana_id]
+        qtbot.waitUntil(card.request_button.isEnabled, timeout=WAIT_MS)
+        card.request_button.click()
+        form = win.request_form
+        form.message_edit.setPlainText("Could we go over my lab report, please?")
+        form.send_button.click()
+        qtbot.waitUntil(lambda: "may have been sent" in form.form_error.text(), timeout=WAIT_MS)
+        assert form.sent is None  # the kiosk does not pretend to know
+        # Saved before the crash: the restarted backend sends it, the desk gets it once.
+        assert wait_until(lambda: len(desk.queue) >= 1, 30), (
+            "the saved request never reached the desk"
+        )
+        assert desk.queue[0].message.endswith("Could we go over my lab report, please?")
+        qtbot.waitUntil(lambda: backend.restarts == 1 and backend.alive, timeout=WAIT_MS)
+        mine = backend.my_consultations(seeded["students"]["Maria Garcia"])
+        assert [(c.faculty_id, c.status) for c in mine] == [(ana_id, "pending")]
+        time.sleep(1.0)
+        assert len(desk.queue) == 1
+    finally:
+        desk.stop()
+        k.close()
+        backend.close()
