@@ -430,7 +430,7 @@ def test_a_request_whose_answer_is_lost_is_not_lost_and_the_student_is_told(
         form.send_button.click()
         qtbot.waitUntil(lambda: "may have been sent" in form.form_error.text(), timeout=WAIT_MS)
         assert form.sent is None  # the kiosk does not pretend to know
-        # Saved before the crash: the restarted backend sends it, the desk gets it once.
+        # Saved with its outbox rows before the crash: the desk gets it exactly once.
         assert wait_until(lambda: len(desk.queue) >= 1, 30), (
             "the saved request never reached the desk"
         )
