@@ -64,6 +64,8 @@ CALL_TIMEOUT_S = 300.0
 # Events gather this long in the child before a batch is sent (one message, not one per event).
 EVENT_BATCH_S = 0.003
 RESTART_DELAY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+# How long close() waits for a running call before it kills a stuck child.
+CLOSE_LOCK_WAIT_S = 5.0
 # States the bridge shows (beside the MQTT service's own): the child is starting for the
 # first time, it died and is being restarted, or starting it failed and is being retried.
 STARTING_STATE = "starting"
@@ -355,7 +357,7 @@ class BackendProcess:
         except BaseException:
             calls.close()
             events.close()
-            _terminate(proc)
+            _kill(proc)
             raise
         self._generation += 1
         self._started_once = True
@@ -375,21 +377,31 @@ class BackendProcess:
             self._bridge.on_mqtt_state(self.mqtt_state)
 
     def close(self, timeout: float = 15.0) -> None:
-        """Ask the child to stop (it flushes the MQTT service) and wait for it (bounded)."""
+        """Ask the child to stop (it flushes the MQTT service) and wait for it (bounded).
+
+        A child stuck in a call (holding the call socket) or slow to stop is killed: what
+        it had saved is safe in the database and its outbox.
+        """
         self._closing.set()
-        with self._call_lock:
-            calls, self._calls = self._calls, None
-            if calls is not None:
-                with contextlib.suppress(OSError, EOFError):
-                    calls.send(None)
-                calls.close()
         proc = self._proc
+        if self._call_lock.acquire(timeout=CLOSE_LOCK_WAIT_S):
+            try:
+                calls, self._calls = self._calls, None
+                if calls is not None:
+                    with contextlib.suppress(OSError, EOFError):
+                        calls.send(None)
+                    calls.close()
+            finally:
+                self._call_lock.release()
+        elif proc is not None:
+            logger.warning("the kiosk's backend is stuck in a call: killing it")
+            _kill(proc)  # the stuck call then reads EOF and returns
         if proc is not None:
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 logger.warning("the kiosk's backend did not stop in %.0f s: killing it", timeout)
-                _terminate(proc)
+                _kill(proc)
         if self._reader is not None:
             self._reader.join(5)
 
@@ -525,13 +537,11 @@ class BackendProcess:
             bridge.on_mqtt_state(state)
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    # SIGKILL: the child ignores SIGTERM by design (only the kiosk's hang-up stops it).
     if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
 
 

@@ -1,12 +1,13 @@
-"""A kiosk backend that dies right after saving a request, before it can answer.
+"""Kiosk backends that misbehave, loaded by ``BackendProcess`` in its child.
 
-Loaded by ``BackendProcess`` in its child (``tests.e2e.crashing_backend:CrashAfterSaveBackend``)
-to reproduce a central system that loses power mid-request.
+``CrashAfterSaveBackend`` dies right after saving a request, before it can answer (a
+central system that loses power mid-request); ``HangingBackend`` never answers ``hang()``.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from central_system.views.demo_backend import DemoBackend
@@ -22,3 +23,10 @@ class CrashAfterSaveBackend(DemoBackend):
             open(marker, "w").close()  # only the first request: the restarted child behaves
             os._exit(1)
         return view
+
+
+class HangingBackend(DemoBackend):
+    """``hang()`` never returns (bounded at 10 minutes): a stuck central system."""
+
+    def hang(self) -> None:
+        time.sleep(600)

@@ -444,3 +444,34 @@ def test_a_request_whose_answer_is_lost_is_not_lost_and_the_student_is_told(
         desk.stop()
         k.close()
         backend.close()
+
+
+def test_closing_the_kiosk_does_not_wait_for_a_stuck_backend(
+    make_settings: Callable[..., Any], sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend stuck in a call is killed on close (bounded), and the stuck call returns."""
+    from central_system.views.backend import OutcomeUnknownError
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    backend = BackendProcess(
+        make_settings(database_url=sqlite_url), "tests.e2e.crashing_backend:HangingBackend"
+    ).start()
+    pid = backend.pid
+    assert pid is not None
+    outcome: dict[str, BaseException] = {}
+
+    def stuck() -> None:
+        try:
+            backend.hang()
+        except BaseException as err:
+            outcome["error"] = err
+
+    caller = threading.Thread(target=stuck, daemon=True)
+    caller.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    backend.close(timeout=5)
+    assert time.monotonic() - started < 15
+    assert not _alive(pid)
+    caller.join(10)
+    assert isinstance(outcome.get("error"), OutcomeUnknownError)
