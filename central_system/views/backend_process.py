@@ -293,7 +293,7 @@ class BackendProcess:
 
     @property
     def pid(self) -> int | None:
-        """The child's process id (None before start and while restarting)."""
+        """The process id of the current (or, while restarting, the last) child; None before start."""
         return self._proc.pid if self._proc is not None else None
 
     @property
