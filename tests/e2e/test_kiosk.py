@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -201,12 +202,9 @@ def test_pending_request_can_be_cancelled_and_the_desk_hears_it(
     qtbot.waitUntil(lambda: desk.stats.cancellations >= 1, timeout=WAIT_MS)
 
 
-def test_auto_logout_after_inactivity_with_countdown(
-    qtbot: Any, make_settings: Callable[..., Any], sqlite_url: str
-) -> None:
-    settings = make_settings(
-        database_url=sqlite_url, kiosk_inactivity_timeout_s=3.0, kiosk_logout_warning_s=2.0
-    )
+@contextmanager
+def logged_in_kiosk_with_short_timeout(qtbot: Any, settings: Any) -> Iterator[Kiosk]:
+    """A system and kiosk of their own (short inactivity settings), a student logged in."""
     sysm = build_system(settings)
     sysm.start()
     try:
@@ -218,19 +216,29 @@ def test_auto_logout_after_inactivity_with_countdown(
         k.window.show()
         try:
             k.reader.tap(STUDENT_UID)
-            win = k.window
-            qtbot.waitUntil(lambda: win.student is not None, timeout=WAIT_MS)
-            qtbot.waitUntil(lambda: win.warning.isVisible(), timeout=WAIT_MS)
-            assert "logging out in" in win.warning.text()
-            assert win.student is not None  # warned, not yet logged out
-            qtbot.waitUntil(lambda: win.student is None, timeout=WAIT_MS)
-            assert win.current_screen() is win.login
-            assert "inactivity" in win.login.message.text()
-            assert not win.warning.isVisible()
+            qtbot.waitUntil(lambda: k.window.student is not None, timeout=WAIT_MS)
+            yield k
         finally:
             k.close()
     finally:
         sysm.stop()
+
+
+def test_auto_logout_after_inactivity_with_countdown(
+    qtbot: Any, make_settings: Callable[..., Any], sqlite_url: str
+) -> None:
+    settings = make_settings(
+        database_url=sqlite_url, kiosk_inactivity_timeout_s=3.0, kiosk_logout_warning_s=2.0
+    )
+    with logged_in_kiosk_with_short_timeout(qtbot, settings) as k:
+        win = k.window
+        qtbot.waitUntil(lambda: win.warning.isVisible(), timeout=WAIT_MS)
+        assert "logging out in" in win.warning.text()
+        assert win.student is not None  # warned, not yet logged out
+        qtbot.waitUntil(lambda: win.student is None, timeout=WAIT_MS)
+        assert win.current_screen() is win.login
+        assert "inactivity" in win.login.message.text()
+        assert not win.warning.isVisible()
 
 
 def test_touch_postpones_auto_logout(
@@ -239,28 +247,13 @@ def test_touch_postpones_auto_logout(
     settings = make_settings(
         database_url=sqlite_url, kiosk_inactivity_timeout_s=2.0, kiosk_logout_warning_s=1.5
     )
-    sysm = build_system(settings)
-    sysm.start()
-    try:
-        sysm.controllers["student"].create_student(
-            name="Maria Garcia", student_id="2023-0001", rfid_uid=STUDENT_UID
-        )
-        k = Kiosk(sysm, SimulatedRFIDReader())
-        qtbot.addWidget(k.window)
-        k.window.show()
-        try:
-            k.reader.tap(STUDENT_UID)
-            win = k.window
-            qtbot.waitUntil(lambda: win.student is not None, timeout=WAIT_MS)
-            qtbot.waitUntil(lambda: win.warning.isVisible(), timeout=WAIT_MS)
-            # A real touch reaches the window first (QTest's widget overload would skip it).
-            touch(qtbot, win.dashboard.search)
-            qtbot.waitUntil(lambda: not win.warning.isVisible(), timeout=WAIT_MS)
-            assert win.student is not None
-        finally:
-            k.close()
-    finally:
-        sysm.stop()
+    with logged_in_kiosk_with_short_timeout(qtbot, settings) as k:
+        win = k.window
+        qtbot.waitUntil(lambda: win.warning.isVisible(), timeout=WAIT_MS)
+        # A real touch reaches the window first (QTest's widget overload would skip it).
+        touch(qtbot, win.dashboard.search)
+        qtbot.waitUntil(lambda: not win.warning.isVisible(), timeout=WAIT_MS)
+        assert win.student is not None
 
 
 def test_admin_adds_faculty_and_registers_a_card_by_tapping(
