@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "central_system.commands.doctor",
     "central_system.commands.kiosk",
     "central_system.commands.desk_units",
+    "central_system.commands.people",
 ]
 
 

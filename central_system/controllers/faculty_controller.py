@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..models import Faculty, FacultyStatus, utcnow
 from ..utils import topics
-from . import outbound
+from . import outbound, roster
 from .base import ControllerBase, DbSource, FacultyEvent, Listeners
 from .schemas import (
     InboundStats,
@@ -33,6 +33,7 @@ from .schemas import (
 if TYPE_CHECKING:
     from ..services.async_mqtt_service import AsyncMQTTService, MQTTMessage, PublishHandle
     from ..services.liveness import LivenessService
+    from .roster import ImportReport
 
 logger = logging.getLogger(__name__)
 
@@ -287,6 +288,21 @@ class FacultyController(ControllerBase):
             return list(session.scalars(stmt))
 
     get_all_faculty = list_faculty
+
+    # ------------------------------------------------------------------ CSV (roster.py)
+
+    def import_csv(
+        self, data: bytes, *, commit: bool = False, actor: str = "system"
+    ) -> ImportReport:
+        """Preview (default) or commit a CSV import of faculty; see :mod:`.roster`."""
+        report = roster.import_rows(self.session, "faculty", data, commit=commit, actor=actor)
+        for fid in report.created_ids:
+            self.liveness.forget(fid)
+        return report
+
+    def export_csv(self) -> str:
+        """Every record as CSV with the import's header."""
+        return roster.export_rows(self.session, "faculty")
 
     @staticmethod
     def _department(department: object) -> str:

@@ -11,10 +11,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..models import Student, utcnow
+from . import roster
 from .base import ControllerBase, DbSource
 
 if TYPE_CHECKING:
     from ..services.async_mqtt_service import AsyncMQTTService
+    from .roster import ImportReport
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +179,19 @@ class StudentController(ControllerBase):
             return list(session.scalars(select(Student).order_by(Student.name, Student.id)))
 
     get_all_students = list_students
+
+    # ------------------------------------------------------------------ CSV (roster.py)
+
+    def import_csv(
+        self, data: bytes, *, commit: bool = False, actor: str = "system"
+    ) -> ImportReport:
+        """Preview (default) or commit a CSV import of students; see :mod:`.roster`."""
+        report = roster.import_rows(self.session, "students", data, commit=commit, actor=actor)
+        return report
+
+    def export_csv(self) -> str:
+        """Every record as CSV with the import's header."""
+        return roster.export_rows(self.session, "students")
 
     @staticmethod
     def _check_unique(
