@@ -66,8 +66,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    result: int = args.func(args)
+    from pydantic import ValidationError
+
+    from .config import ConfigurationError, describe_settings_error, is_settings_error
+
+    # One place for every command: a bad setting is one line and exit status 2, not a
+    # traceback (the settings are read lazily, inside the command).
+    try:
+        result: int = args.func(args)
+    except ValidationError as err:
+        if not is_settings_error(err):
+            raise
+        return _usage_error(describe_settings_error(err))
+    except ConfigurationError as err:
+        return _usage_error(str(err))
     return result
+
+
+def _usage_error(message: str) -> int:
+    print(f"consultease: configuration error: {message}", file=sys.stderr, flush=True)
+    return 2
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -30,6 +30,22 @@ def _default_client_id() -> str:
     return f"consultease-central-{host}"
 
 
+ENV_PREFIX = "CONSULTEASE_"
+# Longest bad value quoted back in a configuration error (a stray paste can be long).
+_SHOWN_VALUE_CHARS = 60
+
+
+class ConfigurationError(Exception):
+    """A setting or a configured location cannot be used; ``str()`` is one line for the user.
+
+    ``consultease`` prints it and exits with status 2 (a usage error, not a crash).
+    """
+
+
+class SettingsFileError(ConfigurationError):
+    """The TOML file named by ``CONSULTEASE_CONFIG`` cannot be read or parsed."""
+
+
 class _TomlSource(PydanticBaseSettingsSource):
     """Reads the optional TOML file named by ``CONSULTEASE_CONFIG`` (flat keys, no prefix)."""
 
@@ -38,8 +54,14 @@ class _TomlSource(PydanticBaseSettingsSource):
         path = os.environ.get("CONSULTEASE_CONFIG")
         self._data: dict[str, Any] = {}
         if path:
-            with open(path, "rb") as fh:
-                raw = tomllib.load(fh)
+            try:
+                with open(path, "rb") as fh:
+                    raw = tomllib.load(fh)
+            except (OSError, tomllib.TOMLDecodeError) as err:
+                raise SettingsFileError(
+                    f"CONSULTEASE_CONFIG={path}: cannot read the settings file: "
+                    f"{getattr(err, 'strerror', None) or err}"
+                ) from err
             # Accept both flat keys and a [consultease] table.
             self._data = dict(raw.get("consultease", raw))
 
@@ -124,6 +146,50 @@ class Settings(BaseSettings):
     def mqtt_tls_enabled(self) -> bool:
         """TLS is on exactly when a CA certificate file is configured."""
         return self.mqtt_tls_ca_certs is not None
+
+
+def _where(field_name: str) -> str:
+    """Where a setting's value came from, as the user would write it."""
+    env_name = f"{ENV_PREFIX}{field_name.upper()}"
+    if any(key.upper() == env_name for key in os.environ):
+        return env_name
+    config = os.environ.get("CONSULTEASE_CONFIG")
+    return f"{field_name} in {config}" if config else field_name
+
+
+def _expectation(message: str) -> str:
+    """Pydantic's message as what the setting expects ("Input should be ..." -> "expected ...")."""
+    for prefix in ("Input should be ", "Value error, "):
+        if message.startswith(prefix):
+            return ("expected " if prefix.startswith("Input") else "") + message[len(prefix) :]
+    return message[:1].lower() + message[1:]
+
+
+def describe_settings_error(err: ValidationError) -> str:
+    """One line per bad setting, joined: the variable, the bad value, and what is expected.
+
+    Secret values (passwords) are never quoted back.
+    """
+    parts = []
+    for error in err.errors(include_url=False):
+        loc = [str(p) for p in error.get("loc", ())]
+        name = loc[0] if loc else "settings"
+        where = _where(name) if name in Settings.model_fields else name
+        value = error.get("input")
+        if "password" in name or isinstance(value, dict) or error.get("type") == "missing":
+            shown = ""
+        else:
+            text = repr(str(value))
+            if len(text) > _SHOWN_VALUE_CHARS:
+                text = text[: _SHOWN_VALUE_CHARS - 1] + "…"
+            shown = f"={text}"
+        parts.append(f"{where}{shown} is not valid: {_expectation(str(error.get('msg', '')))}")
+    return "; ".join(parts) or "invalid settings"
+
+
+def is_settings_error(err: BaseException) -> bool:
+    """True for a ``ValidationError`` raised while reading :class:`Settings` (not a payload's)."""
+    return isinstance(err, ValidationError) and err.title == Settings.__name__
 
 
 @lru_cache(maxsize=1)

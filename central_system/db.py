@@ -6,8 +6,11 @@ survives a power cut; PostgreSQL is used as configured.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +22,7 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from .config import get_settings
+from .config import ConfigurationError, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -173,12 +176,73 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+class DatabaseLocationError(ConfigurationError):
+    """The SQLite database file cannot be created or written where the URL puts it."""
+
+
+def _os_reason(err: OSError, target: Path) -> str:
+    reason = f"{target}: {err.strerror or err}"
+    if err.errno == errno.ENOENT and target.parent.is_dir():
+        # The directory exists, yet creating in it says "no such file": /proc, /sys and the like.
+        reason += f" ({target.parent} is on a file system that does not allow new files)"
+    return reason
+
+
+def sqlite_file_problem(path: Path, *, create: bool) -> str | None:
+    """Why SQLite cannot create or write the database file ``path``; None when it can.
+
+    With ``create`` the missing directories and the (empty) file are made, as SQLite
+    would make the file on its first connection anyway. Without it only a probe is
+    created in the nearest existing directory and removed at once (``doctor`` looks,
+    it does not create). A probe is the only honest test: ``os.access`` says yes to
+    root on file systems such as /proc that refuse every new file.
+    """
+    if path.exists():
+        if path.is_dir():
+            return f"{path} is a directory"
+        if not os.access(path, os.R_OK | os.W_OK):
+            return f"{path} is not readable and writable by this user"
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            # WAL mode keeps its -wal and -shm files beside the database.
+            return f"the directory {path.parent} is not writable (SQLite writes its journal there)"
+        return None
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    try:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o666))
+        elif existing == path.parent:
+            fd, probe = tempfile.mkstemp(prefix=".consultease-probe-", dir=existing)
+            os.close(fd)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".consultease-probe-", dir=existing))
+    except OSError as err:
+        # Name what would be created (the first missing directory, or the file), not the probe.
+        first_missing = path if existing == path.parent else path.relative_to(existing).parts[0]
+        wanted = existing / first_missing if not create else Path(err.filename or path)
+        return f"cannot create {_os_reason(err, wanted)}"
+    return None
+
+
 def create_db_engine(url: str) -> Engine:
-    """An engine for ``url`` with ConsultEase's connection settings."""
+    """An engine for ``url`` with ConsultEase's connection settings.
+
+    Raises :class:`DatabaseLocationError` when a SQLite file cannot be created or written.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            problem = sqlite_file_problem(Path(parsed.database), create=True)
+            if problem is not None:
+                raise DatabaseLocationError(
+                    f"the database {parsed.database} cannot be created or written: {problem}"
+                    "; set CONSULTEASE_DATABASE_URL or CONSULTEASE_DATA_DIR to a writable place"
+                )
         engine = create_engine(
             url,
             # _GatedConnection: writers of this process queue on a gate, not in the busy handler.

@@ -52,9 +52,11 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the broker configuration from the database."""
+    from ..config import get_settings
     from ..db import session_scope
     from ..services import provisioning
 
+    get_settings()  # a bad setting is reported by `consultease` itself (one line, exit 2)
     tls_parts = (args.tls_cert, args.tls_key, args.ca)
     if any(tls_parts) and not all(tls_parts):
         print("--tls-cert, --tls-key and --ca go together.", file=sys.stderr)

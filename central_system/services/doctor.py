@@ -138,16 +138,26 @@ def check_database(ctx: _Context) -> CheckResult:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from ..db import alembic_config, create_db_engine, schema_revision
+    from ..db import alembic_config, create_db_engine, schema_revision, sqlite_file_problem
 
     url = ctx.settings.effective_database_url
     shown = url.split("@")[-1]
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     parsed = make_url(url)
     sqlite_file = parsed.database if parsed.get_backend_name() == "sqlite" else None
-    if sqlite_file and sqlite_file != ":memory:" and not Path(sqlite_file).is_file():
-        # Connecting would create an empty file; a doctor only looks.
-        return CheckResult("database", Status.FAIL, f"{shown} does not exist yet")
+    if sqlite_file and sqlite_file != ":memory:":
+        # Connecting would create an empty file; a doctor only looks (a probe at most).
+        problem = sqlite_file_problem(Path(sqlite_file), create=False)
+        if problem is not None:
+            return CheckResult(
+                "database", Status.FAIL, f"{shown} cannot be created or written: {problem}"
+            )
+        if not Path(sqlite_file).is_file():
+            return CheckResult(
+                "database",
+                Status.FAIL,
+                f"{shown} does not exist yet; the first `consultease serve` or `run` creates it",
+            )
     try:
         engine = create_db_engine(url)
     except (SQLAlchemyError, OSError, ValueError) as err:
