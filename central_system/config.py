@@ -10,9 +10,11 @@ import os
 import re
 import socket
 import tomllib
+from datetime import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -115,6 +117,15 @@ class Settings(BaseSettings):
     # goes first (the backend's work waits a few ms, it is never dropped).
     kiosk_backend_nice: int = Field(default=5, ge=0, le=19)
 
+    # Issue 12: a pending request nobody answers expires after this many seconds (0: never
+    # by age) and, in any case, at the daily cut-off ``consultation_day_end`` (local time in
+    # ``consultation_timezone``, an IANA name; the machine's zone when unset; empty: no daily
+    # cut-off). The student sees "expired"; the desk gets a cancellation (contract 1.3).
+    consultation_expire_after_s: float = Field(default=7200.0, ge=0)
+    consultation_day_end: time | None = time(0, 0)
+    consultation_timezone: str | None = None
+    consultation_expiry_check_interval_s: float = Field(default=30.0, gt=0)
+
     log_level: str = "INFO"
 
     @field_validator("mqtt_client_id")
@@ -122,6 +133,24 @@ class Settings(BaseSettings):
     def _client_id_is_sane(cls, value: str) -> str:
         if not value or len(value) > 128 or any(c in value for c in "+#/\0"):
             raise ValueError("mqtt_client_id must be 1-128 characters without + # / or NUL")
+        return value
+
+    @field_validator("consultation_day_end", mode="before")
+    @classmethod
+    def _empty_day_end_is_none(cls, value: object) -> object:
+        return None if value in ("", "none", "None") else value
+
+    @field_validator("consultation_timezone")
+    @classmethod
+    def _timezone_exists(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name like Asia/Manila)"
+            ) from err
         return value
 
     @classmethod

@@ -143,6 +143,7 @@ def render() -> str:
     msgs = outbound.consultation_messages(consultation, student, faculty)
     long_text = outbound.request_text(43, "José (Pepe): Núñez", 8, "日本語の質問です。" * 40)
     cancel = outbound.cancellation_message(consultation, student, AT)
+    expired = outbound.cancellation_message(consultation, student, AT, reason="expired")
     status = outbound.faculty_status_message(3, "away", timestamp=1764260729.12)
     event = outbound.consultation_event_message(
         consultation, "pending", AT, "consultease-central-kiosk1"
@@ -192,6 +193,12 @@ def render() -> str:
         f"### `{cancel.topic}`",
         "",
         _block(cancel.payload),
+        "",
+        "A request nobody answered in time expires (issue 12: `consultation_expire_after_s`, "
+        "`consultation_day_end`); the desk gets the same cancellation with one more, last field "
+        "(the deployed firmware reads only `consultation_id`, contract 3):",
+        "",
+        _block(expired.payload),
         "",
         f"### `{status.topic}` (published by the central system)",
         "",

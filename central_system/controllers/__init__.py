@@ -13,6 +13,7 @@ from .admin_controller import AdminController
 from .base import ConsultationEvent, FacultyEvent
 from .consultation_controller import ConsultationController, ConsultationError
 from .faculty_controller import FacultyController, FacultyError
+from .queue_controller import ExpiryPolicy, QueueController, QueuePosition
 from .schemas import InboundStats, inbound_stats
 from .student_controller import StudentController, StudentError
 
@@ -24,10 +25,13 @@ __all__ = [
     "ConsultationController",
     "ConsultationError",
     "ConsultationEvent",
+    "ExpiryPolicy",
     "FacultyController",
     "FacultyError",
     "FacultyEvent",
     "InboundStats",
+    "QueueController",
+    "QueuePosition",
     "StudentController",
     "StudentError",
     "inbound_stats",
@@ -37,11 +41,18 @@ __all__ = [
 
 def wire_controllers(system: System) -> None:
     """Build the controllers on ``system.mqtt`` and register their subscriptions and the liveness timer."""
+    from ..services.expiry import ExpiryService
     from ..services.liveness import LivenessService
 
     liveness = LivenessService(system.settings, db=system.engine, mqtt=system.mqtt)
     faculty = FacultyController(db=system.engine, mqtt=system.mqtt, liveness=liveness)
-    consultation = ConsultationController(db=system.engine, mqtt=system.mqtt, liveness=liveness)
+    expiry = ExpiryPolicy.from_settings(system.settings)
+    consultation = ConsultationController(
+        db=system.engine, mqtt=system.mqtt, liveness=liveness, expiry=expiry
+    )
+    expiry_sweep = ExpiryService(
+        consultation.expire_due, system.settings.consultation_expiry_check_interval_s
+    )
     liveness.set_resender(consultation.resend_pending)
     system.controllers.update(
         {
@@ -50,8 +61,12 @@ def wire_controllers(system: System) -> None:
             "student": StudentController(db=system.engine, mqtt=system.mqtt),
             "admin": AdminController(db=system.engine, mqtt=system.mqtt),
             "liveness": liveness,
+            "queue": QueueController(db=system.engine, mqtt=system.mqtt, expiry=expiry),
+            "expiry": expiry_sweep,
             "inbound_stats": inbound_stats,
         }
     )
     # Liveness first: it loads the desks' state before any presence report arrives.
     system.components.extend([liveness, faculty, consultation])
+    if expiry.enabled:
+        system.components.append(expiry_sweep)

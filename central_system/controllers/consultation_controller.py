@@ -12,17 +12,27 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from sqlalchemy import CursorResult, Table, bindparam, func, insert, select, true, update
 from sqlalchemy.orm import Session
 
-from ..models import ALLOWED_TRANSITIONS, Consultation, ConsultationStatus, Faculty, Student, utcnow
+from ..models import (
+    ALLOWED_TRANSITIONS,
+    ANSWER_STATUSES,
+    Consultation,
+    ConsultationStatus,
+    Faculty,
+    Student,
+    utcnow,
+)
 from ..services.async_mqtt_service import MQTTMessage, MQTTServiceError
 from ..utils import topics
 from . import outbound
 from .base import ConsultationEvent, ControllerBase, DbSource, Listeners, audit
+from .queue_controller import ExpiryPolicy
 from .schemas import InboundStats, ResponsePayload, drop, inbound_stats, parse_inbound
 
 if TYPE_CHECKING:
@@ -55,7 +65,12 @@ _CREATE_INSERT: Final = insert(_CONSULTATIONS)
 # A desk response's read and its conditional UPDATE (one per target status), built once:
 # they run for every response under load.
 _RESPONSE_LOOKUP: Final = (
-    select(_CONSULTATIONS.c.student_id, _CONSULTATIONS.c.faculty_id, _CONSULTATIONS.c.status)
+    select(
+        _CONSULTATIONS.c.student_id,
+        _CONSULTATIONS.c.faculty_id,
+        _CONSULTATIONS.c.status,
+        _CONSULTATIONS.c.created_at,
+    )
     .where(_CONSULTATIONS.c.id == bindparam("cid"))
     .with_for_update()
 )
@@ -66,6 +81,24 @@ _RESPONSE_UPDATES: Final = {
     for status in ConsultationStatus
     if f"{status.value}_at" in _CONSULTATIONS.c
 }
+# The desk's first answer to a pending request also records when it came and how long it
+# took (the queue's history for wait estimates, and the analytics: docs/analytics.md).
+_FIRST_ANSWER_UPDATES: Final = {
+    status: update(_CONSULTATIONS)
+    .where(_CONSULTATIONS.c.id == bindparam("cid"), _CONSULTATIONS.c.status == bindparam("prev"))
+    .values(
+        {
+            "status": status.value,
+            f"{status.value}_at": bindparam("at"),
+            "answered_at": bindparam("at"),
+            "answer_s": bindparam("answer_s"),
+        }
+    )
+    for status in ConsultationStatus
+    if status in ANSWER_STATUSES
+}
+# The expiry sweep takes at most this many requests per transaction (bounded work).
+EXPIRE_BATCH: Final = 200
 
 MIN_MESSAGE_CHARS: Final = 10
 MAX_MESSAGE_CHARS: Final = 500
@@ -178,8 +211,10 @@ class ConsultationController(ControllerBase):
         liveness: LivenessService | None = None,
         stats: InboundStats | None = None,
         max_pending_per_faculty: int = DEFAULT_MAX_PENDING_PER_FACULTY,
+        expiry: ExpiryPolicy | None = None,
     ) -> None:
         super().__init__(db, mqtt)
+        self.expiry = expiry or ExpiryPolicy()
         self.liveness = liveness
         self.stats = stats or inbound_stats
         self.max_pending_per_faculty = max_pending_per_faculty
@@ -313,6 +348,58 @@ class ConsultationController(ControllerBase):
         self._emit(consultation, previous)
         return consultation
 
+    def expire_due(self, now: datetime | None = None, max_batches: int = 50) -> int:
+        """Expire pending requests past their time (``self.expiry``); returns how many.
+
+        Each expired request gets the status ``expired`` and the desk a cancellation
+        (contract 1.3, with ``"reason": "expired"``), staged in the same transaction.
+        At most ``max_batches`` × :data:`EXPIRE_BATCH` per call: the rest waits for the
+        next sweep.
+        """
+        when = now or utcnow()
+        cutoff = self.expiry.cutoff(when)
+        if cutoff is None:
+            return 0
+        total = 0
+        for _ in range(max_batches):
+            expired = self._expire_batch(cutoff, when)
+            total += len(expired)
+            for consultation in expired:
+                self._emit(consultation, ConsultationStatus.PENDING.value)
+            if len(expired) < EXPIRE_BATCH:
+                break
+        if total:
+            logger.info("%d pending requests expired (made before %s)", total, cutoff.isoformat())
+        return total
+
+    def _expire_batch(self, cutoff: datetime, now: datetime) -> list[Consultation]:
+        with self.session() as session:
+            due = list(
+                session.scalars(
+                    select(Consultation)
+                    .where(
+                        Consultation.status == ConsultationStatus.PENDING.value,
+                        Consultation.created_at < cutoff,
+                    )
+                    .order_by(Consultation.created_at, Consultation.id)
+                    .limit(EXPIRE_BATCH)
+                    .with_for_update(of=Consultation)
+                ).unique()
+            )
+            for consultation in due:
+                consultation.status = ConsultationStatus.EXPIRED.value
+                consultation.expired_at = now
+                self.stage(
+                    session,
+                    [
+                        outbound.cancellation_message(
+                            consultation, consultation.student, now, reason="expired"
+                        ),
+                        self._event_message(consultation, ConsultationStatus.PENDING.value),
+                    ],
+                )
+        return due
+
     def get_consultation(self, consultation_id: int) -> Consultation | None:
         """The consultation, or None."""
         try:
@@ -421,9 +508,17 @@ class ConsultationController(ControllerBase):
             previous = found.status
             # "AND status = previous": a change committed since the read (SQLite reads outside
             # the write transaction) makes this match nothing instead of being overwritten.
-            result = session.execute(
-                _RESPONSE_UPDATES[target], {"cid": cid, "prev": previous, "at": utcnow()}
-            )
+            at = utcnow()
+            if previous == ConsultationStatus.PENDING and target in ANSWER_STATUSES:
+                answer_s = max(0.0, (at - found.created_at).total_seconds())
+                result = session.execute(
+                    _FIRST_ANSWER_UPDATES[target],
+                    {"cid": cid, "prev": previous, "at": at, "answer_s": answer_s},
+                )
+            else:
+                result = session.execute(
+                    _RESPONSE_UPDATES[target], {"cid": cid, "prev": previous, "at": at}
+                )
             if cast("CursorResult[Any]", result).rowcount != 1:
                 logger.info("consultation %d changed meanwhile; %s ignored", cid, target.value)
                 return ResponseOutcome.DUPLICATE

@@ -121,20 +121,27 @@ def request_message(consultation: Consultation, student: Student) -> Outgoing:
 
 
 def cancellation_message(
-    consultation: Consultation, student: Student, cancelled_at: datetime
+    consultation: Consultation,
+    student: Student,
+    cancelled_at: datetime,
+    reason: str | None = None,
 ) -> Outgoing:
-    """The cancellation of contract 1.3 on ``/cancellations``."""
-    return Outgoing(
-        topics.faculty_cancellations_topic(consultation.faculty_id),
-        {
-            "type": "consultation_cancelled",
-            "consultation_id": consultation.id,
-            "student_name": student.name,
-            "course_code": consultation.course_code,
-            "cancelled_at": iso(cancelled_at),
-        },
-        JSON_QOS,
-    )
+    """The cancellation of contract 1.3 on ``/cancellations``.
+
+    ``reason`` (``"expired"`` when nobody answered in time) is an extra last field:
+    the deployed firmware reads only ``consultation_id`` (contract 3), and a student's
+    own cancellation keeps exactly the bytes it always had.
+    """
+    payload: dict[str, Any] = {
+        "type": "consultation_cancelled",
+        "consultation_id": consultation.id,
+        "student_name": student.name,
+        "course_code": consultation.course_code,
+        "cancelled_at": iso(cancelled_at),
+    }
+    if reason is not None:
+        payload["reason"] = reason
+    return Outgoing(topics.faculty_cancellations_topic(consultation.faculty_id), payload, JSON_QOS)
 
 
 def faculty_status_message(

@@ -2,13 +2,14 @@
 
 from .admin import Admin, AuditLog
 from .base import Base, utcnow
-from .consultation import ALLOWED_TRANSITIONS, Consultation, ConsultationStatus
+from .consultation import ALLOWED_TRANSITIONS, ANSWER_STATUSES, Consultation, ConsultationStatus
 from .faculty import DeskUnit, Faculty, FacultyStatus
 from .outbox import OutboxMessage
 from .student import Student
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
+    "ANSWER_STATUSES",
     "Admin",
     "AuditLog",
     "Base",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import CheckConstraint, Float, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, utcnow
@@ -22,6 +22,8 @@ class ConsultationStatus(StrEnum):
     DECLINED = "declined"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
+    # Nobody answered in time (settings ``consultation_expire_after_s`` / ``consultation_day_end``).
+    EXPIRED = "expired"
 
 
 # Which state may follow which (contract 2.2: anything else is rejected).
@@ -32,6 +34,7 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
             ConsultationStatus.BUSY,
             ConsultationStatus.DECLINED,
             ConsultationStatus.CANCELLED,
+            ConsultationStatus.EXPIRED,
         }
     ),
     ConsultationStatus.ACCEPTED: frozenset({ConsultationStatus.COMPLETED}),
@@ -39,7 +42,13 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     ConsultationStatus.DECLINED: frozenset(),
     ConsultationStatus.COMPLETED: frozenset(),
     ConsultationStatus.CANCELLED: frozenset(),
+    ConsultationStatus.EXPIRED: frozenset(),
 }
+
+# A desk's first answer to a pending request: the end of its time in the queue.
+ANSWER_STATUSES: frozenset[str] = frozenset(
+    {ConsultationStatus.ACCEPTED, ConsultationStatus.BUSY, ConsultationStatus.DECLINED}
+)
 
 
 class Consultation(Base):
@@ -48,11 +57,24 @@ class Consultation(Base):
     __tablename__ = "consultations"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('pending', 'accepted', 'busy', 'declined', 'completed', 'cancelled')",
+            "status IN ('pending', 'accepted', 'busy', 'declined', 'completed', 'cancelled',"
+            " 'expired')",
             name="status_valid",
         ),
         Index("ix_consultations_faculty_status", "faculty_id", "status"),
         Index("ix_consultations_student", "student_id"),
+        # Queue positions, waiting counts and the expiry sweep read only pending rows:
+        # with status first they are one contiguous slice of the index.
+        Index("ix_consultations_status_faculty_created", "status", "faculty_id", "created_at"),
+        # The wait estimate reads a faculty member's latest answers.
+        Index("ix_consultations_faculty_answered", "faculty_id", "answered_at"),
+        # Analytics over a date range; on PostgreSQL the included columns make the
+        # scans index-only (docs/analytics.md).
+        Index(
+            "ix_consultations_created",
+            "created_at",
+            postgresql_include=["faculty_id", "status", "answer_s"],
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -67,6 +89,11 @@ class Consultation(Base):
     declined_at: Mapped[datetime | None] = mapped_column(default=None)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
     cancelled_at: Mapped[datetime | None] = mapped_column(default=None)
+    expired_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The desk's first answer (accepted, busy or declined) and the seconds it took since
+    # the request was made: the queue's history (wait estimates) and the analytics.
+    answered_at: Mapped[datetime | None] = mapped_column(default=None)
+    answer_s: Mapped[float | None] = mapped_column(Float, default=None)
     last_sent_at: Mapped[datetime | None] = mapped_column(default=None)
 
     student: Mapped[Student] = relationship(lazy="joined")

@@ -327,9 +327,15 @@ def test_heartbeat_both_shapes_and_diagnostics() -> None:
 
 
 def test_transition_table_only_moves_forward() -> None:
-    assert ALLOWED_TRANSITIONS["pending"] == {"accepted", "busy", "declined", "cancelled"}
+    assert ALLOWED_TRANSITIONS["pending"] == {
+        "accepted",
+        "busy",
+        "declined",
+        "cancelled",
+        "expired",
+    }
     assert ALLOWED_TRANSITIONS["accepted"] == {"completed"}
-    for final in ("busy", "declined", "completed", "cancelled"):
+    for final in ("busy", "declined", "completed", "cancelled", "expired"):
         assert ALLOWED_TRANSITIONS[final] == frozenset()
     # Every response word maps to a status reachable from pending or accepted.
     reachable = ALLOWED_TRANSITIONS["pending"] | ALLOWED_TRANSITIONS["accepted"]
