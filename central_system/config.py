@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     mqtt_max_backlog: int = Field(default=50_000, ge=100)
     mqtt_reconnect_max_delay: float = Field(default=60.0, gt=0)
     mqtt_inflight_window: int = Field(default=20, ge=1, le=65535)
+    # Received messages waiting for the handlers; at either bound the service stops reading
+    # from the broker until they catch up (async_mqtt_service.INBOUND_POLICY).
+    mqtt_inbound_max_pending: int = Field(default=50_000, ge=100)
+    mqtt_inbound_max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
 
     # Contract section 3: a desk silent this long is offline.
     desk_offline_after_s: float = Field(default=90.0, gt=0)

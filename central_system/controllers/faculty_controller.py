@@ -146,7 +146,10 @@ class FacultyController(ControllerBase):
             (topics.LEGACY_FACULTY_STATUS_FILTER, self.on_status_message),
             (topics.FACULTY_MAC_STATUS_FILTER, self.on_mac_status_message),
         ):
-            self._unsubscribers.append(self.mqtt.subscribe(topic_filter, handler, 1, no_local=True))
+            # A newer presence report replaces an older one still waiting (a reconnect storm).
+            self._unsubscribers.append(
+                self.mqtt.subscribe(topic_filter, handler, 1, no_local=True, coalesce=True)
+            )
 
     def stop(self) -> None:
         """Remove the subscriptions."""

@@ -16,6 +16,9 @@ Guarantees:
   (:meth:`AsyncMQTTService.stage`). After a process restart, unacknowledged
   rows are published again, in ``id`` order.
 * **Bounded backlog.** See :data:`BACKLOG_POLICY`.
+* **Survives inbound bursts.** Received messages wait in a bounded queue where a
+  newer state report replaces an older one on the same topic and nothing else is
+  ever dropped; at the bound the service stops reading. See :data:`INBOUND_POLICY`.
 
 Threads: ``mqtt-writer`` (database), ``mqtt-network`` (paho's socket, driven
 through paho's external-loop API so that reconnects use our own jittered
@@ -37,7 +40,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, cast
 
 import paho.mqtt.client as paho
@@ -55,6 +58,7 @@ from ..config import Settings, get_settings
 from ..models.base import utcnow
 from ..models.outbox import OutboxMessage
 from ..utils.topics import central_status_topic
+from .inbound_queue import InboundQueue
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +73,18 @@ BACKLOG_POLICY: Final = (
     "QoS 0 messages are never stored: they are dropped (and counted) while disconnected."
 )
 
+INBOUND_POLICY: Final = (
+    "Received messages wait for the handlers in one queue, in arrival order. A message on a "
+    "topic whose every subscription allows coalescing (desk presence, heartbeats, diagnostics: "
+    "state that a newer report replaces) takes the place of a still-waiting message on the same "
+    "topic: the newest wins, the older is never handled and is counted as superseded "
+    "(inbound_superseded, and per subscription in inbound). Every other message (a desk's "
+    "ACKNOWLEDGE or BUSY) is never replaced or dropped. The queue is bounded by "
+    "mqtt_inbound_max_pending messages and mqtt_inbound_max_bytes payload bytes: at the bound the "
+    "service stops reading from the broker until the handlers catch up (inbound_pauses), so the "
+    "rest of a burst waits in TCP buffers and at the broker instead of in memory here."
+)
+
 _OUTBOX = cast(Table, OutboxMessage.__table__)
 _AUTH_REASON_CODES: Final = frozenset(
     {0x86, 0x87, 0x8C}
@@ -76,7 +92,8 @@ _AUTH_REASON_CODES: Final = frozenset(
 _UNSUPPORTED_PROTOCOL: Final = 0x84
 _PUBCOMP_ID_NOT_FOUND: Final = 0x92
 _RELAY_WINDOW: Final = 1000  # QoS>=1 messages handed to paho and not yet acknowledged
-_DISPATCH_QUEUE_MAX: Final = 10_000
+_DISPATCH_BATCH: Final = 256  # messages the dispatch thread takes from the inbound queue at once
+_ROUTE_CACHE_MAX: Final = 100_000  # topics whose matching subscriptions are remembered
 _ECHO_TTL_S: Final = 30.0
 _STATE_POLL_S: Final = 1.0
 _DELETE_FLUSH_S: Final = 0.25
@@ -117,6 +134,8 @@ class MQTTMessage:
     payload: bytes
     qos: int = 0
     retain: bool = False
+    # How many older messages on this topic this one replaced while they waited (coalescing).
+    superseded: int = 0
 
     @property
     def text(self) -> str:
@@ -139,6 +158,26 @@ class Subscription:
     handler: Handler
     qos: int
     no_local: bool
+    coalesce: bool = False
+
+
+@dataclass(slots=True)
+class _InboundKind:
+    """Inbound counters of one subscription filter (get_stats()["inbound"])."""
+
+    coalesce: bool
+    received: int = 0
+    superseded: int = 0
+    handled: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What a topic matches locally: its handlers, whether it coalesces, its counters."""
+
+    subs: tuple[Subscription, ...]
+    coalescible: bool
+    kinds: tuple[_InboundKind, ...]
 
 
 _ACCEPTED, _PERSISTED, _ACKED, _DROPPED = 0, 1, 2, -1
@@ -228,7 +267,9 @@ class _Stats:
     publish_errors: int = 0
     dropped_messages: int = 0
     coalesced_messages: int = 0
-    dropped_inbound: int = 0
+    dropped_inbound: int = 0  # no longer happens: kept so dashboards reading it see 0
+    inbound_superseded: int = 0
+    inbound_pauses: int = 0
     handler_errors: int = 0
     persist_errors: int = 0
     connects: int = 0
@@ -362,7 +403,12 @@ class AsyncMQTTService:
         self._broker_subs: dict[str, tuple[int, bool]] = {}
         self._echo: dict[tuple[str, int], list[float]] = {}
         self._echo_lock = threading.Lock()
-        self._dispatch_q: deque[MQTTMessage] = deque()
+        self._inbound: InboundQueue[MQTTMessage] = InboundQueue(
+            self.settings.mqtt_inbound_max_pending, self.settings.mqtt_inbound_max_bytes
+        )
+        self._routes: dict[str, _Route] = {}
+        self._kinds: dict[str, _InboundKind] = {}
+        self._paused_since: float | None = None
         self._dispatch_event = threading.Event()
         self._state_listeners: list[Callable[[str], None]] = []
 
@@ -494,21 +540,32 @@ class AsyncMQTTService:
         return handle
 
     def subscribe(
-        self, topic_filter: str, handler: Handler, qos: int = 1, *, no_local: bool = False
+        self,
+        topic_filter: str,
+        handler: Handler,
+        qos: int = 1,
+        *,
+        no_local: bool = False,
+        coalesce: bool = False,
     ) -> Callable[[], None]:
         """Call ``handler`` for every message matching ``topic_filter``. Returns the unsubscriber.
 
         ``no_local`` skips the service's own publications: MQTT 5 No Local on the
         broker; on MQTT 3.1.1 the service drops echoes of what it published itself.
+        ``coalesce`` says that a newer message on a topic makes an older one that is
+        still waiting for the handlers worthless (state reports): under a burst only
+        the newest is handled (see :data:`INBOUND_POLICY`). A topic coalesces only
+        when every subscription it matches allows it.
         """
         validate_topic_filter(topic_filter)
         if qos not in (0, 1, 2):
             raise PublishValidationError(f"qos must be 0, 1 or 2, not {qos!r}")
         if not callable(handler):
             raise PublishValidationError("handler must be callable")
-        sub = Subscription(topic_filter, handler, qos, no_local)
+        sub = Subscription(topic_filter, handler, qos, no_local, bool(coalesce))
         with self._subs_lock:
             self._subs.setdefault(topic_filter, []).append(sub)
+            self._routes = {}
         self._subs_dirty.set()
         self._wake_network()
 
@@ -520,6 +577,7 @@ class AsyncMQTTService:
                 subs.remove(sub)
                 if not subs:
                     del self._subs[topic_filter]
+                self._routes = {}
             self._subs_dirty.set()
             self._wake_network()
 
@@ -589,6 +647,20 @@ class AsyncMQTTService:
             "dropped_messages": self._stats.dropped_messages,
             "coalesced_messages": self._stats.coalesced_messages,
             "dropped_inbound": self._stats.dropped_inbound,
+            "inbound_pending": len(self._inbound),
+            "inbound_pending_bytes": self._inbound.bytes,
+            "inbound_superseded": self._stats.inbound_superseded,
+            "inbound_paused": self._inbound.paused,
+            "inbound_pauses": self._stats.inbound_pauses,
+            "inbound": {
+                f: {
+                    "coalesce": k.coalesce,
+                    "received": k.received,
+                    "superseded": k.superseded,
+                    "handled": k.handled,
+                }
+                for f, k in list(self._kinds.items())
+            },
             "handler_errors": self._stats.handler_errors,
             "persist_errors": self._stats.persist_errors,
             "queue_size": self.queue_size,
@@ -599,6 +671,7 @@ class AsyncMQTTService:
             "persist_ms_p99": pct(0.99),
             "subscriptions": sum(len(v) for v in self._subs.values()),
             "backlog_policy": BACKLOG_POLICY,
+            "inbound_policy": INBOUND_POLICY,
         }
 
     # ------------------------------------------------------------------ transactional staging
@@ -1007,14 +1080,16 @@ class AsyncMQTTService:
                 client.disconnect()
                 self._on_link_down()
                 return
-            pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
+            may_read = self._may_read()
+            pending = may_read and isinstance(sock, ssl.SSLSocket) and sock.pending()
             wlist = [sock] if client.want_write() else []
+            rlist = [sock, self._wake_r] if may_read else [self._wake_r]
             try:
                 readable, writable, _ = select.select(
-                    [sock, self._wake_r], wlist, [], 0 if pending else _STATE_POLL_S
+                    rlist, wlist, [], 0 if pending else _STATE_POLL_S
                 )
             except (OSError, ValueError):
-                readable, writable = [sock], []
+                readable, writable = ([sock] if may_read else []), []
             if self._wake_r in readable:
                 self._drain_wake()
             if sock in readable or pending:
@@ -1030,6 +1105,31 @@ class AsyncMQTTService:
             if self._connected:
                 self._apply_control(client)
                 self._relay(client)
+
+    def _may_read(self) -> bool:
+        """False while the inbound queue is full (back-pressure), except for a keepalive read.
+
+        paho closes the connection when no packet was read for a keepalive period after
+        its PINGREQ, so a pause longer than half the keepalive lets one read through.
+        """
+        if not self._inbound.full():
+            self._paused_since = None
+            return True
+        now = time.monotonic()
+        if self._paused_since is None:
+            self._paused_since = now
+            self._stats.inbound_pauses += 1
+            logger.warning(
+                "inbound queue full (%d messages, %d bytes): reading from the broker paused "
+                "until the handlers catch up",
+                len(self._inbound),
+                self._inbound.bytes,
+            )
+            return False
+        if now - self._paused_since >= self.settings.mqtt_keepalive / 2:
+            self._paused_since = now
+            return True
+        return False
 
     def _relay(self, client: paho.Client) -> None:
         """Hand waiting messages to paho, keeping at most ``_RELAY_WINDOW`` unacknowledged."""
@@ -1245,17 +1345,17 @@ class AsyncMQTTService:
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
         self._stats.messages_received += 1
-        if len(self._dispatch_q) >= _DISPATCH_QUEUE_MAX:
-            self._stats.dropped_inbound += 1
-            if self._stats.dropped_inbound % 1000 == 1:
-                logger.warning(
-                    "handlers are too slow: inbound message dropped (%d so far)",
-                    self._stats.dropped_inbound,
-                )
-            return
-        self._dispatch_q.append(
-            MQTTMessage(message.topic, bytes(message.payload), message.qos, bool(message.retain))
-        )
+        msg = MQTTMessage(message.topic, bytes(message.payload), message.qos, bool(message.retain))
+        route = self._route(msg.topic)
+        if not route.subs:
+            return  # nobody listens any more (unsubscribed while the broker still sent it)
+        superseded = self._inbound.put(msg, route.coalescible)
+        for kind in route.kinds:
+            kind.received += 1
+            if superseded:
+                kind.superseded += 1
+        if superseded:
+            self._stats.inbound_superseded += 1
         self._dispatch_event.set()
 
     # ------------------------------------------------------------------ echo suppression (MQTT 3.1.1 No Local)
@@ -1289,30 +1389,65 @@ class AsyncMQTTService:
 
     # ------------------------------------------------------------------ dispatch thread
 
-    def _handlers_for(self, topic: str) -> list[Subscription]:
-        with self._subs_lock:
-            matched = list(self._subs.get(topic, ()))
-            for topic_filter, subs in self._subs.items():
-                if (
-                    topic_filter != topic
-                    and ("+" in topic_filter or "#" in topic_filter)
-                    and topic_matches(topic_filter, topic)
-                ):
-                    matched.extend(subs)
+    def _handlers_for_locked(self, topic: str) -> list[Subscription]:
+        """The subscriptions matching ``topic``, exact filters first (hold ``_subs_lock``)."""
+        matched = list(self._subs.get(topic, ()))
+        for topic_filter, subs in self._subs.items():
+            if (
+                topic_filter != topic
+                and ("+" in topic_filter or "#" in topic_filter)
+                and topic_matches(topic_filter, topic)
+            ):
+                matched.extend(subs)
         return matched
 
+    def _route(self, topic: str) -> _Route:
+        """The subscriptions ``topic`` matches, remembered until the subscriptions change."""
+        routes = self._routes
+        route = routes.get(topic)
+        if route is not None:
+            return route
+        with self._subs_lock:
+            routes = self._routes  # the current map: subscribe() replaces it under this lock
+            subs = tuple(self._handlers_for_locked(topic))
+            kinds = []
+            for topic_filter in dict.fromkeys(s.topic_filter for s in subs):
+                coalesce = all(s.coalesce for s in self._subs.get(topic_filter, ()))
+                kind = self._kinds.get(topic_filter)
+                if kind is None:
+                    kind = self._kinds[topic_filter] = _InboundKind(coalesce)
+                kind.coalesce = coalesce
+                kinds.append(kind)
+            route = _Route(subs, bool(subs) and all(s.coalesce for s in subs), tuple(kinds))
+            if len(routes) >= _ROUTE_CACHE_MAX:
+                routes.clear()
+            routes[topic] = route
+        return route
+
     def _dispatch_loop(self) -> None:
+        inbound = self._inbound
         while True:
             self._dispatch_event.wait(_STATE_POLL_S)
             self._dispatch_event.clear()
-            while self._dispatch_q:
-                message = self._dispatch_q.popleft()
-                self._dispatch(message)
+            while True:
+                batch = inbound.take(_DISPATCH_BATCH)
+                if not batch:
+                    break
+                for waiting in batch:
+                    message = waiting.message
+                    if waiting.superseded:
+                        message = replace(message, superseded=waiting.superseded)
+                    self._dispatch(message)
+                if inbound.paused:
+                    self._wake_network()  # the reader checks whether it may read again
             if self._stopping.is_set():
                 return
 
     def _dispatch(self, message: MQTTMessage) -> None:
-        subs = self._handlers_for(message.topic)
+        route = self._route(message.topic)
+        subs = route.subs
+        for kind in route.kinds:
+            kind.handled += 1
         if not subs:
             return
         echo: bool | None = None

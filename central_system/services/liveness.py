@@ -116,8 +116,13 @@ class LivenessService(ControllerBase):
             return
         self._load_online_desks()
         self._unsubscribers = [
-            self.mqtt.subscribe(topics.FACULTY_HEARTBEAT_FILTER, self.on_heartbeat_message, 1),
-            self.mqtt.subscribe(topics.FACULTY_DIAGNOSTICS_FILTER, self.on_diagnostics_message, 1),
+            # State reports: under a burst only the newest per desk is handled (coalesce).
+            self.mqtt.subscribe(
+                topics.FACULTY_HEARTBEAT_FILTER, self.on_heartbeat_message, 1, coalesce=True
+            ),
+            self.mqtt.subscribe(
+                topics.FACULTY_DIAGNOSTICS_FILTER, self.on_diagnostics_message, 1, coalesce=True
+            ),
         ]
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="desk-liveness", daemon=True)
