@@ -387,8 +387,15 @@ class AsyncMQTTService:
 
         self._seq = itertools.count(1)
         self._last_seq = 0
+        # A message's way: _incoming -> _persisting (the writer's batch) -> _ready ->
+        # _relaying (being handed to paho) -> _inflight -> acknowledged. Each step adds it to
+        # the next place before removing it from the last, and queue_size reads the places in
+        # this order, so it never misses a message that is on its way.
         self._incoming: deque[PublishHandle] = deque()
+        self._persisting: list[PublishHandle] = []
         self._ready: deque[PublishHandle] = deque()
+        self._relaying = 0
+        self._requeues = 0  # odd while the network thread moves a message back to _ready
         self._ready_lock = threading.Lock()
         self._latest_retained: dict[str, PublishHandle] = {}
         self._to_delete: deque[int] = deque()
@@ -473,12 +480,12 @@ class AsyncMQTTService:
             if not self._started:
                 return
         deadline = time.monotonic() + timeout
-        self._wait(lambda: not self._incoming, max(0.0, deadline - time.monotonic()))
+        self._wait(
+            lambda: not self._incoming and not self._persisting,
+            max(0.0, deadline - time.monotonic()),
+        )
         if self._connected:
-            self._wait(
-                lambda: not self._live_ready_count() and not self._inflight,
-                max(0.0, deadline - time.monotonic()),
-            )
+            self._wait(lambda: self.queue_size == 0, max(0.0, deadline - time.monotonic()))
         self._stopping.set()
         self._writer_event.set()
         self._dispatch_event.set()
@@ -608,8 +615,19 @@ class AsyncMQTTService:
 
     @property
     def queue_size(self) -> int:
-        """Messages accepted and not yet acknowledged by the broker."""
-        return len(self._incoming) + self._live_ready_count() + len(self._inflight)
+        """Messages accepted and not yet acknowledged by the broker (never fewer; see __init__)."""
+        for _ in range(100):  # bounded: a re-read is needed only while a message moves back
+            requeues = self._requeues
+            size = (
+                len(self._incoming)
+                + len(self._persisting)
+                + len(self._ready)
+                + self._relaying
+                + len(self._inflight)
+            )
+            if requeues % 2 == 0 and requeues == self._requeues:
+                return size
+        return size + 1
 
     @property
     def protocol(self) -> str | None:
@@ -760,7 +778,7 @@ class AsyncMQTTService:
         their own after ``_DELETE_FLUSH_S`` without fsync: losing a delete in a power cut
         only means one duplicate delivery after restart (at-least-once), never a loss.
         """
-        pending: list[PublishHandle] = []
+        pending = self._persisting
         deletes: list[int] = []
         deletes_since = 0.0
         failures = 0
@@ -769,7 +787,8 @@ class AsyncMQTTService:
             self._writer_event.wait(wait)
             self._writer_event.clear()
             while self._incoming:
-                pending.append(self._incoming.popleft())
+                pending.append(self._incoming[0])  # in _persisting before it leaves _incoming
+                self._incoming.popleft()
             if self._to_delete and not deletes:
                 deletes_since = time.monotonic()
             while self._to_delete:
@@ -804,7 +823,7 @@ class AsyncMQTTService:
                     latencies.append(now - handle.accepted_at)
                 for handle in pending:
                     self._enqueue_ready(handle)
-                pending = []
+                pending.clear()  # only now: every one of them is in _ready
                 self._notify_waiters()
                 self._wake_network()
             if stopping and not self._incoming and not self._to_delete and not deletes:
@@ -927,6 +946,7 @@ class AsyncMQTTService:
         with self._ready_lock:
             if not self._ready:
                 return None
+            self._relaying = 1  # counted before it leaves _ready; _relay clears it
             handle = self._ready.popleft()
             if handle.retain and self._latest_retained.get(handle.topic) is handle:
                 del self._latest_retained[handle.topic]
@@ -1137,26 +1157,45 @@ class AsyncMQTTService:
             handle = self._pop_ready()
             if handle is None:
                 return
-            if handle.state == _DROPPED:
-                continue
-            info = client.publish(handle.topic, handle.payload, handle.qos, handle.retain)
-            self._remember_echo(handle.topic, handle.payload)
-            if handle.qos == 0:
-                if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    handle.state = _ACKED
-                    self._stats.messages_published += 1
-                else:
-                    handle.state = _DROPPED
-                    self._stats.dropped_messages += 1
-                continue
-            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                # paho refused it outright (it queued nothing): put it back for the next connection.
-                self._stats.publish_errors += 1
-                self._stats.last_error = f"publish failed: {paho.error_string(info.rc)}"
-                with self._ready_lock:
-                    self._ready.appendleft(handle)
-                return
-            self._inflight[info.mid] = handle
+            try:
+                if not self._hand_to_paho(client, handle):
+                    return
+            finally:
+                self._relaying = 0  # it is in _inflight, _ready again, or done
+
+    def _hand_to_paho(self, client: paho.Client, handle: PublishHandle) -> bool:
+        """Publish one message through paho; False when paho refused it (it is back in _ready)."""
+        if handle.state == _DROPPED:
+            return True
+        info = client.publish(handle.topic, handle.payload, handle.qos, handle.retain)
+        self._remember_echo(handle.topic, handle.payload)
+        if handle.qos == 0:
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                handle.state = _ACKED
+                self._stats.messages_published += 1
+            else:
+                handle.state = _DROPPED
+                self._stats.dropped_messages += 1
+            return True
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            # paho refused it outright (it queued nothing): put it back for the next connection.
+            self._stats.publish_errors += 1
+            self._stats.last_error = f"publish failed: {paho.error_string(info.rc)}"
+            self._requeue(handle, lambda: setattr(self, "_relaying", 0))
+            return False
+        self._inflight[info.mid] = handle
+        return True
+
+    def _requeue(self, handle: PublishHandle, leave: Callable[[], object]) -> None:
+        """Move ``handle`` back to the front of _ready, then ``leave`` where it was (network thread).
+
+        A move backwards could slip between queue_size's reads; the odd counter makes it re-read.
+        """
+        self._requeues += 1
+        with self._ready_lock:
+            self._ready.appendleft(handle)
+        leave()
+        self._requeues += 1
 
     def _wanted_broker_subs(self) -> dict[str, tuple[int, bool]]:
         """The broker-level subscriptions: filters not covered by another one.
@@ -1314,13 +1353,12 @@ class AsyncMQTTService:
     def _on_publish(
         self, _client: paho.Client, _userdata: Any, mid: int, reason_code: ReasonCode, _props: Any
     ) -> None:
-        handle = self._inflight.pop(mid, None)
+        handle = self._inflight.get(mid)
         if handle is None:
             return  # QoS 0 or our own status message
         if reason_code.is_failure and reason_code.value == _PUBCOMP_ID_NOT_FOUND:
             # The broker lost its QoS 2 state (restarted): the message may not have been delivered.
-            with self._ready_lock:
-                self._ready.appendleft(handle)
+            self._requeue(handle, lambda: self._inflight.pop(mid, None))
             return
         if reason_code.is_failure:
             self._stats.publish_errors += 1
@@ -1330,6 +1368,7 @@ class AsyncMQTTService:
         else:
             handle.state = _ACKED
             self._stats.messages_published += 1
+        del self._inflight[mid]  # after its state: queue_size and the handle never disagree
         if handle.row_id is not None:
             # No wake-up: the writer batches deletes on its own clock (_DELETE_FLUSH_S).
             self._to_delete.append(handle.row_id)
