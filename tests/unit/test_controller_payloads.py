@@ -15,7 +15,6 @@ from central_system.controllers.consultation_controller import (
     normalize_message,
 )
 from central_system.controllers.outbound import (
-    MAX_REQUEST_TEXT_BYTES,
     cancellation_message,
     consultation_messages,
     faculty_status_message,
@@ -24,7 +23,6 @@ from central_system.controllers.outbound import (
     truncate_utf8,
 )
 from central_system.controllers.schemas import (
-    MAX_INBOUND_BYTES,
     RESPONSE_MAPPING,
     DiagnosticsPayload,
     HeartbeatPayload,
@@ -47,6 +45,11 @@ from central_system.models import (
     Student,
 )
 from central_system.services.async_mqtt_service import MQTTMessage
+
+# The contract's numbers, as literals: a test that compares the code with its own
+# constant cannot notice when the constant changes (contract 1.1, docs/mqtt-topics.md).
+FIRMWARE_MAX_MESSAGE_BYTES = 512  # the deployed firmware's MAX_MESSAGE_LENGTH
+MAX_INBOUND_BYTES = 16 * 1024  # "Over 16 KiB ... dropped"
 
 
 def _parse_firmware_text(text: str) -> dict[str, str]:
@@ -78,8 +81,8 @@ def test_request_text_is_capped_at_512_bytes_on_a_character_boundary(char: str) 
     message = char * 500
     text = request_text(123456, "José Ñúñez", 99, message)
     encoded = text.encode("utf-8")
-    assert len(encoded) <= MAX_REQUEST_TEXT_BYTES
-    assert len(encoded) > MAX_REQUEST_TEXT_BYTES - 4  # filled, not cut short
+    assert len(encoded) <= FIRMWARE_MAX_MESSAGE_BYTES
+    assert len(encoded) > FIRMWARE_MAX_MESSAGE_BYTES - 4  # filled, not cut short
     assert text.endswith("…")
     parsed = _parse_firmware_text(text)
     assert parsed["cid"] == "123456" and parsed["name"] == "José Ñúñez" and parsed["sid"] == "99"
@@ -103,7 +106,7 @@ def test_names_are_sanitised_so_the_parse_survives() -> None:
 
 def test_a_huge_name_still_leaves_room_for_the_request() -> None:
     text = request_text(5, "名" * 100, 3, "the request itself")
-    assert len(text.encode()) <= MAX_REQUEST_TEXT_BYTES
+    assert len(text.encode()) <= FIRMWARE_MAX_MESSAGE_BYTES
     assert _parse_firmware_text(text)["request"] == "the request itself"
     assert sanitize_name("") == "?"
 
@@ -273,6 +276,25 @@ def test_bad_payloads_are_dropped_with_one_log_line_and_counted(
     lines = [r for r in caplog.records if r.name == "central_system.controllers.schemas"]
     assert len(lines) == 1
     assert len(lines[0].getMessage()) < 700  # the payload is cut short
+
+
+def _padded_response(size: int) -> bytes:
+    """RESPONSE, valid JSON of the right shape, padded with JSON whitespace to ``size`` bytes."""
+    compact = json.dumps(RESPONSE).encode()
+    payload = b"{" + b" " * (size - len(compact)) + compact[1:]
+    assert len(payload) == size and json.loads(payload) == RESPONSE
+    return payload
+
+
+def test_a_valid_response_over_16_kib_is_dropped_and_one_of_exactly_16_kib_is_accepted() -> None:
+    stats = InboundStats()
+    topic = "consultease/faculty/1/responses"
+    assert (
+        parse_inbound(ResponsePayload, _msg(topic, _padded_response(16 * 1024 + 1)), stats) is None
+    )
+    assert stats.dropped == {"too_large": 1}
+    assert parse_inbound(ResponsePayload, _msg(topic, _padded_response(16 * 1024)), stats)
+    assert stats.accepted == {"ResponsePayload": 1}
 
 
 def test_presence_shapes_and_grace_period() -> None:

@@ -1,0 +1,194 @@
+"""The wire contract's numbers and rules, end to end: central system, real Mosquitto, the firmware-mode desk.
+
+The numbers are written here as literals, from the contract (shared/mqtt-contract.md)
+and docs/mqtt-topics.md, never imported from the code: a test that compares the code
+with its own constant cannot notice when the constant changes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from central_system.controllers import ConsultationController, ConsultationEvent
+from central_system.db import session_scope
+from central_system.main import ConsultEaseApp
+from central_system.models import AuditLog
+from central_system.utils import topics
+from faculty_desk_unit import DeskUnit
+from faculty_desk_unit.protocol import build_response_json
+from tests.integration.controller_helpers import (
+    db_url_of,
+    response_payload,
+    running_app,
+    seed,
+    wait_until,
+)
+from tests.mqtt_probe import Probe, publish_raw
+
+pytestmark = pytest.mark.timeout(120)
+
+FIRMWARE_MAX_MESSAGE_BYTES = 512  # contract 1.1: the deployed firmware's MAX_MESSAGE_LENGTH
+MAX_REQUEST_CHARS = 500  # the kiosk's limit on a request's length, in characters
+MAX_INBOUND_BYTES = 16 * 1024  # docs/mqtt-topics.md: "Over 16 KiB ... dropped"
+ELLIPSIS = "…"
+
+
+@pytest.fixture
+def central(make_settings, engine: Engine) -> Iterator[ConsultEaseApp]:
+    """The headless central system on both databases (liveness slow enough to stay out of the way)."""
+    settings = make_settings(
+        database_url=db_url_of(engine), desk_offline_after_s=600, liveness_check_interval_s=0.5
+    )
+    with running_app(settings) as app:
+        yield app
+
+
+@pytest.fixture
+def firmware_desk(central: ConsultEaseApp, broker) -> Iterator[dict[str, Any]]:
+    """One student, and faculty 0 with a deployed-firmware desk that is online and available."""
+    data = seed(central)
+    fac = data["faculty"][0]
+    desk = DeskUnit(fac.id, fac.name, "127.0.0.1", broker.port, mode="firmware").start()
+    try:
+        assert desk.wait_connected(10)
+        faculty = central.controllers["faculty"]
+        assert wait_until(
+            lambda: (f := faculty.get_faculty(fac.id)).desk_online and f.status == "available",
+            15,
+        ), faculty.get_faculty(fac.id)
+        yield {"desk": desk, "fid": fac.id, "student": data["students"][0], **data}
+    finally:
+        desk.stop()
+
+
+def _events(controller: ConsultationController) -> list[ConsultationEvent]:
+    events: list[ConsultationEvent] = []
+    lock = threading.Lock()
+
+    def on_event(event: ConsultationEvent) -> None:
+        with lock:
+            events.append(event)
+
+    controller.add_listener(on_event)
+    return events
+
+
+def _rejections(cid: int) -> list[AuditLog]:
+    with session_scope() as session:
+        return list(
+            session.scalars(
+                select(AuditLog).where(
+                    AuditLog.action == "consultation_response_rejected",
+                    AuditLog.target == f"consultation:{cid}",
+                )
+            )
+        )
+
+
+def test_a_500_character_multibyte_request_reaches_the_firmware_desk_in_512_bytes(
+    central: ConsultEaseApp, firmware_desk: dict[str, Any]
+) -> None:
+    desk: DeskUnit = firmware_desk["desk"]
+    fid = firmware_desk["fid"]
+    controller: ConsultationController = central.controllers["consultation"]
+    # Two-, three- and four-byte characters, so a cut at any byte count can fall inside one.
+    message = ("é日😀" * MAX_REQUEST_CHARS)[:MAX_REQUEST_CHARS]
+    assert len(message) == 500 and len(message.encode()) > 1000
+    c = controller.create_consultation(firmware_desk["student"].id, fid, message)
+
+    request = desk.wait_for_request(15, cid=c.id)
+    assert request is not None, desk.received_raw
+    raw = [p for t, p in desk.received_raw if t == topics.faculty_messages_topic(fid)][-1]
+    # What the central system put on the wire, before the firmware's own cut at 512 bytes.
+    assert len(raw) <= 512
+    assert len(raw) > 512 - 4  # filled up, not cut short
+    text = raw.decode("utf-8")  # strict: the cut is on a character boundary
+    assert text.endswith(ELLIPSIS)
+    prefix = f"CID:{c.id} From:Maria Santos (SID:{firmware_desk['student'].id}): "
+    assert text.startswith(prefix)
+    shortened = text[len(prefix) : -len(ELLIPSIS)]
+    assert shortened and message.startswith(shortened)
+    # The firmware's parse: the request as it shows it, with no broken character.
+    assert request.cid == str(c.id) and request.sid == str(firmware_desk["student"].id)
+    assert request.student_name == "Maria Santos"
+    assert request.message == shortened + ELLIPSIS
+    assert "\ufffd" not in request.text
+    # Only the wire copy is shortened: the database and the JSON topics keep all of it.
+    stored = controller.get_consultation(c.id)
+    assert stored is not None and stored.message == message
+
+
+def test_busy_after_acknowledge_through_the_broker_is_refused_and_audited(
+    central: ConsultEaseApp, firmware_desk: dict[str, Any], broker
+) -> None:
+    desk: DeskUnit = firmware_desk["desk"]
+    fid = firmware_desk["fid"]
+    controller: ConsultationController = central.controllers["consultation"]
+    events = _events(controller)
+    ui_probe = Probe(broker.port, [topics.ui_consultation_events_topic()])
+    try:
+        c = controller.create_consultation(
+            firmware_desk["student"].id, fid, "May I see you about my thesis?"
+        )
+        assert desk.wait_for_request(15, cid=c.id) is not None
+        assert desk.acknowledge(c.id) is not None  # the button, through the broker
+        assert wait_until(lambda: controller.get_consultation(c.id).status == "accepted")
+        # A second press on a copy of the same request (contract 3.1: a re-sent copy is
+        # queued as a second request): the firmware's exact BUSY bytes, at QoS 0.
+        busy = build_response_json(
+            fid, desk.faculty_name, "BUSY", str(c.id), desk.uptime_ms(), True
+        )
+        publish_raw(broker.port, topics.faculty_responses_topic(fid), busy, qos=0)
+        assert wait_until(lambda: len(_rejections(c.id)) == 1), "BUSY after ACKNOWLEDGE not audited"
+        row = _rejections(c.id)[0]
+        assert row.success is False and row.actor == f"desk:{fid}"
+        assert row.details is not None
+        assert row.details["reason"] == "transition accepted -> busy not allowed"
+        assert row.details["response_type"] == "BUSY"
+        stored = controller.get_consultation(c.id)
+        assert stored is not None and stored.status == "accepted" and stored.busy_at is None
+        assert [(e.previous_status, e.status) for e in events] == [
+            (None, "pending"),
+            ("pending", "accepted"),
+        ]
+        # Other kiosks heard of the acceptance and of nothing else.
+        assert ui_probe.wait_for(lambda ms: any(b"accepted" in m.payload for m in ms))
+        wait_until(lambda: False, timeout=0.5)
+        statuses = [json.loads(m.payload)["status"] for m in list(ui_probe.messages)]
+        assert "busy" not in statuses
+    finally:
+        ui_probe.close()
+
+
+def _response_of_size(fid: int, cid: int, size: int) -> bytes:
+    """The firmware's ACKNOWLEDGE JSON, the same object, padded with JSON whitespace to ``size`` bytes."""
+    compact = response_payload(fid, cid)
+    payload = b"{" + b" " * (size - len(compact)) + compact[1:]
+    assert len(payload) == size and json.loads(payload) == json.loads(compact)
+    return payload
+
+
+def test_an_oversized_but_valid_response_is_dropped_and_one_at_the_limit_is_applied(
+    central: ConsultEaseApp, firmware_desk: dict[str, Any], broker
+) -> None:
+    fid = firmware_desk["fid"]
+    controller: ConsultationController = central.controllers["consultation"]
+    stats = central.controllers["inbound_stats"]
+    c = controller.create_consultation(
+        firmware_desk["student"].id, fid, "Could you sign my study plan?"
+    )
+    topic = topics.faculty_responses_topic(fid)
+    too_large_before = stats.dropped.get("too_large", 0)
+    publish_raw(broker.port, topic, _response_of_size(fid, c.id, MAX_INBOUND_BYTES + 1))
+    assert wait_until(lambda: stats.dropped.get("too_large", 0) == too_large_before + 1)
+    assert controller.get_consultation(c.id).status == "pending"
+    # The same response at exactly 16 KiB is within the limit and is applied.
+    publish_raw(broker.port, topic, _response_of_size(fid, c.id, MAX_INBOUND_BYTES))
+    assert wait_until(lambda: controller.get_consultation(c.id).status == "accepted")
+    assert stats.dropped.get("too_large", 0) == too_large_before + 1
