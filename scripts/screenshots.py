@@ -142,9 +142,11 @@ def main() -> int:
             pump(0.6)
             shot(f"{11 + index:02d}-admin-{name}")
 
-        panel = kiosk.show_simulated_reader(demo_cards())
-        panel.resize(300, 600)
-        shot("17-demo-simulated-reader", panel)
+        win.logout()
+        wait(lambda: win.current_screen() is win.login, "login screen")
+        kiosk.show_simulated_reader(demo_cards())
+        pump(0.3)
+        shot("17-demo-simulated-reader")
     finally:
         kiosk.close()
         env.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 from typing import Any
@@ -51,10 +52,20 @@ def run(args: argparse.Namespace) -> int:
     """The kiosk against the configured broker and database."""
     from ..bootstrap import build_system
     from ..config import get_settings
+    from ..services.display import window_problem
     from ..services.rfid import create_reader
     from ..views.app import Kiosk, ensure_qapp
 
     settings = get_settings()
+    problem = window_problem()
+    if problem is not None:
+        # Qt would abort the process (SIGABRT) with a message that names no cause.
+        print(
+            f"consultease run: {problem}; the kiosk needs a screen "
+            "(`consultease serve` runs the central system without one).",
+            file=sys.stderr,
+        )
+        return 2
     app = ensure_qapp(sys.argv[:1])
     # Before anything starts: a SIGTERM during start-up (systemd stop) still ends cleanly.
     stopping = _quit_on_signals(app)
@@ -87,28 +98,49 @@ def run(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     """The demo: interactive window, or ``--headless`` scripted scenario."""
+    from ..services.display import window_problem
+
     if args.headless:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from ..services.rfid import SimulatedRFIDReader
-    from ..views.app import Kiosk, ensure_qapp
-    from ..views.demo import (
-        DEMO_ADMIN,
-        DemoEnvironment,
-        Scenario,
-        demo_cards,
-        headless_steps,
-        visible_messages,
-    )
+    else:
+        problem = window_problem()
+        if problem is not None:
+            # Before Qt starts: Qt would abort the process with no hint of what to do.
+            print(
+                f"{problem}; running the headless scenario instead "
+                "(`scripts/consultease demo --headless`).",
+                flush=True,
+            )
+            args.headless = True
+            os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from ..views.demo import DemoEnvironment
 
     print("Starting the ConsultEase demo…", flush=True)
     from ..config import get_settings
 
     env = DemoEnvironment(keep_data=args.keep_data, backend_mode=get_settings().kiosk_backend)
+    # Until the Qt loop takes over the signals: SIGTERM and SIGHUP unwind like Ctrl+C, so
+    # the finally below stops everything and removes the temporary data directory.
+    _unwind_on_termination()
+    try:
+        return _run_demo(args, env)
+    except KeyboardInterrupt:
+        print("demo interrupted", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        env.stop()
+
+
+def _run_demo(args: argparse.Namespace, env: Any) -> int:
+    """Start the demo environment and run the window or the scripted scenario on it."""
+    from ..services.rfid import SimulatedRFIDReader
+    from ..views.app import Kiosk, ensure_qapp
+    from ..views.demo import DEMO_ADMIN, Scenario, demo_cards, headless_steps, visible_messages
+
     try:
         env.start()
     except Exception as err:
         print(f"demo setup failed: {err}", file=sys.stderr)
-        env.stop()
         return 2
     s = env.settings
     print(f"  data directory: {env.data_dir}", flush=True)
@@ -125,6 +157,9 @@ def demo(args: argparse.Namespace) -> int:
     app = ensure_qapp(sys.argv[:1])
     reader = SimulatedRFIDReader()
     kiosk = Kiosk(env.system, reader, backend=env.backend)
+    stopping = _quit_on_signals(app)
+    # A closed terminal ends the demo like Ctrl+C (the temporary data goes with it).
+    signal.signal(signal.SIGHUP, lambda *_: (stopping.set(), app.quit()))
     try:
         if args.headless:
             kiosk.window.show()
@@ -136,16 +171,24 @@ def demo(args: argparse.Namespace) -> int:
             scenario.finished.connect(lambda _ok: app.quit())
             scenario.start()
             app.exec()
-            ok = bool(scenario.ok)
+            ok = bool(scenario.ok) and not stopping.is_set()
             print("DEMO OK" if ok else "DEMO FAILED", flush=True)
             return 0 if ok else 1
         kiosk.show(fullscreen=args.fullscreen or s.fullscreen)
         kiosk.show_simulated_reader(demo_cards())
-        _quit_on_signals(app)
-        return int(app.exec())
+        return 0 if stopping.is_set() else int(app.exec())
     finally:
         kiosk.close()
-        env.stop()
+
+
+def _unwind_on_termination() -> None:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt (Python's default for them kills outright)."""
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
 
 
 def _quit_on_signals(app: Any) -> threading.Event:

@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Any
 
+from PySide6.QtCore import QMessageLogContext, QtMsgType, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication
 
 from ..services.rfid import RFIDReader
@@ -24,10 +25,31 @@ KIOSK_GIL_SWITCH_INTERVAL_S = 0.001
 KIOSK_GC_FULL_THRESHOLD = 100
 
 
+# Qt messages that tell a user nothing: the offscreen platform (headless demo, tests,
+# screenshots) prints this for every window; it cannot pass size hints to a window manager
+# it does not have, and needs none.
+QT_NOISE: tuple[str, ...] = ("This plugin does not support propagateSizeHints()",)
+
+
+def _qt_message(mode: QtMsgType, context: QMessageLogContext, message: str) -> None:
+    """Drop :data:`QT_NOISE`; everything else goes to stderr as Qt would print it."""
+    if message in QT_NOISE:
+        return
+    if _previous_handler is not None:
+        _previous_handler(mode, context, message)
+    else:
+        sys.stderr.write(message + "\n")
+
+
+_previous_handler: Any = None
+
+
 def ensure_qapp(argv: list[str] | None = None) -> QApplication:
-    """The process's QApplication (created once)."""
+    """The process's QApplication (created once); Qt's noise messages are silenced."""
+    global _previous_handler
     app = QApplication.instance()
     if app is None:
+        _previous_handler = qInstallMessageHandler(_qt_message)
         app = QApplication(argv or ["consultease"])
     assert isinstance(app, QApplication)
     return app
@@ -78,12 +100,9 @@ class Kiosk:
             self.window.show()
 
     def show_simulated_reader(self, cards: list[tuple[str, str]]) -> SimulatedReaderPanel:
-        """Demo only: a panel of demo cards next to the window."""
-        self.sim_panel = SimulatedReaderPanel(self.reader, cards)
-        self.sim_panel.resize(300, 600)
-        geo = self.window.geometry()
-        self.sim_panel.move(geo.x() + geo.width() + 12, geo.y())
-        self.sim_panel.show()
+        """Demo only: the demo's cards in a panel inside the window, open at first."""
+        self.sim_panel = SimulatedReaderPanel(self.reader, cards, self.window)
+        self.sim_panel.set_open(True)
         return self.sim_panel
 
     def close(self) -> None:
@@ -93,6 +112,4 @@ class Kiosk:
         self.reader.stop()
         self.taskman.shutdown()
         gc.set_threshold(*self._gc_threshold)
-        if self.sim_panel is not None:
-            self.sim_panel.close()
         self.window.close()

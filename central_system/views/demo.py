@@ -23,6 +23,13 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 logger = logging.getLogger(__name__)
 
+DEMO_DIR_PREFIX = "consultease-demo-"
+# In each demo directory: the pid of the demo that owns it, and a marker for --keep-data.
+DEMO_OWNER_FILE = "owner.pid"
+DEMO_KEEP_FILE = "keep"
+# A demo directory from before owner files existed is stale once it is this old.
+UNOWNED_DEMO_DIR_MAX_AGE_S = 3600.0
+
 # (name, department, email, present at the desk)
 DEMO_FACULTY: list[tuple[str, str, str, bool]] = [
     ("Dr. Ana Reyes", "Computer Science", "ana.reyes@example.edu", True),
@@ -51,6 +58,48 @@ def demo_cards() -> list[tuple[str, str]]:
     cards = [(f"{name} ({number})", uid) for name, number, _dept, uid in DEMO_STUDENTS]
     cards.append(("Unregistered card", UNKNOWN_CARD))
     return cards
+
+
+def _owner_alive(owner_file: Path) -> bool:
+    """True while the process named in ``owner_file`` runs and is the one that wrote it."""
+    import psutil
+
+    try:
+        pid = int(owner_file.read_text().strip())
+        started = psutil.Process(pid).create_time()
+    except (OSError, ValueError, psutil.Error):
+        return False
+    # A reused pid belongs to a process started after the file was written.
+    return started <= owner_file.stat().st_mtime + 1.0
+
+
+def remove_stale_demo_dirs(tmp_dir: Path | None = None) -> list[Path]:
+    """Remove demo data directories left by demos that died (Qt abort, SIGKILL, power cut).
+
+    Only this user's directories; never one kept with ``--keep-data`` or one whose demo
+    still runs. Returns what was removed.
+    """
+    base = Path(tmp_dir or tempfile.gettempdir())
+    removed = []
+    for path in sorted(base.glob(f"{DEMO_DIR_PREFIX}*"))[:1000]:  # bounded: a /tmp can be huge
+        try:
+            if not path.is_dir() or path.is_symlink() or path.stat().st_uid != os.getuid():
+                continue
+            if (path / DEMO_KEEP_FILE).exists():
+                continue
+            owner = path / DEMO_OWNER_FILE
+            if owner.exists():
+                if _owner_alive(owner):
+                    continue
+            elif time.time() - path.stat().st_mtime < UNOWNED_DEMO_DIR_MAX_AGE_S:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        logger.info("removed %d stale demo directories", len(removed))
+    return removed
 
 
 @dataclass
@@ -89,8 +138,13 @@ class DemoEnvironment:
         from ..services.embedded_broker import EmbeddedBroker
 
         if self.data_dir is None:
-            self.data_dir = Path(tempfile.mkdtemp(prefix="consultease-demo-"))
+            remove_stale_demo_dirs()
+            self.data_dir = Path(tempfile.mkdtemp(prefix=DEMO_DIR_PREFIX))
             self._own_dir = True
+            # Lets a later demo remove this directory if this one dies before stop().
+            (self.data_dir / DEMO_OWNER_FILE).write_text(f"{os.getpid()}\n")
+            if self.keep_data:
+                (self.data_dir / DEMO_KEEP_FILE).write_text("kept with --keep-data\n")
         base = get_settings()
         update: dict[str, Any] = {
             "data_dir": self.data_dir,

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QWindow
 from PySide6.QtWidgets import (
     QApplication,
@@ -225,6 +225,8 @@ class KioskWindow(QMainWindow):
         self.logout_button = button("Log out", "logoutButton")
         self.logout_button.clicked.connect(self.logout)
         row.addWidget(self.logout_button)
+        self.header_row = row  # the demo puts its card reader's button here
+        self.header = header
         return header
 
     def _set_mqtt_state(self, state: str) -> None:
@@ -409,26 +411,68 @@ class KioskWindow(QMainWindow):
         super().closeEvent(event)
 
 
-class SimulatedReaderPanel(QWidget):
-    """Demo only: the cards of the demo, to tap on a simulated reader (no UID typing)."""
+class SimulatedReaderPanel(QFrame):
+    """Demo only: the demo's cards on a simulated reader, inside the kiosk window.
 
-    def __init__(
-        self, reader: Any, cards: list[tuple[str, str]], parent: QWidget | None = None
-    ) -> None:
-        super().__init__(parent)
+    A "Card reader" button in the header opens the panel over the top-right corner of
+    the screens; tapping a card closes it. Being part of the kiosk window, it is on
+    screen wherever the window is (a separate window opened beside a 1024 px wide
+    kiosk lands off a 1024x600 screen).
+    """
+
+    MARGIN = 8
+    WIDTH = 340
+
+    def __init__(self, reader: Any, cards: list[tuple[str, str]], window: KioskWindow) -> None:
+        super().__init__(window)
+        self.window_ = window
         self.setObjectName("simReader")
-        self.setWindowTitle("Simulated card reader")
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
-        self.setStyleSheet(load_stylesheet())
+        self.setFrameShape(QFrame.Shape.StyledPanel)
         layout = QVBoxLayout(self)
         heading = QLabel("Simulated card reader (demo)")
-        heading.setObjectName("appTitle")
+        heading.setObjectName("simReaderTitle")
         layout.addWidget(heading)
-        hint = QLabel("Tap a card:")
-        layout.addWidget(hint)
+        layout.addWidget(QLabel("Tap a card:"))
+        self.card_buttons: list[Any] = []
         for label, uid in cards:
             b = button(label, None, "secondary")
             b.setProperty("uid", uid)
-            b.clicked.connect(lambda _=False, u=uid: reader.tap(u))
+            b.clicked.connect(lambda _=False, u=uid: self._tap(reader, u))
             layout.addWidget(b)
-        layout.addStretch(1)
+            self.card_buttons.append(b)
+        self.toggle = button("Card reader", "simReaderToggle", "secondary")
+        self.toggle.setToolTip("Demo: tap a student card on a simulated reader")
+        self.toggle.clicked.connect(lambda: self.set_open(not self.isVisible()))
+        # In the header, left of the broker state: always reachable, covers nothing.
+        window.header_row.insertWidget(window.header_row.indexOf(window.mqtt_label), self.toggle)
+        self.toggle.show()  # added to a window that may already be on screen
+        window.installEventFilter(self)
+        self.hide()
+
+    def set_open(self, open_: bool) -> None:
+        """Show the cards over the screens (or hide them)."""
+        if open_:
+            self.place()
+            self.show()
+            self.raise_()
+        else:
+            self.hide()
+
+    def place(self) -> None:
+        """Anchor to the window's top-right corner, under the header, inside the window."""
+        win = self.window_
+        self.setFixedWidth(min(self.WIDTH, win.width() - 2 * self.MARGIN))
+        self.adjustSize()
+        top = win.header.mapTo(win, QPoint(0, win.header.height())).y() + self.MARGIN
+        height = min(self.sizeHint().height(), max(0, win.height() - top - self.MARGIN))
+        self.setGeometry(win.width() - self.width() - self.MARGIN, top, self.width(), height)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.window_ and event.type() == QEvent.Type.Resize and self.isVisible():
+            self.place()
+        return False
+
+    def _tap(self, reader: Any, uid: str) -> None:
+        reader.tap(uid)
+        self.hide()  # the screen the card leads to is not covered

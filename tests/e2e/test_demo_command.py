@@ -60,6 +60,8 @@ def test_headless_demo_runs_the_scenario_and_exits_zero(
     assert "admin login:    admin / " in out
     # A fresh temporary data directory, removed afterwards.
     assert not list(tmp_path.glob("consultease-demo-*"))
+    # Qt's offscreen noise is not shown to the user.
+    assert "propagateSizeHints" not in result.stderr + out
 
 
 def test_headless_demo_fails_with_nonzero_exit_when_it_times_out(

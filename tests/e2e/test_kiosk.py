@@ -529,3 +529,38 @@ def test_every_screen_fits_1024x600_even_with_the_keyboard_up(qtbot: Any, kiosk:
     assert room >= 0
     for screen in (win.request_form, win.admin_login):
         assert screen.minimumSizeHint().height() <= 600 - 64 - win.keyboard.sizeHint().height()
+
+
+def test_the_demo_card_reader_is_inside_the_window_on_a_1024x600_screen(
+    qtbot: Any, kiosk: Kiosk, seeded: dict[str, int]
+) -> None:
+    """The demo's simulated reader must be tappable on the README's 1024x600 screen."""
+    from PySide6.QtCore import QPoint, QRect
+
+    win = kiosk.window
+    win.move(0, 0)
+    win.resize(1024, 600)
+    panel = kiosk.show_simulated_reader([("Maria Garcia", STUDENT_UID), ("Unknown", UNKNOWN_UID)])
+    screen = QRect(0, 0, 1024, 600)
+
+    def on_screen(widget: Any) -> bool:
+        rect = QRect(widget.mapToGlobal(QPoint(0, 0)), widget.size())
+        return widget.isVisible() and screen.contains(rect) and rect.width() > 0
+
+    qtbot.waitUntil(lambda: on_screen(panel) and on_screen(panel.toggle), timeout=WAIT_MS)
+    assert panel.window() is win  # part of the kiosk window, not a window of its own
+    for widget in (panel, panel.toggle, *panel.card_buttons):
+        assert on_screen(widget), widget
+    # It covers neither the header (log out, broker state) nor leaves the window.
+    header_bottom = win.header.mapTo(win, QPoint(0, win.header.height())).y()
+    assert panel.geometry().top() >= header_bottom
+    assert win.rect().contains(panel.geometry())
+
+    qtbot.mouseClick(panel.card_buttons[0], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: win.current_screen() is win.dashboard, timeout=WAIT_MS)
+    assert not panel.isVisible()  # the dashboard is not covered after a tap
+    assert on_screen(panel.toggle)
+    qtbot.mouseClick(panel.toggle, Qt.MouseButton.LeftButton)
+    assert on_screen(panel) and all(on_screen(b) for b in panel.card_buttons)
+    win.resize(800, 480)  # a smaller screen: the panel follows the window's corner
+    assert win.rect().contains(panel.geometry())

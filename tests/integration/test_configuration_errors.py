@@ -31,6 +31,8 @@ COMMANDS = [
     ["admin", "create-first"],
     ["backup", "{tmp}/backup.db"],
     ["restore", "{tmp}/backup.db"],
+    ["faculty", "list"],
+    ["students", "list"],
 ]
 
 # (variable, bad value, words the line must contain besides the two)
