@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "central_system.commands.kiosk",
     "central_system.commands.desk_units",
     "central_system.commands.people",
+    "central_system.commands.import_legacy",
 ]
 
 

@@ -229,11 +229,24 @@ def sqlite_file_problem(path: Path, *, create: bool) -> str | None:
     return None
 
 
+def normalize_database_url(url: str) -> str:
+    """``url`` with the driver we ship: ``postgresql://`` (as administrators type it, and as the
+    original ConsultEase wrote it) means psycopg 3 here, not SQLAlchemy's default psycopg2;
+    ``postgres://`` is accepted too; a bare file path is a SQLite file."""
+    if "://" not in url:
+        return f"sqlite:///{Path(url).expanduser().resolve()}"
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
 def create_db_engine(url: str) -> Engine:
     """An engine for ``url`` with ConsultEase's connection settings.
 
     Raises :class:`DatabaseLocationError` when a SQLite file cannot be created or written.
     """
+    url = normalize_database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -279,7 +292,7 @@ def init_db(url: str | None = None, *, migrate: bool = True) -> Engine:
     """Create the process's engine (idempotent) and bring the schema up to date."""
     global _engine, _sessionmaker
     with _lock:
-        target = url or get_settings().effective_database_url
+        target = normalize_database_url(url or get_settings().effective_database_url)
         if _engine is not None:
             if _engine.url.render_as_string(hide_password=False) == make_url(
                 target

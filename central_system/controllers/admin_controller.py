@@ -231,6 +231,20 @@ def _truncate_details(details: dict[str, object] | None) -> dict[str, object] | 
     return out
 
 
+def _is_legacy_bcrypt(password_hash: str) -> bool:
+    return password_hash[:4] in ("$2a$", "$2b$", "$2y$")
+
+
+def _verify_legacy_bcrypt(password_hash: str, password: str) -> bool:
+    """Check a bcrypt hash imported from the original ConsultEase (``consultease import-legacy``)."""
+    import bcrypt
+
+    try:
+        return bool(bcrypt.checkpw(password.encode("utf-8"), password_hash.encode("ascii")))
+    except (ValueError, UnicodeEncodeError):
+        return False
+
+
 # --------------------------------------------------------------------------- controller
 
 
@@ -296,6 +310,8 @@ class AdminController:
         return self._hasher.hash(password)
 
     def _verify(self, password_hash: str, password: str) -> bool:
+        if password_hash[:4] in ("$2a$", "$2b$", "$2y$"):
+            return _verify_legacy_bcrypt(password_hash, password)
         try:
             return bool(self._hasher.verify(password_hash, password))
         except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -444,7 +460,12 @@ class AdminController:
                 return AuthResult(False, "This account is deactivated.")
             if not ok:
                 return self._record_failure(s, admin, now, generic)
-            if self._hasher.check_needs_rehash(admin.password_hash):
+            if _is_legacy_bcrypt(admin.password_hash):
+                # Imported from the original ConsultEase (bcrypt): accepted once, replaced by
+                # argon2id now, the only moment the plain password is known.
+                admin.password_hash = self.hash_password(password)
+                logger.info("imported bcrypt hash of %r replaced by argon2id", name)
+            elif self._hasher.check_needs_rehash(admin.password_hash):
                 # The hashing parameters changed since this hash was made: upgrade it now,
                 # the only moment the plain password is known.
                 admin.password_hash = self.hash_password(password)

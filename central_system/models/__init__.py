@@ -4,6 +4,7 @@ from .admin import Admin, AuditLog
 from .base import Base, utcnow
 from .consultation import ALLOWED_TRANSITIONS, ANSWER_STATUSES, Consultation, ConsultationStatus
 from .faculty import DeskUnit, Faculty, FacultyStatus
+from .legacy import LegacyImportMap
 from .outbox import OutboxMessage
 from .student import Student
 
@@ -18,6 +19,7 @@ __all__ = [
     "DeskUnit",
     "Faculty",
     "FacultyStatus",
+    "LegacyImportMap",
     "OutboxMessage",
     "Student",
     "utcnow",

@@ -95,6 +95,9 @@ class Consultation(Base):
     answered_at: Mapped[datetime | None] = mapped_column(default=None)
     answer_s: Mapped[float | None] = mapped_column(Float, default=None)
     last_sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Why the system (not a person) closed the request, shown to the student; e.g. an old
+    # pending request closed by the import from the original ConsultEase.
+    status_note: Mapped[str | None] = mapped_column(String(200), default=None)
 
     student: Mapped[Student] = relationship(lazy="joined")
     faculty: Mapped[Faculty] = relationship(lazy="joined")

@@ -86,6 +86,7 @@ class ConsultationView:
     course_code: str | None
     status: str
     created_at: datetime | None
+    note: str | None = None  # why the system closed it (e.g. an old request closed by an import)
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ def _consultation_view(c: Consultation, session: Any = None) -> ConsultationView
         course_code=c.course_code,
         status=str(c.status),
         created_at=c.created_at,
+        note=c.status_note,
     )
 
 

@@ -474,7 +474,9 @@ class ConsultationRow(QFrame):
         self.head.setText(f"{view.faculty_name}   {view.course_code or ''}".strip())
         snippet = view.message if len(view.message) <= 80 else view.message[:79] + "…"
         self.body.setText(snippet)
-        self.when.setText(fmt_time(view.created_at))
+        when = fmt_time(view.created_at)
+        self.when.setText(f"{when} · {view.note}" if view.note else when)
+        self.when.setWordWrap(bool(view.note))
         self.pill.setProperty("consultationId", view.id)
         self.cancel_button.setEnabled(True)
         self.set_status(view.status)

@@ -19,6 +19,7 @@ from central_system.models import (
     Consultation,
     DeskUnit,
     Faculty,
+    LegacyImportMap,
     OutboxMessage,
     Student,
     utcnow,
@@ -63,6 +64,7 @@ def _populate(engine: Engine) -> None:
         s.add(
             OutboxMessage(topic="consultease/faculty/1/messages", payload=b"\x00\xffCID:1", qos=2)
         )
+        s.add(LegacyImportMap(kind="student", legacy_id=41, new_id=student.id))
 
 
 def _snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:

@@ -1,0 +1,26 @@
+"""Provenance of rows imported from the original ConsultEase (``consultease import-legacy``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base, utcnow
+
+
+class LegacyImportMap(Base):
+    """One imported legacy row: which table, its id in the original, its id here.
+
+    A re-run skips every ``(kind, legacy_id)`` found here, so importing the same
+    database twice adds nothing; natural keys (names, cards) may have changed
+    since, the original's ids have not.
+    """
+
+    __tablename__ = "legacy_import_map"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # student, faculty, ...
+    legacy_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    new_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    imported_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,266 @@
+"""``consultease import-legacy``: the original ConsultEase's database into ours, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+from central_system import db as dbmod
+from central_system.cli import main as cli_main
+from central_system.config import reset_settings_cache
+from central_system.controllers import FacultyController
+from central_system.controllers.admin_controller import AdminController
+from central_system.models import Admin, AuditLog, Consultation, Faculty, LegacyImportMap, Student
+from central_system.services.legacy_import import (
+    ImportOptions,
+    ImportRefusedError,
+    import_legacy,
+    legacy_status,
+)
+from tests.conftest import PG_ADMIN_URL
+from tests.legacy_fixture import BCRYPT_ADMIN_PASSWORD, ORIGINAL_DEFAULT, create_legacy_db
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def legacy_url(db_url: str, tmp_path: Path) -> Iterator[str]:
+    """The original's database, same engine as the target: SQLite is an older release (no
+    busy_at, no audit_logs, mixed enum spellings); PostgreSQL has a native enum of names."""
+    if db_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'legacy.db'}"
+        create_legacy_db(url, NOW.replace(tzinfo=None), busy_at=False, audit=False)
+        yield url
+        return
+    name = f"legacy_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    create_legacy_db(url, NOW.replace(tzinfo=None), enum_names=True)
+    # As an administrator types it: plain postgresql://, which must mean psycopg 3.
+    yield url.replace("postgresql+psycopg://", "postgresql://")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _import(source: str, target: str, **kw: object) -> object:
+    options = ImportOptions(source_url=source, now=NOW, **kw)  # type: ignore[arg-type]
+    return import_legacy(options, target)
+
+
+def _snapshot(url: str) -> dict[str, int]:
+    engine = dbmod.create_db_engine(url)
+    with engine.connect() as conn:
+        counts = {
+            m.__tablename__: int(conn.scalar(select(func.count()).select_from(m)) or 0)
+            for m in (Faculty, Student, Consultation, Admin, AuditLog, LegacyImportMap)
+        }
+    engine.dispose()
+    return counts
+
+
+def test_import_keeps_what_it_should_refuses_what_it_must_and_a_rerun_adds_nothing(
+    db_url: str, legacy_url: str
+) -> None:
+    report = _import(legacy_url, db_url)
+    t = report.tables  # type: ignore[attr-defined]
+    assert (t["faculty"].read, t["faculty"].imported) == (3, 3)
+    assert (t["students"].read, t["students"].imported, t["students"].refused_count) == (6, 3, 3)
+    assert (t["consultations"].read, t["consultations"].imported) == (9, 6)
+    assert t["admins"].imported == 3
+    refused = {
+        reason: sorted(ids)
+        for name in ("students", "consultations")
+        for reason, ids in t[name].refused.items()
+    }
+    assert refused == {
+        "card 0A0B0C0D is held by several students once normalised (ids 4, 5)": [4, 5],
+        "card UID is not 4–64 hexadecimal digits": [6],
+        "its faculty member was deleted in the original": [3],
+        "its student was not imported (see students)": [4],
+        "its student was deleted in the original": [9],
+    }
+    sqlite = db_url.startswith("sqlite")
+    assert ("consultations.busy_at" in report.missing) is sqlite  # type: ignore[attr-defined]
+    assert report.pending_kept == 1 and report.pending_closed == 1  # type: ignore[attr-defined]
+
+    dbmod.init_db(db_url)
+    with dbmod.session_scope() as s:
+        faculty = {f.id: f for f in s.scalars(select(Faculty))}
+        assert sorted(faculty) == [3, 7, 12]  # the desks' ids, kept
+        assert faculty[3].name == "Dr. José Rizal" and faculty[3].email == "jose.rizal@uni.edu"
+        assert faculty[3].ble_id == "AA:BB:CC:DD:EE:01"
+        assert faculty[7].name == "Prof. 王小明" and faculty[7].ble_id is None  # not a MAC/UUID
+        assert all(f.status == "offline" and not f.desk_online for f in faculty.values())
+        students = {st.rfid_uid: st for st in s.scalars(select(Student))}
+        assert sorted(students) == ["04ABCDEF", "A1B2C3D4", "DEADBEEF"]  # normalised, upper
+        assert students["A1B2C3D4"].name == "María Clara de los Santos"
+        assert students["A1B2C3D4"].student_id == "LEGACY-1"
+        by_message = {c.message: c for c in s.scalars(select(Consultation)).unique()}
+        assert set(by_message) == {
+            "Thesis chapter 2",
+            "Lab report",
+            "Recent pending ¿qué tal?",
+            "Old pending",
+            "Accepted, stored by enum name",
+            "Busy",
+        }
+        done = by_message["Thesis chapter 2"]
+        assert done.status == "completed" and done.faculty_id == 3
+        assert done.created_at == NOW - timedelta(days=30)  # naive read as UTC (the default)
+        assert done.completed_at == NOW - timedelta(days=30) + timedelta(hours=2)
+        assert done.answered_at == NOW - timedelta(days=30) + timedelta(hours=1)
+        assert done.answer_s == 3600.0
+        assert by_message["Lab report"].status == "cancelled"
+        assert by_message["Accepted, stored by enum name"].status == "accepted"
+        busy = by_message["Busy"]
+        assert busy.status == "busy" and busy.course_code == "A-VERY-LONG-COUR"
+        assert (busy.busy_at is None) is sqlite
+        recent = by_message["Recent pending ¿qué tal?"]
+        assert recent.status == "pending" and recent.status_note is None
+        old = by_message["Old pending"]
+        assert old.status == "expired" and old.expired_at == NOW
+        assert old.status_note is not None and "send a new request" in old.status_note
+        admins = {a.username: a for a in s.scalars(select(Admin))}
+        assert admins["registrar"].password_hash.startswith("$2b$")
+        assert not admins["registrar"].must_change_password
+        assert admins["admin"].password_hash.startswith("!reset-required:")  # default password
+        assert admins["oldtimer"].password_hash.startswith("!reset-required:")  # salted SHA-256
+        audit = list(s.scalars(select(AuditLog)))
+        if sqlite:
+            assert audit == []  # this older release had no audit_logs table
+        else:
+            assert sorted(a.action for a in audit) == ["legacy.faculty_delete", "legacy.login"]
+            assert all(a.details and a.details["imported"] for a in audit)
+    rendered = report.render()  # type: ignore[attr-defined]
+    assert ORIGINAL_DEFAULT not in rendered and "consultease admin reset-password admin" in rendered
+
+    # Second run: nothing new.
+    before = _snapshot(db_url)
+    again = _import(legacy_url, db_url)
+    assert _snapshot(db_url) == before
+    assert all(t.imported == 0 for t in again.tables.values())  # type: ignore[attr-defined]
+    assert again.tables["consultations"].already == 6  # type: ignore[attr-defined]
+
+    # The next faculty member added here does not collide with a kept id (PG sequence moved).
+    dbmod.dispose_db()
+    dbmod.init_db(db_url)
+    assert FacultyController().create_faculty("Dr. New", email="new@uni.edu").id == 13
+
+
+def test_bcrypt_admin_signs_in_once_and_is_then_argon2id_the_default_one_cannot(
+    db_url: str, legacy_url: str
+) -> None:
+    _import(legacy_url, db_url)
+    dbmod.init_db(db_url)
+    admin = AdminController()
+    assert not admin.authenticate("registrar", "wrong-password-1")
+    result = admin.authenticate("registrar", BCRYPT_ADMIN_PASSWORD)
+    assert result and not result.must_change_password
+    with dbmod.session_scope() as s:
+        stored = s.scalar(select(Admin.password_hash).where(Admin.username == "registrar"))
+    assert stored is not None and stored.startswith("$argon2id$")
+    assert admin.authenticate("registrar", BCRYPT_ADMIN_PASSWORD)  # still the same password
+    # The original's default password and the SHA-256 account are not accepted...
+    assert not admin.authenticate("admin", ORIGINAL_DEFAULT)
+    assert not admin.authenticate("oldtimer", "Some-Old-Secret-1")
+    # ... until reset through the reset path, which forces a change at login.
+    admin.reset_password("admin", "Temporary-Pass-991", actor="cli")
+    reset = admin.authenticate("admin", "Temporary-Pass-991")
+    assert reset and reset.must_change_password
+
+
+def test_faculty_ids_in_use_are_refused_and_nothing_is_written(
+    db_url: str, legacy_url: str
+) -> None:
+    dbmod.init_db(db_url)
+    FacultyController().create_faculty("Someone Else")  # takes id 1
+    with dbmod.session_scope() as s:
+        s.add(Faculty(id=7, name="Dr. Already Here"))
+    dbmod.dispose_db()
+    before = _snapshot(db_url)
+    with pytest.raises(ImportRefusedError) as err:
+        _import(legacy_url, db_url)
+    assert "id 7 (Prof. 王小明) is already used here by 'Dr. Already Here'" in str(err.value)
+    assert "Nothing was written" in str(err.value)
+    assert _snapshot(db_url) == before
+
+
+def test_cli_dry_run_reports_and_writes_nothing_then_the_real_run_imports(
+    db_url: str,
+    legacy_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("CONSULTEASE_DATABASE_URL", db_url)
+    reset_settings_cache()
+    assert cli_main(["import-legacy", "--from", legacy_url, "--dry-run"]) == 0
+    out = capsys.readouterr()
+    assert "Dry run: nothing was written." in out.out
+    assert "refused consultations (1): its faculty member was deleted in the original" in out.out
+    assert "Pending requests:" in out.out
+    assert _snapshot(db_url)["faculty"] == 0
+    assert cli_main(["import-legacy", "--from", legacy_url, "--timezone", "Asia/Manila"]) == 0
+    out = capsys.readouterr()
+    assert "Imported in one transaction" in out.out and "students:" in out.err  # progress
+    dbmod.init_db(db_url)
+    with dbmod.session_scope() as s:
+        first = s.scalar(select(Consultation).where(Consultation.message == "Thesis chapter 2"))
+        assert first is not None
+        # Naive 2026-11-01 09:00 read as Manila time (UTC+8) is 01:00 UTC.
+        assert first.created_at == NOW - timedelta(days=30, hours=8)
+    assert cli_main(["import-legacy", "--from", legacy_url, "--timezone", "Mars/Base"]) == 1
+    assert "unknown time zone" in capsys.readouterr().err
+
+
+def test_legacy_status_accepts_values_and_names() -> None:
+    assert [legacy_status(v) for v in ("pending", "PENDING", "ConsultationStatus.BUSY")] == [
+        "pending",
+        "pending",
+        "busy",
+    ]
+    assert legacy_status("declined") is None and legacy_status(None) is None
+
+
+def test_config_json_becomes_a_toml_settings_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    legacy = tmp_path / "config.json"
+    legacy.write_text(
+        """{"database": {"type": "postgresql", "host": "db.local", "port": 5433,
+             "name": "consultease", "user": "kiosk", "password": "p@ss word"},
+            "mqtt": {"broker_host": "10.0.0.2", "broker_port": 8883, "use_tls": true,
+                     "ca_certs": "/etc/ssl/ca.pem", "username": "central",
+                     "password": "brökerpass", "client_id": "central_system"},
+            "ui": {"fullscreen": true}}""",
+        encoding="utf-8",
+    )
+    out = tmp_path / "consultease.toml"
+    assert cli_main(["import-legacy", "--config", str(legacy), "--write-config", str(out)]) == 0
+    assert os.stat(out).st_mode & 0o077 == 0  # holds the broker password: owner only
+    notes = capsys.readouterr().err
+    assert "client_id" in notes
+    toml_text = out.read_text(encoding="utf-8")
+    assert "p@ss word" not in toml_text and "p%40ss+word" not in toml_text  # DB password hidden
+    monkeypatch.setenv("CONSULTEASE_CONFIG", str(out))
+    reset_settings_cache()
+    from central_system.config import get_settings
+
+    settings = get_settings()
+    assert (settings.mqtt_host, settings.mqtt_port) == ("10.0.0.2", 8883)
+    assert settings.mqtt_username == "central"
+    assert settings.mqtt_password is not None
+    assert settings.mqtt_password.get_secret_value() == "brökerpass"
+    assert str(settings.mqtt_tls_ca_certs) == "/etc/ssl/ca.pem" and settings.fullscreen
+    assert (
+        "consultease import-legacy --from 'postgresql://kiosk:***@db.local:5433/consultease'"
+        in (toml_text)
+    )
