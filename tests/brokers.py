@@ -43,6 +43,7 @@ class MosquittoBroker:
         self, port: int | None = None, extra_config: str = "", persistence: bool = False
     ) -> None:
         self.port = port or free_port()
+        self.host = "127.0.0.1"  # where start() waits for the listener
         self.workdir = Path(tempfile.mkdtemp(prefix="consultease-mosq-"))
         self.extra_config = extra_config
         self.persistence = persistence
@@ -88,7 +89,7 @@ class MosquittoBroker:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 raise RuntimeError(f"mosquitto exited: {err} {self.read_log()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     return self
             except OSError:
                 time.sleep(0.05)

@@ -31,7 +31,17 @@ def register(subparsers: Any) -> None:
         help="where the broker will read the files (default: --out)",
     )
     p.add_argument("--port", type=int, default=1883, help="plain MQTT listener port")
-    p.add_argument("--listen-address", default=None, help="bind address (default: every interface)")
+    p.add_argument(
+        "--listen-address",
+        default=None,
+        help="bind address of the plain listener (default: every interface); the central "
+        "system's central.env connects here",
+    )
+    p.add_argument(
+        "--tls-listen-address",
+        default=None,
+        help="bind address of the TLS listener (default: every interface)",
+    )
     p.add_argument("--tls-cert", type=Path, help="server certificate for a TLS listener")
     p.add_argument("--tls-key", type=Path, help="server private key for the TLS listener")
     p.add_argument("--ca", type=Path, help="CA certificate for the TLS listener")
@@ -61,9 +71,16 @@ def run(args: argparse.Namespace) -> int:
     if any(tls_parts) and not all(tls_parts):
         print("--tls-cert, --tls-key and --ca go together.", file=sys.stderr)
         return 2
+    if args.tls_listen_address and not all(tls_parts):
+        print("--tls-listen-address needs --tls-cert, --tls-key and --ca.", file=sys.stderr)
+        return 2
     tls = (
         provisioning.TLSOptions(
-            args.tls_cert.absolute(), args.tls_key.absolute(), args.ca.absolute(), args.tls_port
+            args.tls_cert.absolute(),
+            args.tls_key.absolute(),
+            args.ca.absolute(),
+            args.tls_port,
+            args.tls_listen_address,
         )
         if all(tls_parts)
         else None

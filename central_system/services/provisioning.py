@@ -20,6 +20,7 @@ import hmac
 import logging
 import os
 import secrets
+import ssl
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -241,16 +242,37 @@ def render_acl(central_username: str, desks: Iterable[DeskAccount]) -> str:
         "",
     ]
     for desk in desks:
-        fid = desk.faculty_id
-        out += [
-            f"user {desk.username}",
-            f"topic write {topics.ROOT}/faculty/{fid}/#",
-            f"topic write {topics.legacy_faculty_status_topic(fid)}",
-            f"topic read {topics.faculty_messages_topic(fid)}",
-            f"topic read {topics.faculty_cancellations_topic(fid)}",
-            "",
-        ]
+        out += [f"user {desk.username}"]
+        out += [f"topic write {t}" for t in desk_publish_topics(desk.faculty_id)]
+        out += [f"topic read {t}" for t in desk_subscribe_topics(desk.faculty_id)]
+        out += [""]
     return "\n".join(out)
+
+
+def desk_publish_topics(faculty_id: int) -> list[str]:
+    """Exactly what the deployed firmware publishes (contract section 2), and nothing else.
+
+    Not ``/messages``, ``/requests`` or ``/cancellations``: the central system writes
+    those and the desk's screen trusts them, so a stolen desk password must not forge
+    a request there. ``/status`` is written by both (contract 1.4 and 2.1).
+    """
+    fid = int(faculty_id)
+    return [
+        topics.faculty_status_topic(fid),
+        topics.legacy_faculty_status_topic(fid),
+        topics.faculty_mac_status_topic(fid),
+        topics.faculty_responses_topic(fid),
+        topics.faculty_heartbeat_topic(fid),
+        topics.faculty_diagnostics_topic(fid),
+    ]
+
+
+def desk_subscribe_topics(faculty_id: int) -> list[str]:
+    """What the firmware subscribes to (contract section 2): its requests and cancellations."""
+    return [
+        topics.faculty_messages_topic(faculty_id),
+        topics.faculty_cancellations_topic(faculty_id),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +283,64 @@ class TLSOptions:
     keyfile: Path
     cafile: Path
     port: int = 8883
+    # The TLS listener's own bind address (None: every interface). Independent of the
+    # plain listener's, so the plain one can move to loopback while desks use TLS.
+    listen_address: str | None = None
+
+
+def validate_tls_files(tls: TLSOptions, group: str | None = None) -> None:
+    """Refuse TLS files Mosquitto could not start with: missing, unreadable, or a key that is not the certificate's.
+
+    With ``group`` (the broker's group), the key and certificates must be readable by
+    it too: Mosquitto loads them after dropping root privileges.
+    """
+    for role, path in (("certificate", tls.certfile), ("key", tls.keyfile), ("CA", tls.cafile)):
+        if not path.is_file():
+            raise ProvisioningError(f"The TLS {role} {path} does not exist or is not a file.")
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as err:
+            raise ProvisioningError(
+                f"The TLS {role} {path} cannot be read: {err.strerror}."
+            ) from err
+        if group is not None and not _group_can_read(path, group):
+            raise ProvisioningError(
+                f"The broker (group {group}) cannot read the TLS {role} {path}: "
+                f"chgrp {group} {path} && chmod g+r {path}"
+            )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(tls.certfile, tls.keyfile)
+    except ssl.SSLError as err:
+        reason = (
+            "the key does not belong to the certificate"
+            if "KEY_VALUES_MISMATCH" in str(err)
+            else f"not a PEM certificate and key ({err.reason or err})"
+        )
+        raise ProvisioningError(f"TLS {tls.certfile} / {tls.keyfile}: {reason}.") from err
+    try:
+        context.load_verify_locations(cafile=tls.cafile)
+    except ssl.SSLError as err:
+        raise ProvisioningError(
+            f"The TLS CA {tls.cafile} is not a PEM certificate ({err.reason or err})."
+        ) from err
+
+
+def _group_can_read(path: Path, group: str) -> bool:
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return True  # _write_private reports an unknown group
+    st = path.stat()
+    return bool(st.st_mode & 0o004) or (st.st_gid == gid and bool(st.st_mode & 0o040))
+
+
+def central_broker_host(listen_address: str | None) -> str:
+    """Where the central system reaches the plain listener: its bind address, or loopback."""
+    if listen_address is None or listen_address in ("0.0.0.0", "::", "*", ""):  # noqa: S104
+        return "127.0.0.1"
+    return listen_address
 
 
 def render_mosquitto_conf(
@@ -288,7 +368,9 @@ def render_mosquitto_conf(
     ]
     if tls is not None:
         tls_listener = (
-            f"listener {tls.port} {listen_address}" if listen_address else f"listener {tls.port}"
+            f"listener {tls.port} {tls.listen_address}"
+            if tls.listen_address
+            else f"listener {tls.port}"
         )
         lines += [
             "",
@@ -385,38 +467,50 @@ def write_broker_config(
     listen_address: str | None = None,
     tls: TLSOptions | None = None,
     rotate_central: bool = False,
-    central_host: str = "127.0.0.1",
+    central_host: str | None = None,
     group: str | None = None,
     extra_conf_lines: Sequence[str] = (),
 ) -> BrokerConfig:
     """Write mosquitto.conf, the password file, the ACL and the central system's env file.
 
     The central credentials are kept across runs (read back from ``central.env``
-    and the password file) unless ``rotate_central``; ``central.env`` is mode 0600.
+    and the password file) unless ``rotate_central``; ``central.env`` is mode 0600
+    and always names the plain listener as it is now (``central_host`` defaults to
+    its bind address). TLS files are checked before anything is written.
     """
+    if tls is not None:
+        validate_tls_files(tls, group)
     out_dir = Path(out_dir).absolute()
     install_dir = Path(install_dir).absolute() if install_dir else out_dir
     env_path = out_dir / CENTRAL_ENV_FILE
     password_path = out_dir / PASSWORD_FILE
     central_user = CENTRAL_USERNAME
     central_hash = None
+    central_password = None
     if env_path.exists() and not rotate_central:
-        central_user = read_env_file(env_path).get("CONSULTEASE_MQTT_USERNAME", CENTRAL_USERNAME)
+        env = read_env_file(env_path)
+        central_user = env.get("CONSULTEASE_MQTT_USERNAME", CENTRAL_USERNAME)
+        central_password = env.get("CONSULTEASE_MQTT_PASSWORD")
         central_hash = _central_hash_from_password_file(password_path, central_user)
+        if central_password is None or not verify_mosquitto_hash(
+            central_hash or "", central_password
+        ):
+            central_hash = None  # the two files disagree: new credentials
     created = central_hash is None
-    if created:
+    if created or central_password is None:
         central_password = generate_password()
         central_hash = mosquitto_hash(central_password)
-        env_lines = [
-            "# The central system's broker credentials (generated by `consultease broker-config`).",
-            "# Keep this file mode 0600; systemd reads it with EnvironmentFile=.",
-            f"CONSULTEASE_MQTT_HOST={central_host}",
-            f"CONSULTEASE_MQTT_PORT={port}",
-            f"CONSULTEASE_MQTT_USERNAME={central_user}",
-            f"CONSULTEASE_MQTT_PASSWORD={central_password}",
-        ]
-        _write_private(env_path, "\n".join(env_lines) + "\n", 0o600)
-        del central_password
+    env_lines = [
+        "# The central system's broker credentials (generated by `consultease broker-config`).",
+        "# Keep this file mode 0600; systemd reads it with EnvironmentFile=.",
+        f"CONSULTEASE_MQTT_HOST={central_host or central_broker_host(listen_address)}",
+        f"CONSULTEASE_MQTT_PORT={port}",
+        f"CONSULTEASE_MQTT_USERNAME={central_user}",
+        f"CONSULTEASE_MQTT_PASSWORD={central_password}",
+    ]
+    # Rewritten every time, so host and port follow the listener even when the password is kept.
+    _write_private(env_path, "\n".join(env_lines) + "\n", 0o600)
+    del central_password
     assert central_hash is not None
     desks = active_desk_accounts(session)
     _write_private(

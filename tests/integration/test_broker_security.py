@@ -377,3 +377,302 @@ def test_doctor_reports_broker_credentials(deployment: Deployment, tmp_path: Pat
         assert all("definitely-not-the-password" not in r.detail for r in refused.values())
     finally:
         service.stop(timeout=2)
+
+
+# --------------------------------------------------------------------------- a desk's own topics
+
+
+def test_a_desk_cannot_forge_what_the_central_publishes_on_its_own_faculty(
+    deployment: Deployment,
+) -> None:
+    """With one desk's password a thief cannot put a request on that desk's screen or dashboards."""
+    observer = _central(deployment)
+    desk1 = _desk(deployment, 1)
+    try:
+        assert desk1.accepted
+        observer.subscribe("consultease/#", "faculty/+/status")
+        # The desk's own screen: the firmware shows whatever arrives on /messages.
+        desk1.subscribe("consultease/faculty/1/messages", "consultease/faculty/1/cancellations")
+        forged = {
+            "consultease/faculty/1/messages": b"CID:999 From:Forged (SID:1): forged",
+            "consultease/faculty/1/requests": b'{"id": 999, "forged": true}',
+            "consultease/faculty/1/cancellations": b'{"consultation_id": 1, "forged": true}',
+            "consultease/faculty/1/anything": b"forged",
+            "consultease/consultations/999": b'{"forged": true}',
+            "consultease/ui/consultations": b'{"forged": true}',
+        }
+        for topic, payload in forged.items():
+            desk1.publish(topic, payload, qos=1)
+            desk1.publish(topic, payload, qos=0)
+        # Positive controls: every topic the deployed firmware publishes still gets through.
+        own = provisioning.desk_publish_topics(1)
+        assert set(own) == {
+            "consultease/faculty/1/status",
+            "faculty/1/status",
+            "consultease/faculty/1/mac_status",
+            "consultease/faculty/1/responses",
+            "consultease/faculty/1/heartbeat",
+            "consultease/faculty/1/diagnostics",
+        }
+        for topic in own:
+            desk1.publish(topic, b"own", qos=0)
+        assert wait_until(lambda: set(own) <= set(observer.topics())), observer.topics()
+        time.sleep(0.3)
+        for client in (observer, desk1):
+            with client.lock:
+                leaked = [(t, p) for t, p in client.messages if b"orged" in p]
+            assert leaked == []
+    finally:
+        observer.close()
+        desk1.close()
+
+
+def test_the_acl_grants_a_desk_exactly_the_firmwares_topics(deployment: Deployment) -> None:
+    acl = (deployment.out_dir / "acl").read_text()
+    block = acl.split("user desk-1\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert sorted(block) == sorted(
+        [f"topic write {t}" for t in provisioning.desk_publish_topics(1)]
+        + [
+            "topic read consultease/faculty/1/messages",
+            "topic read consultease/faculty/1/cancellations",
+        ]
+    )
+    assert not any("#" in line or "+" in line for line in block)
+
+
+# --------------------------------------------------------------------------- listeners and TLS
+
+
+def _write_tls_files(base: Path, ip: str) -> tuple[provisioning.TLSOptions, bytes]:
+    """A CA and a server certificate for ``ip`` (trustme), readable by the broker's group."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert(ip)
+    tls_dir = base / "tls"
+    tls_dir.mkdir()
+    tls_dir.chmod(0o755)
+    cert = tls_dir / "server.crt"
+    key = tls_dir / "server.key"
+    cafile = tls_dir / "ca.crt"
+    cert.write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
+    key.write_bytes(server.private_key_pem.bytes())
+    cafile.write_bytes(ca.cert_pem.bytes())
+    for path in (cert, cafile):
+        path.chmod(0o644)
+    key.chmod(0o640)
+    if os.geteuid() == 0 and _group_exists("mosquitto"):
+        os.chown(key, -1, grp.getgrnam("mosquitto").gr_gid)
+    return provisioning.TLSOptions(cert, key, cafile, free_port(), ip), ca.cert_pem.bytes()
+
+
+def _generate(
+    base: Path, sqlite_url: str, port: int, **kwargs: object
+) -> tuple[provisioning.BrokerConfig, Path]:
+    dbmod.init_db(sqlite_url)
+    with dbmod.session_scope() as s:
+        if s.get(Faculty, 1) is None:
+            s.add(Faculty(id=1, name="Dr. Test 1"))
+            s.flush()
+            provisioning.provision_desk(s, 1)
+    log_path = base / "mosquitto.log"
+    log_path.touch(mode=0o666)
+    log_path.chmod(0o666)
+    group = "mosquitto" if os.geteuid() == 0 and _group_exists("mosquitto") else None
+    with dbmod.session_scope() as s:
+        result = provisioning.write_broker_config(
+            s,
+            base / "broker",
+            port=port,
+            group=group,
+            extra_conf_lines=[f"log_dest file {log_path}", "log_type all"],
+            **kwargs,  # type: ignore[arg-type]
+        )
+    return result, log_path
+
+
+@pytest.fixture
+def base_dir() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="consultease-gen-"))
+    base.chmod(0o755)  # the broker (user mosquitto) traverses it
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _refused(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return False
+    except OSError:
+        return True
+
+
+def test_plain_and_tls_listeners_have_their_own_addresses(base_dir: Path, sqlite_url: str) -> None:
+    """Plain on 127.0.0.1 (the central only), TLS on another address (the desks): both reachable."""
+    import ssl
+
+    tls, ca_pem = _write_tls_files(base_dir, "127.0.0.2")
+    port = free_port()
+    result, log_path = _generate(base_dir, sqlite_url, port, listen_address="127.0.0.1", tls=tls)
+    conf = result.conf_path.read_text()
+    assert f"listener {port} 127.0.0.1\n" in conf
+    assert f"listener {tls.port} 127.0.0.2\n" in conf
+    broker = GeneratedBroker(result.conf_path, port, log_path).start()
+    try:
+        deadline = time.monotonic() + 10
+        while _refused("127.0.0.2", tls.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _refused("127.0.0.2", tls.port), broker.read_log()
+        assert _refused("127.0.0.1", tls.port)  # TLS is not on the plain listener's address
+        assert _refused("127.0.0.2", port)  # and plain is not on the TLS address
+
+        env = provisioning.read_env_file(result.central_env_path)
+        assert env["CONSULTEASE_MQTT_HOST"] == "127.0.0.1"
+        with dbmod.session_scope() as s:
+            creds = provisioning.rotate_desk(s, 1)
+        with dbmod.session_scope() as s:
+            provisioning.refresh_broker_files(s, result.out_dir)
+        broker.reload()
+        # A desk over TLS, verifying the server's certificate against the CA.
+        connected = threading.Event()
+        codes: list[object] = []
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id="tls-desk", protocol=paho.MQTTv311
+        )
+        client.username_pw_set(creds.username, creds.password)
+        context = ssl.create_default_context(cadata=ca_pem.decode())
+        client.tls_set_context(context)
+        client.on_connect = lambda _c, _u, _f, rc, _p: (codes.append(rc), connected.set())
+        client.connect("127.0.0.2", tls.port, 30)
+        client.loop_start()
+        try:
+            assert connected.wait(10), broker.read_log()
+            assert not codes[0].is_failure, codes  # type: ignore[attr-defined]
+        finally:
+            client.disconnect()
+            client.loop_stop()
+    finally:
+        broker.cleanup()
+
+
+def test_central_env_follows_the_plain_listener(
+    base_dir: Path, sqlite_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    result, log_path = _generate(base_dir, sqlite_url, port, listen_address="127.0.0.3")
+    env = provisioning.read_env_file(result.central_env_path)
+    assert env["CONSULTEASE_MQTT_HOST"] == "127.0.0.3"
+    assert env["CONSULTEASE_MQTT_PORT"] == str(port)
+    broker = GeneratedBroker(result.conf_path, port, log_path)
+    broker.host = "127.0.0.3"
+    broker.start()
+    try:
+        settings = Settings(
+            data_dir=tmp_path,
+            database_url=sqlite_url,
+            mqtt_host=env["CONSULTEASE_MQTT_HOST"],
+            mqtt_port=int(env["CONSULTEASE_MQTT_PORT"]),
+            mqtt_username=env["CONSULTEASE_MQTT_USERNAME"],
+            mqtt_password=SecretStr(env["CONSULTEASE_MQTT_PASSWORD"]),
+            mqtt_client_id=f"test-central-{uuid.uuid4().hex[:8]}",
+        )
+        service = AsyncMQTTService(settings, dbmod.get_engine())
+        service.start()
+        try:
+            assert service.wait_connected(15), service.get_stats()["last_error"]
+        finally:
+            service.stop(timeout=2)
+    finally:
+        broker.cleanup()
+    # Moved to another address and port: the kept password, the new place.
+    new_port = free_port()
+    again, _ = _generate(base_dir, sqlite_url, new_port, listen_address="127.0.0.4")
+    assert not again.central_created
+    env2 = provisioning.read_env_file(again.central_env_path)
+    assert env2["CONSULTEASE_MQTT_HOST"] == "127.0.0.4"
+    assert env2["CONSULTEASE_MQTT_PORT"] == str(new_port)
+    assert env2["CONSULTEASE_MQTT_PASSWORD"] == env["CONSULTEASE_MQTT_PASSWORD"]
+    # Every interface: the central connects over loopback.
+    wildcard, _ = _generate(base_dir, sqlite_url, new_port, listen_address="0.0.0.0")  # noqa: S104
+    assert (
+        provisioning.read_env_file(wildcard.central_env_path)["CONSULTEASE_MQTT_HOST"]
+        == "127.0.0.1"
+    )
+
+
+def test_bad_tls_files_are_refused_when_the_config_is_written(
+    base_dir: Path, sqlite_url: str
+) -> None:
+    (base_dir / "a").mkdir()
+    (base_dir / "b").mkdir()
+    tls, _ca = _write_tls_files(base_dir / "a", "127.0.0.1")
+    other, _ = _write_tls_files(base_dir / "b", "127.0.0.1")
+    garbage = base_dir / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    garbage.chmod(0o644)
+    cases = {
+        "does not exist": provisioning.TLSOptions(
+            Path("/nonexistent/server.crt"), tls.keyfile, tls.cafile
+        ),
+        "the key does not belong to the certificate": provisioning.TLSOptions(
+            tls.certfile, other.keyfile, tls.cafile
+        ),
+        r"CA .* is not a PEM certificate": provisioning.TLSOptions(
+            tls.certfile, tls.keyfile, garbage
+        ),
+    }
+    dbmod.init_db(sqlite_url)
+    for expected, bad in cases.items():
+        out = base_dir / "out"
+        with (
+            dbmod.session_scope() as s,
+            pytest.raises(provisioning.ProvisioningError, match=expected),
+        ):
+            provisioning.write_broker_config(s, out, tls=bad)
+        assert not out.exists()  # refused before anything was written
+    provisioning.validate_tls_files(tls)  # the good set passes
+    provisioning.validate_tls_files(other)
+    if _group_exists("mosquitto"):
+        # Mosquitto reads the key after dropping root: a key only root can read is refused.
+        private = base_dir / "private.key"
+        private.write_bytes(tls.keyfile.read_bytes())
+        private.chmod(0o600)
+        unreadable = provisioning.TLSOptions(tls.certfile, private, tls.cafile)
+        with pytest.raises(provisioning.ProvisioningError, match=r"group mosquitto.* cannot read"):
+            provisioning.validate_tls_files(unreadable, "mosquitto")
+
+
+def test_broker_config_command_refuses_a_missing_certificate(
+    base_dir: Path,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from central_system.cli import main as cli_main
+    from central_system.config import reset_settings_cache
+
+    tls, _ca = _write_tls_files(base_dir, "127.0.0.1")
+    monkeypatch.setenv("CONSULTEASE_DATABASE_URL", sqlite_url)
+    reset_settings_cache()
+    out = base_dir / "broker"
+    code = cli_main(
+        [
+            "broker-config",
+            "--out",
+            str(out),
+            "--tls-cert",
+            "/nonexistent",
+            "--tls-key",
+            str(tls.keyfile),
+            "--ca",
+            str(tls.cafile),
+            "--group",
+            "",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "/nonexistent does not exist" in err
+    assert not out.exists()
