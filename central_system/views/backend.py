@@ -90,6 +90,28 @@ class ConsultationView:
 
 
 @dataclass(frozen=True)
+class QueueView:
+    """Where a pending request stands in its faculty member's queue (issue 12)."""
+
+    consultation_id: int
+    faculty_id: int
+    position: int  # 1: next
+    waiting: int
+    expected_wait_s: float | None  # None: too little history to estimate
+    history: int
+    expires_at: datetime | None
+
+    def describe(self, faculty_name: str) -> str:
+        """What the student reads: position, then the expected wait or why there is none."""
+        head = f"You are number {self.position} in {faculty_name}'s queue."
+        if self.expected_wait_s is None:
+            return f"{head} Not enough answers yet to estimate the wait."
+        minutes = max(1, round(self.expected_wait_s / 60))
+        unit = "minute" if minutes == 1 else "minutes"
+        return f"{head} Expected wait: about {minutes} {unit}."
+
+
+@dataclass(frozen=True)
 class DeskView:
     """A faculty member's desk unit as the admin sees it."""
 
@@ -163,6 +185,18 @@ def _consultation_view(c: Consultation, session: Any = None) -> ConsultationView
     )
 
 
+def _queue_view(p: Any) -> QueueView:
+    return QueueView(
+        consultation_id=p.consultation_id,
+        faculty_id=p.faculty_id,
+        position=p.position,
+        waiting=p.waiting,
+        expected_wait_s=p.expected_wait_s,
+        history=p.history,
+        expires_at=p.expires_at,
+    )
+
+
 def _error_message(err: BaseException) -> str:
     return str(err) or err.__class__.__name__
 
@@ -189,6 +223,7 @@ class KioskBackend:
             "faculty": "FacultyController",
             "student": "StudentController",
             "admin": "AdminController",
+            "queue": "QueueController",
         }[name]
         instance = getattr(ctl, cls_name)()
         self.controllers[name] = instance
@@ -282,6 +317,21 @@ class KioskBackend:
                 .limit(limit)
             ).all()
             return [_consultation_view(c) for c in rows]
+
+    def queue_position(self, consultation_id: int) -> QueueView | None:
+        """A pending request's place in its queue and expected wait (None: not pending)."""
+        position = self._controller("queue").position(consultation_id)
+        return _queue_view(position) if position is not None else None
+
+    def queue_positions(self, student_id: int) -> dict[int, QueueView]:
+        """Every pending request of the student, by consultation id."""
+        found = self._controller("queue").positions_for_student(student_id)
+        return {cid: _queue_view(p) for cid, p in found.items()}
+
+    def waiting_counts(self) -> dict[int, int]:
+        """Pending requests per faculty member (for the faculty cards)."""
+        counts: dict[int, int] = self._controller("queue").waiting_counts()
+        return counts
 
     def cancel(self, consultation_id: int, student_id: int) -> ConsultationView | None:
         """Cancel a pending consultation of this student."""

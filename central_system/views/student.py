@@ -19,7 +19,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .backend import ConsultationView, FacultyView, KioskError, OutcomeUnknownError, StudentView
+from .backend import (
+    ConsultationView,
+    FacultyView,
+    KioskError,
+    OutcomeUnknownError,
+    QueueView,
+    StudentView,
+)
 from .context import KioskContext
 from .widgets import StatusPill, button, fmt_time, repolish, title
 
@@ -37,6 +44,18 @@ MY_CONSULTATIONS_SHOWN = 20
 ROWS_PER_SLICE = 2
 # Faculty cards re-styled per event-loop turn when many desks change at once (same reason).
 CARDS_PER_SLICE = 3
+# Queue positions, wait estimates and waiting counts are re-read at most this often while
+# requests are answered, cancelled or expire (one worker call per burst, issue 12).
+QUEUE_REFRESH_MS = 300
+EXPIRED_TEXT = "Nobody answered in time: this request expired. You can send a new one."
+
+
+def _queue_timer(parent: QWidget, slot: object) -> QTimer:
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.setInterval(QUEUE_REFRESH_MS)
+    timer.timeout.connect(slot)
+    return timer
 
 
 def _error_text(err: BaseException) -> str:
@@ -62,8 +81,12 @@ class FacultyCard(QFrame):
         self.dept_label = QLabel()
         self.dept_label.setObjectName("facultyDept")
         self.pill = StatusPill()
+        self.waiting_label = QLabel("")
+        self.waiting_label.setObjectName("waitingCount")
+        self.waiting = 0
         row = QHBoxLayout()
         row.addWidget(self.pill)
+        row.addWidget(self.waiting_label)
         row.addStretch(1)
         self.request_button = button("Request", "requestButton")
         row.addWidget(self.request_button)
@@ -85,6 +108,13 @@ class FacultyCard(QFrame):
         self.dept_label.setText(view.department or " ")
         self.pill.set_status(view.availability)
         self.request_button.setEnabled(view.can_request)
+
+    def set_waiting(self, count: int) -> None:
+        """Show how many requests wait in this faculty member's queue."""
+        if count == self.waiting and self.waiting_label.text():
+            return
+        self.waiting = count
+        self.waiting_label.setText(f"{count} waiting" if count else "No one waiting")
 
 
 class DashboardScreen(QWidget):
@@ -139,6 +169,10 @@ class DashboardScreen(QWidget):
         self._coalesce.setInterval(REFRESH_COALESCE_MS)
         self._coalesce.timeout.connect(self.refresh)
         ctx.bridge.faculty_changed.connect(self._on_faculty_changed)
+        self.waiting: dict[int, int] = {}
+        self._waiting_timer = _queue_timer(self, self.refresh_waiting)
+        self._waiting_loading = False
+        ctx.bridge.consultation_changed.connect(self._on_consultation_changed)
 
     def refresh(self) -> None:
         """Reload every faculty member on the worker; at most one reload in flight."""
@@ -148,6 +182,28 @@ class DashboardScreen(QWidget):
         self._loading = True
         self._dirty = False
         self.ctx.run(lambda b: b.list_faculty(), self._loaded, self._load_failed)
+        self.refresh_waiting()
+
+    def refresh_waiting(self) -> None:
+        """Reload the waiting counts on the worker (at most one call in flight)."""
+        if self._waiting_loading:
+            self._waiting_timer.start()
+            return
+        self._waiting_loading = True
+        self.ctx.run(lambda b: b.waiting_counts(), self._waiting_loaded, self._waiting_failed)
+
+    def _on_consultation_changed(self, _consultation_id: int, _status: str) -> None:
+        if not self._waiting_timer.isActive():
+            self._waiting_timer.start()
+
+    def _waiting_loaded(self, counts: dict[int, int]) -> None:
+        self._waiting_loading = False
+        self.waiting = dict(counts)
+        for fid, card in self.cards.items():
+            card.set_waiting(self.waiting.get(fid, 0))
+
+    def _waiting_failed(self, _err: BaseException) -> None:
+        self._waiting_loading = False  # the next change or refresh tries again
 
     def _on_faculty_changed(self, _faculty_id: int) -> None:
         if not self._coalesce.isActive():
@@ -175,6 +231,7 @@ class DashboardScreen(QWidget):
             card = self.cards.get(view.id)
             if card is None:
                 card = FacultyCard(view)
+                card.set_waiting(self.waiting.get(view.id, 0))
                 card.request_clicked.connect(self._request)
                 self.cards[view.id] = card
                 layout_changed = True
@@ -267,6 +324,7 @@ class RequestFormScreen(QWidget):
         outer.addWidget(self.stack)
         self.stack.addWidget(self._build_form())
         self.stack.addWidget(self._build_sent())
+        self._queue_timer = _queue_timer(self, self._refresh_queue)
         ctx.bridge.consultation_changed.connect(self._on_consultation_changed)
 
     def _build_form(self) -> QWidget:
@@ -338,6 +396,11 @@ class RequestFormScreen(QWidget):
         row.addWidget(self.sent_status)
         row.addStretch(1)
         layout.addLayout(row)
+        self.queue_label = QLabel("")
+        self.queue_label.setObjectName("queueInfo")
+        self.queue_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.queue_label.setWordWrap(True)
+        layout.addWidget(self.queue_label)
         self.sent_hint = QLabel(
             "The status changes here when the faculty member answers at the desk."
         )
@@ -418,8 +481,28 @@ class RequestFormScreen(QWidget):
         name = self.faculty.name if self.faculty else view.faculty_name
         self.sent_label.setText(f"Sent to {name}'s desk")
         self.sent_status.set_status(view.status)
+        self.queue_label.setText("")
         self.form_error.setText("")
         self.stack.setCurrentIndex(1)
+        self._refresh_queue()
+
+    def _refresh_queue(self) -> None:
+        """Re-read the sent request's place in the queue (worker), while it is pending."""
+        sent = self.sent
+        if sent is None or self.sent_status.status() != "pending":
+            return
+        cid = sent.id
+
+        def shown(queue: QueueView | None) -> None:
+            if self.sent is None or self.sent.id != cid:
+                return  # another request (or student) since
+            if queue is not None:
+                name = self.faculty.name if self.faculty else sent.faculty_name
+                self.queue_label.setText(queue.describe(name))
+            elif self.sent_status.status() == "pending":
+                self.queue_label.setText("")
+
+        self.ctx.run(lambda b: b.queue_position(cid), shown, lambda _err: None)
 
     def _sent_failed(self, err: BaseException) -> None:
         if isinstance(err, OutcomeUnknownError):
@@ -434,8 +517,16 @@ class RequestFormScreen(QWidget):
         self._validate()
 
     def _on_consultation_changed(self, consultation_id: int, status: str) -> None:
-        if self.sent is not None and self.sent.id == consultation_id and status:
+        if self.sent is None:
+            return
+        if self.sent.id == consultation_id and status:
             self.sent_status.set_status(status)
+            if status != "pending":
+                self.queue_label.setText(EXPIRED_TEXT if status == "expired" else "")
+                return
+        # Any other request answered, cancelled or expired may move this one up.
+        if self.sent_status.status() == "pending" and not self._queue_timer.isActive():
+            self._queue_timer.start()
 
 
 class ConsultationRow(QFrame):
@@ -457,9 +548,14 @@ class ConsultationRow(QFrame):
         self.body.setTextFormat(Qt.TextFormat.PlainText)
         self.when = QLabel()
         self.when.setObjectName("facultyDept")
+        self.queue = QLabel()
+        self.queue.setObjectName("queueInfo")
+        self.queue.setTextFormat(Qt.TextFormat.PlainText)
+        self.queue.setWordWrap(True)
         text.addWidget(self.head)
         text.addWidget(self.body)
         text.addWidget(self.when)
+        text.addWidget(self.queue)
         layout.addLayout(text, 1)
         self.pill = StatusPill(view.status)
         layout.addWidget(self.pill)
@@ -479,12 +575,31 @@ class ConsultationRow(QFrame):
         self.when.setWordWrap(bool(view.note))
         self.pill.setProperty("consultationId", view.id)
         self.cancel_button.setEnabled(True)
+        self.queue_text = ""
+        self.queue.setText("")
+        self.queue.setVisible(False)
         self.set_status(view.status)
 
     def set_status(self, status: str) -> None:
-        """Show a new status; Cancel is offered only while pending."""
+        """Show a new status; Cancel (and the queue position) only while pending."""
         self.pill.set_status(status)
         self.cancel_button.setVisible(status == "pending")
+        if status == "expired":
+            self._set_queue_text("Nobody answered in time: expired.")
+        elif status != "pending":
+            self._set_queue_text("")
+
+    def set_queue(self, queue: QueueView | None) -> None:
+        """Show the request's place in its queue (None: no longer waiting)."""
+        if self.pill.status() != "pending":
+            return
+        self._set_queue_text(queue.describe(self.view.faculty_name) if queue else "")
+
+    def _set_queue_text(self, text: str) -> None:
+        if text != self.queue_text:
+            self.queue_text = text
+            self.queue.setText(text)
+        self.queue.setVisible(bool(text))
 
 
 def _esc(text: str) -> str:
@@ -526,7 +641,24 @@ class MyConsultationsScreen(QWidget):
         self.scroll_area.setWidget(holder)
         outer.addWidget(self.scroll_area, 1)
         self.back_button.clicked.connect(self.back_requested.emit)
+        self.queues: dict[int, QueueView] = {}
+        self._queue_timer = _queue_timer(self, self.refresh_queues)
         ctx.bridge.consultation_changed.connect(self._on_changed)
+
+    def refresh_queues(self) -> None:
+        """Re-read the positions and wait estimates of the student's pending requests."""
+        if self.student is None:
+            return
+        sid = self.student.id
+
+        def shown(queues: dict[int, QueueView]) -> None:
+            if self.student is None or self.student.id != sid:
+                return
+            self.queues = dict(queues)
+            for cid, row in self.rows.items():
+                row.set_queue(self.queues.get(cid))
+
+        self.ctx.run(lambda b: b.queue_positions(sid), shown, lambda _err: None)
 
     def load(self, student: StudentView) -> None:
         """Show ``student``'s consultations (loaded on the worker)."""
@@ -550,6 +682,8 @@ class MyConsultationsScreen(QWidget):
         self._generation += 1
         self.info.setText("" if views else "You have not sent any requests yet.")
         self._place_rows(self._generation)
+        if any(v.status == "pending" for v in views):
+            self.refresh_queues()
 
     def _place_rows(self, generation: int) -> None:
         if generation != self._generation:
@@ -564,6 +698,7 @@ class MyConsultationsScreen(QWidget):
                 row.cancel_clicked.connect(self._cancel)
             else:
                 row.set_view(view)
+            row.set_queue(self.queues.get(view.id))
             self.rows[view.id] = row
             self.list_layout.addWidget(row)
             row.show()
@@ -580,6 +715,11 @@ class MyConsultationsScreen(QWidget):
             row.set_status(status)  # from the event itself: no database round trip
         elif row is None and self.student is not None and self.isVisible():
             self.load(self.student)  # a request made at another kiosk
+            return
+        # Any request answered, cancelled or expired may move the student's pending ones up.
+        pending = any(r.pill.status() == "pending" for r in self.rows.values())
+        if pending and self.isVisible() and not self._queue_timer.isActive():
+            self._queue_timer.start()
 
     def _cancel(self, consultation_id: int) -> None:
         if self.student is None:
@@ -603,5 +743,6 @@ class MyConsultationsScreen(QWidget):
     def clear(self) -> None:
         """Forget the student's rows (logout)."""
         self.student = None
+        self.queues = {}
         self._loaded([])
         self.info.setText("")

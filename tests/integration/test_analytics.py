@@ -1,0 +1,175 @@
+"""Analytics checked against a hand-computed fixture, on SQLite and PostgreSQL (issue 12)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import Engine
+
+from central_system.controllers.analytics_controller import (
+    AnalyticsController,
+    AnalyticsError,
+    percentile,
+)
+from central_system.db import session_scope
+from central_system.models import Consultation, Faculty, Student
+
+MANILA = ZoneInfo("Asia/Manila")  # UTC+8 all year: local days and hours below are by hand
+# [2026-11-30 00:00, 2026-12-02 00:00) Manila time.
+START = datetime(2026, 11, 30, tzinfo=MANILA)
+END = datetime(2026, 12, 2, tzinfo=MANILA)
+
+
+def _utc(day: int, hour: int, minute: int = 0, month: int = 11) -> datetime:
+    return datetime(2026, month, day, hour, minute, tzinfo=UTC)
+
+
+# (faculty, created UTC, final status, seconds to the first answer or None)
+ROWS: list[tuple[str, datetime, str, float | None]] = [
+    ("ana", _utc(30, 1, 0), "accepted", 60),  # Mon 09:00 local
+    ("ana", _utc(30, 1, 30), "busy", 120),  # Mon 09:30
+    ("ana", _utc(30, 2, 10), "declined", 300),  # Mon 10:10
+    ("ana", _utc(30, 2, 20), "expired", None),  # Mon 10:20
+    ("ben", _utc(30, 2, 40), "accepted", 30),  # Mon 10:40
+    ("ben", _utc(30, 15, 30), "cancelled", None),  # Mon 23:30
+    ("ben", _utc(30, 16, 30), "completed", 90),  # Tue 00:30 (still Monday in UTC)
+    ("cy", _utc(1, 3, 0, month=12), "expired", None),  # Tue 11:00
+    ("cy", _utc(1, 3, 5, month=12), "pending", None),  # Tue 11:05
+    # Outside the range: one minute before it (Sun 23:59 local) and exactly at its end.
+    ("ana", _utc(29, 15, 59), "accepted", 10),
+    ("ben", _utc(1, 16, 0, month=12), "pending", None),
+]
+
+
+@pytest.fixture
+def analytics(engine: Engine) -> AnalyticsController:
+    """The fixture above in the database, and a controller reading Manila time."""
+    with session_scope() as session:
+        student = Student(name="S", student_id="1", rfid_uid="AABBCCDD")
+        people = {
+            "ana": Faculty(name="Dr. Ana", department="CS"),
+            "ben": Faculty(name="Dr. Ben", department="CS"),
+            "cy": Faculty(name="Dr. Cy", department="Physics"),
+        }
+        session.add_all([student, *people.values()])
+        session.flush()
+        for key, created, status, answer in ROWS:
+            row = Consultation(
+                student_id=student.id,
+                faculty_id=people[key].id,
+                message="A question for the analytics",
+                status=status,
+                created_at=created,
+            )
+            if answer is not None:
+                answered = created + timedelta(seconds=answer)
+                row.answered_at, row.answer_s = answered, float(answer)
+                first = "accepted" if status == "completed" else status
+                setattr(row, f"{first}_at", answered)
+            if status in ("cancelled", "expired"):
+                setattr(row, f"{status}_at", created + timedelta(hours=1))
+            session.add(row)
+    return AnalyticsController(db=engine, timezone="Asia/Manila")
+
+
+def _ids(analytics: AnalyticsController) -> dict[str, int]:
+    table = analytics.answer_times_by_faculty(START, END)
+    return {r["faculty"]: r["faculty_id"] for r in table.as_dicts()}
+
+
+def test_requests_per_local_day(analytics: AnalyticsController) -> None:
+    table = analytics.requests_per_day(START, END)
+    assert table.columns == ("day", "requests", "answered", "expired", "cancelled")
+    assert table.rows == [("2026-11-30", 6, 4, 1, 1), ("2026-12-01", 3, 1, 1, 0)]
+
+
+def test_hour_of_week_and_busiest_hours(analytics: AnalyticsController) -> None:
+    assert analytics.requests_by_hour_of_week(START, END).rows == [
+        ("Monday", 9, 2),
+        ("Monday", 10, 3),
+        ("Monday", 23, 1),
+        ("Tuesday", 0, 1),
+        ("Tuesday", 11, 2),
+    ]
+    assert analytics.busiest_hours(START, END, limit=3).rows == [
+        ("Monday", 10, 3),
+        ("Monday", 9, 2),
+        ("Tuesday", 11, 2),
+    ]
+
+
+def test_outcomes_answer_rate_and_percentiles(analytics: AnalyticsController) -> None:
+    (row,) = analytics.outcomes(START, END).as_dicts()
+    # Answer times [30, 60, 90, 120, 300]: median 90; p90 at 0.9 * 4 = 3.6 -> 120 + 0.6 * 180.
+    assert row == {
+        "requests": 9,
+        "answered": 5,
+        "pending": 1,
+        "accepted": 2,
+        "busy": 1,
+        "declined": 1,
+        "completed": 1,
+        "cancelled": 1,
+        "expired": 2,
+        "answer_rate": pytest.approx(5 / 7),
+        "median_answer_s": pytest.approx(90),
+        "p90_answer_s": pytest.approx(228),
+    }
+
+
+def test_answer_times_per_faculty_and_department(analytics: AnalyticsController) -> None:
+    ids = _ids(analytics)
+    approx = pytest.approx
+    assert analytics.answer_times_by_faculty(START, END).rows == [
+        # [60, 120, 300]: median 120, p90 at 1.8 -> 120 + 0.8 * 180 = 264; 3 of 3 + 1 expired.
+        (ids["Dr. Ana"], "Dr. Ana", "CS", 4, 3, 1, 0, approx(0.75), approx(120), approx(264)),
+        # [30, 90]: median 60, p90 at 0.9 -> 30 + 0.9 * 60 = 84; the cancellation does not count.
+        (ids["Dr. Ben"], "Dr. Ben", "CS", 3, 2, 0, 1, approx(1.0), approx(60), approx(84)),
+        # Nothing answered, one expired: rate 0, no answer times.
+        (ids["Dr. Cy"], "Dr. Cy", "Physics", 2, 0, 1, 0, approx(0.0), None, None),
+    ]
+    assert analytics.answer_times_by_department(START, END).rows == [
+        ("CS", 7, 5, 1, 1, approx(5 / 6), approx(90), approx(228)),
+        ("Physics", 2, 0, 1, 0, approx(0.0), None, None),
+    ]
+
+
+def test_every_report_exports_csv(analytics: AnalyticsController) -> None:
+    tables = analytics.summary(START, END)
+    assert set(tables) == set(analytics.reports)
+    for name, table in tables.items():
+        lines = table.to_csv().splitlines()
+        assert lines[0] == ",".join(table.columns), name
+        assert len(lines) == 1 + len(table.rows), name
+    assert tables["requests_per_day"].to_csv() == (
+        "day,requests,answered,expired,cancelled\n2026-11-30,6,4,1,1\n2026-12-01,3,1,1,0\n"
+    )
+    faculty_csv = tables["answer_times_by_department"].to_csv().splitlines()
+    assert faculty_csv[1] == "CS,7,5,1,1,0.833,90.0,228.0"
+    assert faculty_csv[2] == "Physics,2,0,1,0,0.0,,"
+
+
+def test_a_narrower_range_and_bad_ranges(analytics: AnalyticsController) -> None:
+    monday = analytics.outcomes(START, START + timedelta(days=1)).as_dicts()[0]
+    assert (monday["requests"], monday["answered"], monday["expired"]) == (6, 4, 1)
+    with pytest.raises(AnalyticsError, match="after its start"):
+        analytics.outcomes(END, START)
+    with pytest.raises(AnalyticsError, match="time zone"):
+        analytics.outcomes(START.replace(tzinfo=None), END)
+    with pytest.raises(AnalyticsError, match="three years"):
+        analytics.outcomes(START, START + timedelta(days=2000))
+    with pytest.raises(AnalyticsError, match="Unknown report"):
+        analytics.report("nope", START, END)
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [([], 0.5, None), ([7.0], 0.9, 7.0), ([1.0, 2.0, 3.0, 4.0], 0.5, 2.5), ([0, 10], 0.9, 9.0)],
+)
+def test_percentile_interpolates_like_percentile_cont(
+    values: list[Any], q: float, expected: float | None
+) -> None:
+    assert percentile(values, q) == expected
