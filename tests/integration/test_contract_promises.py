@@ -19,11 +19,14 @@ from central_system.controllers import ConsultationController, ConsultationEvent
 from central_system.db import session_scope
 from central_system.main import ConsultEaseApp
 from central_system.models import AuditLog
+from central_system.services.async_mqtt_service import MQTTMessage
 from central_system.utils import topics
 from faculty_desk_unit import DeskUnit
 from faculty_desk_unit.protocol import build_response_json
 from tests.integration.controller_helpers import (
     db_url_of,
+    heartbeat_payload,
+    presence_payload,
     response_payload,
     running_app,
     seed,
@@ -139,6 +142,15 @@ def test_busy_after_acknowledge_through_the_broker_is_refused_and_audited(
         assert desk.wait_for_request(15, cid=c.id) is not None
         assert desk.acknowledge(c.id) is not None  # the button, through the broker
         assert wait_until(lambda: controller.get_consultation(c.id).status == "accepted")
+        # The same ACKNOWLEDGE again (the firmware retries): a no-op, neither applied nor audited.
+        ack = build_response_json(
+            fid, desk.faculty_name, "ACKNOWLEDGE", str(c.id), desk.uptime_ms(), True
+        )
+        stats = central.controllers["inbound_stats"]
+        parsed = stats.accepted.get("ResponsePayload", 0)
+        publish_raw(broker.port, topics.faculty_responses_topic(fid), ack, qos=0)
+        assert wait_until(lambda: stats.accepted.get("ResponsePayload", 0) > parsed)
+        assert wait_until(lambda: False, timeout=0.3) or _rejections(c.id) == []
         # A second press on a copy of the same request (contract 3.1: a re-sent copy is
         # queued as a second request): the firmware's exact BUSY bytes, at QoS 0.
         busy = build_response_json(
@@ -192,3 +204,68 @@ def test_an_oversized_but_valid_response_is_dropped_and_one_at_the_limit_is_appl
     publish_raw(broker.port, topic, _response_of_size(fid, c.id, MAX_INBOUND_BYTES))
     assert wait_until(lambda: controller.get_consultation(c.id).status == "accepted")
     assert stats.dropped.get("too_large", 0) == too_large_before + 1
+
+
+def test_rejected_responses_are_audited_at_most_20_per_desk_per_minute(
+    central: ConsultEaseApp, firmware_desk: dict[str, Any]
+) -> None:
+    # docs/mqtt-topics.md: "written to audit_log (... at most 20 per desk per minute)".
+    fid = firmware_desk["fid"]
+    other = firmware_desk["faculty"][1].id
+    controller: ConsultationController = central.controllers["consultation"]
+    stats = central.controllers["inbound_stats"]
+    before = stats.dropped
+
+    def reject(faculty_id: int, cid: int) -> None:
+        # A response for a request that does not exist: rejected, logged, audited.
+        message = MQTTMessage(
+            topics.faculty_responses_topic(faculty_id), response_payload(faculty_id, cid)
+        )
+        controller.on_response_message(message)
+
+    for cid in range(900_001, 900_026):  # 25 rejections from one desk within a minute
+        reject(fid, cid)
+    reject(other, 900_100)  # another desk has its own allowance
+    with session_scope() as session:
+        actors = list(
+            session.scalars(
+                select(AuditLog.actor).where(AuditLog.action == "consultation_response_rejected")
+            )
+        )
+    assert actors.count(f"desk:{fid}") == 20
+    assert actors.count(f"desk:{other}") == 1
+    after = stats.dropped  # counters are per process: compare with before
+    assert after["response_rejected"] - before.get("response_rejected", 0) == 26
+    assert after["audit_suppressed"] - before.get("audit_suppressed", 0) == 5
+
+
+def test_a_retained_presence_replayed_by_the_broker_is_not_a_sign_of_life(
+    make_settings, engine: Engine, broker
+) -> None:
+    # docs/mqtt-topics.md, Liveness: "Retained messages replayed by the broker update
+    # presence but are not a sign of life."
+    settings = make_settings(
+        database_url=db_url_of(engine), desk_offline_after_s=1.5, liveness_check_interval_s=0.2
+    )
+    with running_app(settings) as app:
+        fid = seed(app)["faculty"][0].id
+        faculty = app.controllers["faculty"]
+        stats = app.controllers["inbound_stats"]
+        service = app.async_mqtt_service
+        # The desk's presence, retained at the broker as the firmware publishes it.
+        status = topics.faculty_status_topic(fid)
+        publish_raw(broker.port, status, presence_payload(fid), qos=0, retain=True)
+        assert wait_until(lambda: faculty.get_faculty(fid).desk_online is True)
+        # Then the desk falls silent and is shown offline.
+        assert wait_until(lambda: faculty.get_faculty(fid).desk_online is False, 10)
+        accepted = stats.accepted.get("PresencePayload", 0)
+        # The central system reconnects; the broker replays the retained presence.
+        service._client.socket().close()
+        assert wait_until(lambda: service.get_stats()["reconnects"] >= 1, 15)
+        assert wait_until(lambda: stats.accepted.get("PresencePayload", 0) > accepted, 10)
+        wait_until(lambda: False, timeout=1.0)  # several liveness checks
+        shown = faculty.get_faculty(fid)
+        assert shown.desk_online is False and shown.status == "offline"
+        # A live message does bring it back.
+        publish_raw(broker.port, topics.faculty_heartbeat_topic(fid), heartbeat_payload(fid))
+        assert wait_until(lambda: faculty.get_faculty(fid).desk_online is True)

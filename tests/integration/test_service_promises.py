@@ -168,3 +168,25 @@ def test_stop_returns_after_everything_accepted_is_acknowledged(
         assert probe.wait_for(lambda ms: len({json.loads(m.payload)["n"] for m in ms}) == 5000, 20)
     finally:
         probe.close()
+
+
+def test_after_a_restart_unacknowledged_rows_are_sent_again_in_id_order(
+    broker, make_settings, db_url, topic_prefix
+):
+    # README: "After a restart, unacknowledged rows are sent again" (module docstring: in id order).
+    topic = f"{topic_prefix}/again"
+    # First run: no broker on that port, so everything stays in the outbox.
+    with running_service(make_settings(mqtt_port=1), db_url, connect=False) as first:
+        handles = [first.publish_async(topic, {"n": n}) for n in range(300)]
+        assert all(h.wait_persisted(15) for h in handles)
+    left = sorted(outbox_ids())
+    assert left == sorted(h.row_id for h in handles)
+    probe = Probe(broker.port, [topic], qos=1)
+    try:
+        with running_service(make_settings(), db_url) as second:
+            assert probe.wait_for(lambda ms: len(ms) >= 300, 20), len(probe.messages)
+            assert [json.loads(p)["n"] for p in probe.payloads()] == list(range(300))
+            assert wait_until(lambda: not outbox_ids(), 10)
+            assert second.queue_size == 0
+    finally:
+        probe.close()

@@ -1,0 +1,59 @@
+"""Numbers the README, docs/security.md and the wire contract promise, written here as literals.
+
+Each test compares the code with the number the document states, never with the
+code's own constant, so changing the constant without changing the promise fails.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from central_system.config import Settings
+from central_system.controllers.admin_controller import PasswordPolicyError, check_password_policy
+from central_system.services import provisioning
+from faculty_desk_unit import protocol
+
+
+def test_settings_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONSULTEASE_CONFIG", raising=False)
+    s = Settings()
+    # README, Configuration.
+    assert (s.mqtt_host, s.mqtt_port, s.mqtt_protocol) == ("127.0.0.1", 1883, "auto")
+    assert s.mqtt_username is None and s.mqtt_password is None  # no default password
+    assert s.mqtt_tls_ca_certs is None
+    # Contract 3: a desk is online while it has sent anything within the last 90 s.
+    assert s.desk_offline_after_s == 90.0
+    # docs/security.md 1: automatic logout after 120 s of inactivity.
+    assert s.kiosk_inactivity_timeout_s == 120.0
+
+
+def test_the_desk_simulator_speaks_the_firmwares_numbers() -> None:
+    assert protocol.MAX_MESSAGE_BYTES == 512  # contract 1.1
+    assert protocol.FIRMWARE_HEARTBEAT_INTERVAL_S == 30.0  # contract 2.3, "about every 30 s"
+    assert protocol.MAX_QUEUED_REQUESTS == 10  # contract 3.1, "10 slots"
+
+
+def test_generated_broker_passwords_are_192_random_bits() -> None:
+    # docs/security.md 2: "each with a random 192-bit password".
+    passwords = {provisioning.generate_password() for _ in range(50)}
+    assert len(passwords) == 50
+    for password in passwords:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{32}", password)  # 32 x 6 bits
+
+
+@pytest.mark.parametrize(
+    ("password", "accepted"),
+    [
+        ("Tangerin-4x", False),  # 11 characters
+        ("Tangerine-4x", True),  # 12 characters
+    ],
+)
+def test_password_policy_minimum_is_12_characters(password: str, accepted: bool) -> None:
+    # docs/security.md 1: "at least 12 characters".
+    if accepted:
+        check_password_policy(password, "alice")
+    else:
+        with pytest.raises(PasswordPolicyError, match="at least 12"):
+            check_password_policy(password, "alice")
