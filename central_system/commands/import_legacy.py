@@ -38,8 +38,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--pending-max-age-hours",
         type=float,
-        default=8.0,
-        help="pending requests older than this are closed with a note (default 8)",
+        default=None,
+        help="pending requests older than this are closed (expired) with a note the student "
+        "sees (default: consultation_expire_after_s, the queue's own expiry; 8 when that is 0)",
     )
     p.add_argument("--config", type=Path, help="the original's config.json")
     p.add_argument("--write-config", type=Path, help="where to write the TOML settings file")
@@ -93,15 +94,20 @@ def _import(args: argparse.Namespace) -> int:
     from ..config import get_settings
     from ..services.legacy_import import ImportOptions, LegacyImportError, import_legacy
 
-    if args.pending_max_age_hours < 0:
+    settings = get_settings()
+    hours = args.pending_max_age_hours
+    if hours is None:
+        expire = settings.consultation_expire_after_s
+        hours = expire / 3600 if expire > 0 else 8.0
+    if hours < 0:
         print("--pending-max-age-hours must not be negative.", file=sys.stderr)
         return 2
-    target = args.target or get_settings().effective_database_url
+    target = args.target or settings.effective_database_url
     options = ImportOptions(
         source_url=args.source,
         dry_run=args.dry_run,
         timezone=args.timezone,
-        pending_max_age=timedelta(hours=args.pending_max_age_hours),
+        pending_max_age=timedelta(hours=hours),
         progress=lambda message: print(message, file=sys.stderr, flush=True),
     )
     try:

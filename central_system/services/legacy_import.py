@@ -256,6 +256,7 @@ class _Clock:
     def __init__(self, zone: str) -> None:
         try:
             self.zone = ZoneInfo(zone)
+            self.utc = zone.upper() in ("UTC", "ETC/UTC", "Z", "GMT")
         except (ZoneInfoNotFoundError, ValueError) as err:
             raise LegacyImportError(f"unknown time zone {zone!r} (e.g. UTC, Asia/Manila)") from err
 
@@ -270,6 +271,8 @@ class _Clock:
         if not isinstance(value, datetime):
             return None
         if value.tzinfo is None:
+            if self.utc:
+                return value.replace(tzinfo=UTC)
             value = value.replace(tzinfo=self.zone)
         return value.astimezone(UTC)
 
@@ -308,6 +311,15 @@ def _uses_default_password(password_hash: str, salt: str | None) -> bool:
             if hmac.compare_digest(digest, password_hash.lower()):
                 return True
     return False
+
+
+def _sqlite_value(value: object) -> object:
+    """A value as SQLAlchemy's SQLite dialect stores it (``UTCDateTime``: naive UTC text)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value
 
 
 # --------------------------------------------------------------------------- the import
@@ -401,9 +413,34 @@ class _Importer:
         return int(conn.execute(text(sql)).scalar() or 0) + 1
 
     def _flush(self, conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` (dicts) through SQLAlchemy (small tables, JSON columns) and clear them."""
         if rows:
             conn.execute(insert(table), rows)
             rows.clear()
+
+    def _bulk(self, conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+        """Insert many plain rows fast and clear them: COPY on PostgreSQL, one executemany on SQLite.
+
+        The values are written as ``UTCDateTime`` would write them (aware UTC on PostgreSQL,
+        naive UTC text on SQLite); going around SQLAlchemy's per-value type processing makes
+        200,000 consultations several times faster.
+        """
+        if not rows:
+            return
+        names = list(rows[0])
+        if conn.dialect.name == "postgresql":
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            columns = ", ".join(names)
+            with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([row[n] for n in names])
+        else:
+            sql = (
+                f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608 - model names
+                f"VALUES ({', '.join('?' for _ in names)})"
+            )
+            conn.exec_driver_sql(sql, [tuple(_sqlite_value(row[n]) for n in names) for row in rows])
+        rows.clear()
 
     # ------------------------------------------------------------------ faculty
 
@@ -579,9 +616,9 @@ class _Importer:
             next_id += 1
             if len(rows) >= BATCH:
                 rep.imported += len(rows)
-                self._flush(conn, Student.__table__, rows)
+                self._bulk(conn, Student.__table__, rows)
         rep.imported += len(rows)
-        self._flush(conn, Student.__table__, rows)
+        self._bulk(conn, Student.__table__, rows)
         self.progress(f"students: {rep.imported} imported")
 
     # ------------------------------------------------------------------ admins
@@ -736,12 +773,12 @@ class _Importer:
             next_id += 1
             if len(rows) >= BATCH:
                 rep.imported += len(rows)
-                self._flush(conn, Consultation.__table__, rows)
+                self._bulk(conn, Consultation.__table__, rows)
                 self._write_provenance(conn)
                 if rep.imported % (BATCH * 4) == 0:
                     self.progress(f"consultations: {rep.imported} imported, {rep.read} read")
         rep.imported += len(rows)
-        self._flush(conn, Consultation.__table__, rows)
+        self._bulk(conn, Consultation.__table__, rows)
         if long_codes:
             self.report.notes.append(f"{long_codes} course codes cut to 16 characters")
         self.progress(f"consultations: {rep.imported} imported")
@@ -798,7 +835,7 @@ class _Importer:
     # ------------------------------------------------------------------ finish
 
     def _write_provenance(self, conn: Connection) -> None:
-        self._flush(conn, LegacyImportMap.__table__, self.new_provenance)
+        self._bulk(conn, LegacyImportMap.__table__, self.new_provenance)
 
     def _move_sequences(self, conn: Connection) -> None:
         """PostgreSQL: move each id sequence past the ids written explicitly (faculty keep theirs)."""

@@ -26,7 +26,9 @@ from central_system.services.legacy_import import (
 from tests.conftest import PG_ADMIN_URL
 from tests.legacy_fixture import BCRYPT_ADMIN_PASSWORD, ORIGINAL_DEFAULT, create_legacy_db
 
-NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+# The import's "now" (the legacy data's times are relative to it); the real time, so the
+# running central system's own expiry (issue 12) sees the recent pending request as recent.
+NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 
 
 @pytest.fixture
@@ -215,7 +217,7 @@ def test_cli_dry_run_reports_and_writes_nothing_then_the_real_run_imports(
     with dbmod.session_scope() as s:
         first = s.scalar(select(Consultation).where(Consultation.message == "Thesis chapter 2"))
         assert first is not None
-        # Naive 2026-11-01 09:00 read as Manila time (UTC+8) is 01:00 UTC.
+        # A naive time read as Manila time (UTC+8) is 8 hours earlier in UTC.
         assert first.created_at == NOW - timedelta(days=30, hours=8)
     assert cli_main(["import-legacy", "--from", legacy_url, "--timezone", "Mars/Base"]) == 1
     assert "unknown time zone" in capsys.readouterr().err
@@ -264,3 +266,51 @@ def test_config_json_becomes_a_toml_settings_file(
         "consultease import-legacy --from 'postgresql://kiosk:***@db.local:5433/consultease'"
         in (toml_text)
     )
+
+
+@pytest.mark.timeout(120)
+def test_a_deployed_desk_of_a_legacy_faculty_id_works_after_the_import_untouched(
+    db_url: str, legacy_url: str, make_settings, broker
+) -> None:
+    """Faculty 3's desk, flashed for the original (firmware mode, id 3 compiled in), gets the
+    recent pending request again and the next new one on faculty 3's topic; its ACKNOWLEDGE
+    is accepted."""
+    from faculty_desk_unit import DeskUnit
+    from tests.integration.controller_helpers import running_app, wait_until
+
+    report = _import(legacy_url, db_url)
+    assert report.pending_kept >= 1  # type: ignore[attr-defined]
+    settings = make_settings(
+        database_url=db_url,
+        desk_offline_after_s=600,
+        liveness_check_interval_s=0.5,
+        consultation_day_end=None,  # the recent request may be from before midnight
+    )
+    with running_app(settings) as app:
+        desk = DeskUnit(3, "Dr. José Rizal", "127.0.0.1", broker.port, mode="firmware").start()
+        try:
+            assert desk.wait_connected(10)
+            faculty = app.controllers["faculty"]
+            assert wait_until(lambda: faculty.get_faculty(3).desk_online, 15)
+            with dbmod.session_scope() as s:
+                recent = s.scalar(
+                    select(Consultation).where(Consultation.message == "Recent pending ¿qué tal?")
+                )
+                assert recent is not None and recent.status == "pending"
+                maria = s.scalar(select(Student).where(Student.rfid_uid == "A1B2C3D4"))
+                assert maria is not None
+            # The request left pending in the original reaches the desk again...
+            assert desk.wait_for_request(15, cid=recent.id) is not None, desk.received_raw
+            # ... and so does the next one, on faculty 3's /messages topic.
+            controller = app.controllers["consultation"]
+            new = controller.create_consultation(maria.id, 3, "Office hours after the switch?")
+            request = desk.wait_for_request(15, cid=new.id)
+            assert request is not None and request.student_name == "María Clara de los Santos"
+            topics_seen = {t for t, _ in desk.received_raw}
+            assert topics_seen == {"consultease/faculty/3/messages"}
+            assert desk.acknowledge(new.id) is not None
+            assert wait_until(
+                lambda: controller.get_consultation(new.id).status == "accepted", 15
+            ), controller.get_consultation(new.id)
+        finally:
+            desk.stop()
