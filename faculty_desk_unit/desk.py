@@ -1,10 +1,19 @@
 """A simulated faculty desk unit speaking contract v1 (``/work/shared/mqtt-contract.md``).
 
-``mode="firmware"`` is the deployed ESP32 firmware, quirks included: a random
-client id and a clean session on every connect, every publish at QoS 0, retained
-presence on the new and the legacy status topic, no last will, requests dropped
-while the faculty member is away. ``mode="improved"`` keeps a stable client id
-and a persistent session and sets a retained ``OFFLINE`` last will.
+``mode="firmware"`` is the deployed ESP32 firmware, quirks included (contract
+section 2 and 3.1): a random client id and a clean session on every connect,
+every publish at QoS 0, retained presence on the new and the legacy status topic
+after every connect, no last will, requests dropped while the faculty member is
+away, the current request kept across AWAY and reconnects, another copy of a
+request it holds queued as a second request, and everything forgotten on a
+reboot (``reboot()``: ``uptime`` starts again). ``mode="improved"`` keeps a
+stable client id and a persistent session, sets a retained ``OFFLINE`` last
+will, says so in its presence and heartbeat (docs/mqtt-topics.md) and never
+shows a request twice.
+
+``deliveries`` counts, per consultation id, every request put on the desk
+(shown or queued); ``stats.copies_shown`` counts those that joined a copy of
+themselves already there: the duplicates a faculty member would see.
 
 All of a desk's state is changed on its ``NetworkLoop`` thread; the public
 methods hand their work to that thread, so many desks can share one loop.
@@ -18,7 +27,7 @@ import secrets
 import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -59,7 +68,10 @@ class DeskStats:
     requests_received: int = 0
     requests_dropped_away: int = 0
     requests_dropped_full: int = 0
-    requests_duplicate: int = 0
+    requests_duplicate: int = 0  # improved mode: a copy it recognised and ignored
+    copies_shown: int = 0  # firmware mode: a copy queued next to the request it already holds
+    withdrawals: int = 0  # consultation_resend removals (docs/mqtt-topics.md)
+    reboots: int = 0
     non_requests_dropped: int = 0
     malformed_dropped: int = 0
     cancellations: int = 0
@@ -113,6 +125,7 @@ class DeskUnit:
         self.received_raw: deque[tuple[str, bytes]] = deque(maxlen=RAW_HISTORY)
         self.client_ids: deque[str] = deque(maxlen=RAW_HISTORY)
         self.responses: deque[str] = deque(maxlen=RAW_HISTORY)
+        self.deliveries: Counter[str] = Counter()
 
         self._own_loop = loop is None
         self._loop = loop or NetworkLoop(name=f"desk-{self.faculty_id}")
@@ -174,6 +187,13 @@ class DeskUnit:
         ``None`` leaves it dead until ``stop()``.
         """
         self._loop.run_sync(lambda: self._kill_in_loop(reconnect_after), timeout)
+
+    def reboot(self, down_for: float = 0.5, timeout: float = 5.0) -> None:
+        """Power-cycle the unit: the link dies, every request is forgotten, ``uptime`` restarts.
+
+        It connects again ``down_for`` seconds later, like a desk that booted.
+        """
+        self._loop.run_sync(lambda: self._reboot_in_loop(down_for), timeout)
 
     def set_present(
         self, present: bool, grace_period_remaining_ms: int | None = None, timeout: float = 5.0
@@ -251,6 +271,9 @@ class DeskUnit:
         return found[-1] if self.wait_for(match, timeout) else None
 
     # ------------------------------------------------------------------ loop thread: lifecycle
+
+    def _capabilities(self) -> str:
+        return protocol.IMPROVED_CAPABILITIES if self.mode == "improved" else ""
 
     def _boot_in_loop(self) -> None:
         self._loop.add_endpoint(self)
@@ -369,6 +392,21 @@ class DeskUnit:
         self._client = None
         self._sock = None
         self._link_lost_state()
+
+    def _reboot_in_loop(self, down_for: float) -> None:
+        self._kill_in_loop(None)
+        with self._cond:
+            self._queue.clear()
+        self._offline.clear()
+        self._stopping = False
+        self._attempt = 0
+        self.stats.reboots += 1
+
+        def boot() -> None:
+            self._boot = time.monotonic()
+            self._boot_in_loop()
+
+        self._reconnect_timer = self._loop.call_later(down_for, boot)
 
     def _kill_in_loop(self, reconnect_after: float | None) -> None:
         if reconnect_after is None:
@@ -506,8 +544,8 @@ class DeskUnit:
             logger.info("desk %s: request %s ignored - faculty AWAY", self.faculty_id, request.cid)
             return
         with self._cond:
-            if any(queued.cid == request.cid for queued in self._queue):
-                # A re-send after a reconnect (contract 3) must not show the request twice.
+            held = any(queued.cid == request.cid for queued in self._queue)
+            if held and self.mode == "improved":
                 self.stats.requests_duplicate += 1
                 return
             if len(self._queue) >= protocol.MAX_QUEUED_REQUESTS:
@@ -518,6 +556,11 @@ class DeskUnit:
                 return
             self._queue.append(request)
             self.stats.requests_received += 1
+            self.deliveries[request.cid] += 1
+            if held:
+                # Contract 3.1: the firmware queues the copy as a second request.
+                self.stats.copies_shown += 1
+                logger.info("desk %s: request %s shown twice", self.faculty_id, request.cid)
         if self.on_request is not None:
             try:
                 self.on_request(self, request)
@@ -527,20 +570,25 @@ class DeskUnit:
 
     def _handle_cancellation(self, payload: bytes) -> None:
         try:
-            cid = protocol.parse_cancellation(payload)
+            cid = protocol.parse_cancellation(payload, firmware=self.mode == "firmware")
         except DeskProtocolError as err:
             self.stats.malformed_dropped += 1
             logger.warning(
                 "desk %s: dropped a cancellation (%s): %r", self.faculty_id, err, payload[:80]
             )
             return
+        withdrawal = b"consultation_resend" in payload
         with self._cond:
-            before = len(self._queue)
-            self._queue = [queued for queued in self._queue if queued.cid != cid]
-            removed = before - len(self._queue)
-        if removed:
-            self.stats.cancellations += 1
-            logger.info("desk %s: request %s cancelled", self.faculty_id, cid)
+            # Contract 3.1: the request on screen if it matches, else the first match queued.
+            found = next((i for i, queued in enumerate(self._queue) if queued.cid == cid), None)
+            if found is not None:
+                del self._queue[found]
+        if found is not None:
+            if withdrawal:
+                self.stats.withdrawals += 1
+            else:
+                self.stats.cancellations += 1
+            logger.info("desk %s: request %s removed", self.faculty_id, cid)
             self._changed()
 
     def _respond(self, response_type: str, cid: str | int | None) -> DeskRequest | None:
@@ -586,6 +634,7 @@ class DeskUnit:
             self.uptime_ms(),
             self.ntp_sync_status,
             grace_period_remaining_ms,
+            extra=self._capabilities(),
         )
 
     def _offline_json(self) -> str:
@@ -619,6 +668,7 @@ class DeskUnit:
             len(self._queue),
             self.ntp_sync_status,
             mqtt_retries=self._attempt,
+            extra=self._capabilities(),
         )
         if self._publish(self.heartbeat_topic, payload):
             self.stats.heartbeats_sent += 1

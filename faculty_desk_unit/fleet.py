@@ -18,6 +18,12 @@ logger = logging.getLogger(__name__)
 
 # Flapping never touches more than this share of the fleet at once (load tests, not chaos).
 FLAP_FRACTION = 0.1
+# A Wi-Fi blip lasts this long (seconds, uniform); a long outage outlasts the 90 s of contract 3.
+BLIP_S = (0.2, 3.0)
+LONG_OUTAGE_S = (95.0, 110.0)
+# At each flap, the chance that one desk has a long outage, and that one desk reboots.
+LONG_OUTAGE_CHANCE = 0.1
+REBOOT_CHANCE = 0.3
 
 
 class DeskFleet:
@@ -25,7 +31,9 @@ class DeskFleet:
 
     ``auto_ack`` acknowledges every request after that many seconds; ``flap_interval``
     toggles the presence of a random tenth of the fleet that often (a desk that
-    went away comes back at the next flap).
+    went away comes back at the next flap) and, with ``flap_links``, drops the
+    Wi-Fi of another tenth for a blip (``BLIP_S``), now and then one desk's for a
+    long outage (``LONG_OUTAGE_S``), and now and then reboots one desk.
     """
 
     def __init__(
@@ -43,6 +51,7 @@ class DeskFleet:
         password: str | None = None,
         auto_ack: float | None = None,
         flap_interval: float | None = None,
+        flap_links: bool = True,
         connect_spread: float = 0.0,
         stagger_heartbeats: bool = True,
         on_request: Callable[[DeskUnit, DeskRequest], None] | None = None,
@@ -58,6 +67,7 @@ class DeskFleet:
         self.loop = NetworkLoop(name="desk-fleet")
         self.auto_ack = auto_ack
         self.flap_interval = flap_interval
+        self.flap_links = flap_links
         self.connect_spread = connect_spread
         self._user_on_request = on_request
         self._flap_timer: TimerHandle | None = None
@@ -147,6 +157,7 @@ class DeskFleet:
             f"(queued {t['queued']}, dropped away {t['requests_dropped_away']}, full {t['requests_dropped_full']}) "
             f"| responses {t['responses_sent']} | cancellations {t['cancellations']} "
             f"| heartbeats {t['heartbeats_sent']} | reconnects {max(0, t['connects'] - len(self.desks))}"
+            f" | reboots {t['reboots']} | copies shown {t['copies_shown']}"
         )
 
     # ------------------------------------------------------------------ loop thread
@@ -165,5 +176,16 @@ class DeskFleet:
             desk._set_present_in_loop(True, None)
         candidates = [desk for desk in self.desks if desk.connected and desk not in away]
         k = min(len(candidates), max(1, int(len(self.desks) * FLAP_FRACTION)))
-        for desk in random.sample(candidates, k):
+        chosen = random.sample(candidates, k)
+        for desk in chosen:
             desk._set_present_in_loop(False, None)
+        if not self.flap_links:
+            return
+        rest = [desk for desk in candidates if desk not in chosen]
+        for desk in random.sample(rest, min(len(rest), k)):
+            desk._kill_in_loop(random.uniform(*BLIP_S))
+        connected = [desk for desk in self.desks if desk.connected]
+        if connected and random.random() < LONG_OUTAGE_CHANCE:
+            random.choice(connected)._kill_in_loop(random.uniform(*LONG_OUTAGE_S))
+        if connected and random.random() < REBOOT_CHANCE:
+            random.choice(connected)._reboot_in_loop(random.uniform(*BLIP_S))

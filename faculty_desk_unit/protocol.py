@@ -20,6 +20,13 @@ MAX_MESSAGE_BYTES = 512
 MAX_QUEUED_REQUESTS = 10
 # Contract 2.3: heartbeat period of the deployed firmware.
 FIRMWARE_HEARTBEAT_INTERVAL_S = 30.0
+# Contract 3.1: what the firmware's screen shows, one ASCII glyph per byte.
+DISPLAY_NAME_BYTES = 19
+DISPLAY_LINE_BYTES = 25
+DISPLAY_LINES = 5
+DISPLAY_MESSAGE_BYTES = DISPLAY_LINE_BYTES * DISPLAY_LINES  # 125
+# docs/mqtt-topics.md: what an improved desk adds to its presence and heartbeat JSON.
+IMPROVED_CAPABILITIES = ',"session":"persistent","charset":"UTF-8"'
 
 REQUEST_PREFIX = "CID:"
 ACKNOWLEDGE = "ACKNOWLEDGE"
@@ -110,8 +117,14 @@ def parse_request(payload: bytes, received_at: float | None = None) -> DeskReque
     )
 
 
-def parse_cancellation(payload: bytes) -> str:
-    """The consultation id (as the firmware's string) named by a contract 1.3 cancellation."""
+def parse_cancellation(payload: bytes, *, firmware: bool = False) -> str:
+    """The consultation id (as the firmware's string) named by a contract 1.3 cancellation.
+
+    ``firmware=True`` reads it like the deployed firmware (contract 3.1): without a
+    JSON library, so the ``type`` is never looked at; ``consultation_resend``
+    (docs/mqtt-topics.md, a withdrawal right before a re-send) removes a request too.
+    An improved desk accepts exactly those two types.
+    """
     try:
         data: Any = json.loads(truncate_payload(payload))
     except (ValueError, UnicodeDecodeError) as err:
@@ -119,12 +132,30 @@ def parse_cancellation(payload: bytes) -> str:
     if not isinstance(data, dict):
         raise MalformedCancellationError("not a JSON object")
     kind = data.get("type", "consultation_cancelled")
-    if kind != "consultation_cancelled":
+    if not firmware and kind not in ("consultation_cancelled", "consultation_resend"):
         raise MalformedCancellationError(f"unknown type {kind!r}")
     cid = data.get("consultation_id")
     if isinstance(cid, bool) or not isinstance(cid, int | str) or str(cid).strip() == "":
         raise MalformedCancellationError("consultation_id missing or not an id")
     return str(cid).strip()
+
+
+def display_text(request: DeskRequest) -> tuple[str, list[str]]:
+    """What the firmware's screen shows of a request: the name line and 5 message lines.
+
+    Each byte is drawn as one glyph of an ASCII font (contract 3.1): a byte
+    outside ASCII shows as ``?`` here, as garbage on the desk.
+    """
+
+    def glyphs(data: bytes) -> str:
+        return "".join(chr(b) if 32 <= b < 127 else "?" for b in data)
+
+    name = glyphs(request.student_name.encode("utf-8")[:DISPLAY_NAME_BYTES])
+    body = request.message.encode("utf-8")[:DISPLAY_MESSAGE_BYTES]
+    lines = [
+        glyphs(body[i : i + DISPLAY_LINE_BYTES]) for i in range(0, len(body), DISPLAY_LINE_BYTES)
+    ]
+    return name, lines
 
 
 def _bool(value: bool) -> str:
@@ -144,6 +175,7 @@ def build_presence_json(
     ntp_sync_status: str = "SYNCED",
     grace_period_remaining_ms: int | None = None,
     status: str | None = None,
+    extra: str = "",
 ) -> str:
     """The presence JSON of contract 2.1, concatenated like the firmware (a ``"`` in the name breaks it).
 
@@ -170,6 +202,7 @@ def build_presence_json(
     else:
         payload += ',"in_grace_period":false'
     payload += ',"detailed_status":"' + detailed + '"'
+    payload += extra
     payload += "}"
     return payload
 
@@ -205,6 +238,7 @@ def build_heartbeat_json(
     free_heap: int | None = None,
     wifi_rssi: int | None = None,
     mqtt_retries: int = 0,
+    extra: str = "",
 ) -> str:
     """The heartbeat JSON of contract 2.3, in the firmware's field order."""
     heap = free_heap if free_heap is not None else random.randint(140_000, 160_000)
@@ -224,6 +258,7 @@ def build_heartbeat_json(
     payload += '"presence_status":"' + presence_status(present) + '",'
     payload += '"queue_size":0,'
     payload += '"consultation_queue_size":' + str(int(consultation_queue_size))
+    payload += extra
     payload += "}"
     return payload
 

@@ -142,6 +142,10 @@ def render() -> str:
     consultation, student, faculty = _examples()
     msgs = outbound.consultation_messages(consultation, student, faculty)
     long_text = outbound.request_text(43, "José (Pepe): Núñez", 8, "日本語の質問です。" * 40)
+    utf8_text = outbound.request_text(
+        44, "José Núñez", 8, "¿Podemos vernos? 日本語", "MATH 2010", utf8=True
+    )
+    withdrawal = outbound.withdrawal_message(consultation)
     cancel = outbound.cancellation_message(consultation, student, AT)
     expired = outbound.cancellation_message(consultation, student, AT, reason="expired")
     status = outbound.faculty_status_message(3, "away", timestamp=1764260729.12)
@@ -182,13 +186,67 @@ def render() -> str:
         "",
         _block(msgs[2].payload),
         "",
-        "Capped at 512 bytes by shortening the request on a UTF-8 boundary and ending it with `…`; "
-        "`(`, `)` and `:` in names become `[`, `]` and `-`, control characters are removed:",
+        "The course code leads the request: the deployed firmware shows 19 bytes of the name and "
+        "5 × 25 = 125 bytes of the request, each byte as one glyph of an ASCII font (contract 3.1). "
+        "So for every desk that has not said it draws UTF-8, name, course code and request are "
+        "folded to ASCII (`outbound.fold_to_ascii`, anyascii: `é` → `e`, `ñ` → `n`, `中文` → "
+        "`ZhongWen`, an emoji → `:grinning:`); the database, the kiosk, the web pages and the "
+        "JSON topics keep the original text. Capped at 512 bytes by shortening the request and "
+        "ending it with `...`; `(`, `)` and `:` in names become `[`, `]` and `-`; tabs, newlines "
+        "and other control characters become spaces; invisible format characters are removed:",
         "",
         _block(long_text),
         "",
-        f"({len(long_text.encode())} bytes.) Pending requests are re-sent here when a desk comes back "
-        "or its faculty becomes available again (`last_sent_at` is updated).",
+        f"({len(long_text.encode())} bytes.) A desk that says `\"charset\": \"UTF-8\"` "
+        "(an improved desk, below) gets UTF-8, shortened on a character boundary with `…`:",
+        "",
+        _block(utf8_text),
+        "",
+        "### When a request is sent again",
+        "",
+        "The deployed firmware connects with a clean session and a random client id, so what is "
+        "published while it is disconnected, even for a second, is lost at the broker; it drops "
+        "requests that arrive while AWAY; and it queues another copy of a request it holds as a "
+        "second request (contract 3.1). The central system therefore re-sends a pending request "
+        "exactly when the desk may not hold it (`LivenessService._what_to_resend`, "
+        "`ConsultationController.resend_pending`):",
+        "",
+        "| the desk … | sign | re-sent once it is online and AVAILABLE |",
+        "|---|---|---|",
+        "| rebooted | `uptime` (heartbeat) or presence `timestamp` went backwards, or says it booted "
+        "more than 2 s after the last message we had from it | every pending request (oldest "
+        "first, at most 10) |",
+        "| reconnected | a presence message that is not the legacy copy of the last one (the firmware "
+        "publishes presence after every connect), or the desk coming back after 90 s of silence | "
+        "those sent (`last_sent_at`) since the last message we had from it before, minus 2 s |",
+        "| was AWAY | presence AWAY, later AVAILABLE | those sent since the last message before "
+        "it said AWAY, minus 2 s |",
+        "",
+        "Nothing else is re-sent, in particular not after AWAY → AVAILABLE or a long outage "
+        "for requests the desk received before. Which of the requests sent since our last "
+        "message from the desk reached it cannot be known (the firmware acknowledges nothing, "
+        "and the broker only notices a dead link after 1.5 keepalives). So each re-send in the "
+        "last two rows is preceded, in the same transaction, by a withdrawal on "
+        "`/cancellations`:",
+        "",
+        _block(withdrawal.payload),
+        "",
+        "The firmware reads `/cancellations` without a JSON library (contract 3.1): it removes "
+        "the request named after `consultation_id` whatever the `type`, the request on screen "
+        "first. A desk that held the request therefore shows it once, now at the end of its "
+        "queue; one that lost it shows it once. JSON readers see `consultation_resend`, not a "
+        "cancellation. Both arrive in order: the withdrawal (QoS 1) is published first, and "
+        "the broker forwards a QoS 2 request only after its PUBREL. Not for the "
+        "`faculty_desk_unit_FIXED.ino` variant: it compares `\"CID\"+id` with the stored id, "
+        "never removes a cancelled or withdrawn request, and so may still show a re-sent copy "
+        "twice; nothing we send can fix that without breaking the main firmware's "
+        "acknowledgements.",
+        "",
+        "An improved desk (persistent session) says so in its presence and heartbeat with "
+        '`"session": "persistent"` (and `"charset": "UTF-8"` when its screen draws UTF-8). The '
+        "broker keeps what it misses while disconnected, so it gets nothing again after a "
+        "reconnect; after a reboot and after AWAY it is treated like the firmware. "
+        "`last_sent_at` is updated on every re-send.",
         "",
         f"### `{cancel.topic}`",
         "",
@@ -199,6 +257,8 @@ def render() -> str:
         "(the deployed firmware reads only `consultation_id`, contract 3):",
         "",
         _block(expired.payload),
+        "",
+        "Also carries the withdrawals above (`type: consultation_resend`).",
         "",
         f"### `{status.topic}` (published by the central system)",
         "",

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -106,6 +106,9 @@ DEFAULT_MAX_PENDING_PER_FACULTY: Final = 3
 COURSE_CODE_PATTERN: Final = re.compile(r"^[A-Z]{2,5}\s?\d{2,4}[A-Z]?$")
 # The deployed firmware keeps at most 10 requests; re-sending more only pushes out older ones.
 RESEND_LIMIT: Final = 10
+# A request is handed to the broker a little after the transaction that stamps ``last_sent_at``:
+# "sent since" reaches back this far, and the withdrawal before each re-send makes that harmless.
+RESEND_MARGIN: Final = timedelta(seconds=2)
 # A misbehaving desk must not fill the audit log: at most this many rejections per window.
 AUDIT_MAX_PER_WINDOW: Final = 20
 AUDIT_WINDOW_S: Final = 60.0
@@ -294,7 +297,9 @@ class ConsultationController(ControllerBase):
             consultation = Consultation(id=cid, **values)
             consultation.student = student
             consultation.faculty = faculty
-            messages = outbound.consultation_messages(consultation, student, faculty)
+            messages = outbound.consultation_messages(
+                consultation, student, faculty, utf8=self._desk_shows_utf8(fid)
+            )
             messages.append(self._event_message(consultation, None))
             self.stage(session, messages)
         logger.info("consultation %d created: student %d -> faculty %d", consultation.id, sid, fid)
@@ -310,7 +315,12 @@ class ConsultationController(ControllerBase):
                     logger.error("cannot publish consultation %s: not found", consultation.id)
                     return False
                 self.publish(
-                    outbound.consultation_messages(current, current.student, current.faculty)
+                    outbound.consultation_messages(
+                        current,
+                        current.student,
+                        current.faculty,
+                        utf8=self._desk_shows_utf8(current.faculty_id),
+                    )
                 )
                 current.last_sent_at = utcnow()
         except MQTTServiceError as err:
@@ -437,26 +447,41 @@ class ConsultationController(ControllerBase):
 
     # ------------------------------------------------------------------ re-sending (liveness)
 
-    def resend_pending(self, faculty_id: int) -> int:
-        """Re-send a faculty member's still-pending requests on ``/messages``; returns how many."""
+    def _desk_shows_utf8(self, faculty_id: int) -> bool:
+        return self.liveness is not None and self.liveness.shows_utf8(faculty_id)
+
+    def resend_pending(self, faculty_id: int, since: datetime | None = None) -> int:
+        """Re-send pending requests on ``/messages``: all of them (``since`` None, the desk
+        rebooted), or those sent since ``since`` (it may have missed them), each right after
+        a withdrawal so that a desk that did get it does not show it twice; returns how many.
+        """
         now = utcnow()
-        with self.session() as session:
-            pending = list(
-                session.scalars(
-                    select(Consultation)
-                    .where(
-                        Consultation.faculty_id == int(faculty_id),
-                        Consultation.status == ConsultationStatus.PENDING.value,
-                    )
-                    .order_by(Consultation.created_at, Consultation.id)
-                    .limit(RESEND_LIMIT)
-                ).unique()
+        utf8 = self._desk_shows_utf8(int(faculty_id))
+        stmt = select(Consultation).where(
+            Consultation.faculty_id == int(faculty_id),
+            Consultation.status == ConsultationStatus.PENDING.value,
+        )
+        if since is not None:
+            stmt = stmt.where(
+                (Consultation.last_sent_at.is_(None))
+                | (Consultation.last_sent_at >= since - RESEND_MARGIN)
             )
+        stmt = stmt.order_by(Consultation.created_at, Consultation.id).limit(RESEND_LIMIT)
+        with self.session() as session:
+            pending = list(session.scalars(stmt).unique())
             for consultation in pending:
-                self.stage(session, [outbound.request_message(consultation, consultation.student)])
+                messages = [outbound.request_message(consultation, consultation.student, utf8=utf8)]
+                if since is not None:
+                    messages.insert(0, outbound.withdrawal_message(consultation))
+                self.stage(session, messages)
                 consultation.last_sent_at = now
         if pending:
-            logger.info("re-sent %d pending requests to faculty %d", len(pending), faculty_id)
+            logger.info(
+                "re-sent %d pending requests to faculty %d (%s)",
+                len(pending),
+                faculty_id,
+                "all: the desk rebooted" if since is None else f"sent since {since.isoformat()}",
+            )
         return len(pending)
 
     # ------------------------------------------------------------------ desk responses (contract 2.2)

@@ -175,7 +175,18 @@ class FacultyController(ControllerBase):
         if presence is None:
             drop(message, "invalid", "no usable status or present field", self.stats)
             return
-        self._observe(message, presence)
+        located = topics.parse_faculty_topic(message.topic)
+        assert located is not None  # parse_inbound dropped anything else
+        if not self.liveness.observe(
+            located[0],
+            retained=message.retain,
+            presence=presence,
+            # A last will (OFFLINE) was written at connect time: its uptime is old news.
+            uptime_ms=None if presence == FacultyStatus.OFFLINE else parsed.uptime_ms(),
+            presence_message=presence != FacultyStatus.OFFLINE,
+            improved=parsed.improved(),
+        ):
+            drop(message, "unknown_faculty", f"faculty {located[0]}", self.stats)
 
     def on_mac_status_message(self, message: MQTTMessage) -> None:
         """Subscription handler for the oldest firmware's ``mac_status``."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from anyascii import anyascii
+
 from ..models import Consultation, Faculty, Student
 from ..utils import topics
 
@@ -26,6 +28,9 @@ JSON_QOS: Final = 1
 
 # Contract 1.1: these characters would break the firmware's parse of the name.
 _NAME_REPLACEMENTS: Final = str.maketrans({"(": "[", ")": "]", ":": "-"})
+# Contract 3.1: what the deployed firmware's screen shows of a request.
+DISPLAY_NAME_BYTES: Final = 19
+DISPLAY_MESSAGE_BYTES: Final = 125  # 5 lines of 25
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +54,27 @@ def _is_control(ch: str) -> bool:
     return unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Cf")
 
 
+def _without_controls(text: str) -> str:
+    """Line breaks and other controls become spaces (``Lea\tMae`` stays two words); invisible
+    format characters (Cf: zero-width, bidi) are removed."""
+    return "".join(
+        "" if unicodedata.category(ch) == "Cf" else " " if _is_control(ch) else ch for ch in text
+    )
+
+
+def fold_to_ascii(text: str) -> str:
+    """What the deployed firmware's ASCII font can draw (contract 3.1): ``é`` -> ``e``,
+    ``ñ`` -> ``n``, ``ß`` -> ``ss``, ``中文`` -> ``ZhongWen``, an emoji -> ``:grinning:``.
+
+    anyascii (ISC) transliterates every script; what it has no form for becomes ``?``.
+    """
+    folded = anyascii(_without_controls(text))
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in folded)
+
+
 def sanitize_name(name: str) -> str:
-    """A name safe inside the ``CID:`` text: ``(`` ``)`` ``:`` replaced, control characters removed."""
-    cleaned = "".join(ch for ch in name if not _is_control(ch)).translate(_NAME_REPLACEMENTS)
+    """A name safe inside the ``CID:`` text: ``(`` ``)`` ``:`` replaced, controls become spaces."""
+    cleaned = _without_controls(name).translate(_NAME_REPLACEMENTS)
     cleaned = " ".join(cleaned.split())
     return truncate_utf8(cleaned, MAX_NAME_BYTES_IN_TEXT, ellipsis=False) or "?"
 
@@ -61,24 +84,46 @@ def sanitize_request_text(text: str) -> str:
     return "".join(" " if _is_control(ch) else ch for ch in text).strip()
 
 
-def truncate_utf8(text: str, max_bytes: int, *, ellipsis: bool = True) -> str:
+def truncate_utf8(
+    text: str, max_bytes: int, *, ellipsis: bool = True, ellipsis_text: str = ELLIPSIS
+) -> str:
     """``text`` cut on a character boundary to at most ``max_bytes`` UTF-8 bytes (ending in ``…`` if cut)."""
     encoded = text.encode("utf-8")
     if len(encoded) <= max_bytes:
         return text
-    suffix = ELLIPSIS if ellipsis else ""
+    suffix = ellipsis_text if ellipsis else ""
     budget = max(0, max_bytes - len(suffix.encode("utf-8")))
     # Decoding with "ignore" drops the partial character left at the cut.
     return encoded[:budget].decode("utf-8", errors="ignore") + suffix
 
 
-def request_text(consultation_id: int, student_name: str, student_pk: int, message: str) -> str:
-    """The firmware's request line ``CID:{cid} From:{name} (SID:{pk}): {message}``, at most 512 bytes."""
+def request_text(
+    consultation_id: int,
+    student_name: str,
+    student_pk: int,
+    message: str,
+    course_code: str | None = None,
+    *,
+    utf8: bool = False,
+) -> str:
+    """The firmware's request line ``CID:{cid} From:{name} (SID:{pk}): {message}``, at most 512 bytes.
+
+    The course code leads the message (``[CS101] …``): the desk shows only its
+    first 125 bytes. Unless the desk said it draws UTF-8 (an improved desk), name
+    and message are folded to ASCII (``fold_to_ascii``); the database, the kiosk
+    and the JSON topics keep the original text.
+    """
+    if not utf8:
+        student_name, message = fold_to_ascii(student_name), fold_to_ascii(message)
+        course_code = fold_to_ascii(course_code) if course_code else course_code
     prefix = (
         f"CID:{int(consultation_id)} From:{sanitize_name(student_name)} (SID:{int(student_pk)}): "
     )
+    body = sanitize_request_text(message)
+    if course_code:
+        body = f"[{sanitize_request_text(course_code)}] {body}"
     budget = MAX_REQUEST_TEXT_BYTES - len(prefix.encode("utf-8"))
-    return prefix + truncate_utf8(sanitize_request_text(message), budget)
+    return prefix + truncate_utf8(body, budget, ellipsis_text=ELLIPSIS if utf8 else "...")
 
 
 def consultation_json(
@@ -100,23 +145,48 @@ def consultation_json(
 
 
 def consultation_messages(
-    consultation: Consultation, student: Student, faculty: Faculty
+    consultation: Consultation, student: Student, faculty: Faculty, *, utf8: bool = False
 ) -> list[Outgoing]:
     """The three messages that announce a new request (contract 1, plan step 2.1)."""
     data = consultation_json(consultation, student, faculty)
     return [
         Outgoing(topics.consultation_topic(consultation.id), data, JSON_QOS),
         Outgoing(topics.faculty_requests_topic(faculty.id), data, JSON_QOS),
-        request_message(consultation, student),
+        request_message(consultation, student, utf8=utf8),
     ]
 
 
-def request_message(consultation: Consultation, student: Student) -> Outgoing:
+def request_message(
+    consultation: Consultation, student: Student, *, utf8: bool = False
+) -> Outgoing:
     """Only the plain-text ``/messages`` request (what the liveness re-send sends)."""
     return Outgoing(
         topics.faculty_messages_topic(consultation.faculty_id),
-        request_text(consultation.id, student.name, student.id, consultation.message),
+        request_text(
+            consultation.id,
+            student.name,
+            student.id,
+            consultation.message,
+            consultation.course_code,
+            utf8=utf8,
+        ),
         MESSAGES_QOS,
+    )
+
+
+def withdrawal_message(consultation: Consultation) -> Outgoing:
+    """Take a request off a desk right before it is sent again (docs/mqtt-topics.md).
+
+    The deployed firmware reads ``/cancellations`` without a JSON library (contract
+    3.1): it removes the request named after ``consultation_id`` whatever the
+    ``type``, so a desk that still holds the request does not show the re-sent copy
+    next to it, and one that lost it loses nothing. JSON consumers see
+    ``consultation_resend``, not a cancellation.
+    """
+    return Outgoing(
+        topics.faculty_cancellations_topic(consultation.faculty_id),
+        {"consultation_id": consultation.id, "type": "consultation_resend"},
+        JSON_QOS,
     )
 
 

@@ -119,6 +119,31 @@ class InboundStats:
 inbound_stats = InboundStats()
 
 
+def _uptime(value: object) -> int | None:
+    """A desk's milliseconds since boot, or None when it is not a non-negative number."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        if not (value.isascii() and value.isdigit()):
+            return None
+    try:
+        result = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return result if 0 <= result < 2**63 else None
+
+
+def _improved(session: str | None, charset: str | None) -> tuple[bool, bool] | None:
+    """What an improved desk says of itself (docs/mqtt-topics.md); None from the deployed firmware."""
+    if session is None and charset is None:
+        return None
+    return (
+        session.strip().lower() == "persistent" if session else False,
+        charset.strip().upper() in ("UTF-8", "UTF8") if charset else False,
+    )
+
+
 class _Inbound(BaseModel):
     """Tolerant of unknown fields (contract 1.2: consumers ignore what they do not know)."""
 
@@ -138,6 +163,17 @@ class PresencePayload(_Inbound):
     grace_period_remaining: int | None = None
     detailed_status: str | None = None
     source: str | None = None  # "central" on the central system's own publications (1.4)
+    # An improved desk's capabilities (docs/mqtt-topics.md); the deployed firmware sends neither.
+    session: str | None = None
+    charset: str | None = None
+
+    def uptime_ms(self) -> int | None:
+        """``timestamp`` as the firmware's milliseconds since boot, if it is a number."""
+        return _uptime(self.timestamp)
+
+    def improved(self) -> tuple[bool, bool] | None:
+        """(persistent session, UTF-8 screen) as an improved desk declares them; None from the firmware."""
+        return _improved(self.session, self.charset)
 
     def presence(self) -> FacultyStatus | None:
         """The reported presence, or None when the payload says nothing usable."""
@@ -191,7 +227,8 @@ class ResponsePayload(_Inbound):
             result = int(value.strip())
         else:
             raise ValueError("message_id must be a string of digits or an int")
-        if not 0 < result < 2**31:
+        # Every id we can create: SQLite and PostgreSQL BIGINT keys reach 2**63 - 1.
+        if not 0 < result < 2**63:
             raise ValueError("message_id out of range")
         return result
 
@@ -231,6 +268,16 @@ class HeartbeatPayload(_Inbound):
     retry_count: int | None = None
     timestamp: int | float | str | None = None
     current_time: str | int | float | None = None
+    session: str | None = None
+    charset: str | None = None
+
+    def uptime_ms(self) -> int | None:
+        """``uptime`` (the periodic shape), milliseconds since boot."""
+        return _uptime(self.uptime)
+
+    def improved(self) -> tuple[bool, bool] | None:
+        """(persistent session, UTF-8 screen) as an improved desk declares them; None from the firmware."""
+        return _improved(self.session, self.charset)
 
     def presence(self) -> FacultyStatus | None:
         """The presence this heartbeat reports, if any."""

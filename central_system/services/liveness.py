@@ -2,9 +2,13 @@
 
 Every live message from a desk marks it online. A periodic check marks desks
 silent for ``desk_offline_after_s`` offline and shows their faculty offline.
-When a faculty member becomes available to students again (their desk came back,
-or they became present), their still-pending requests are re-sent on
-``/messages``: the firmware uses clean sessions, so the broker kept nothing.
+Pending requests are re-sent on ``/messages`` exactly when the desk may not hold
+them (contract 3, the rule in docs/mqtt-topics.md): after a reboot (``uptime``
+went backwards, or the desk booted after we last heard from it) all of them;
+after a sign of a new connection (a new presence message, or the desk coming
+back online) those sent since we last heard from it; after AWAY -> AVAILABLE
+those sent since it went away. A desk with a persistent session (an improved
+desk that says so) gets nothing again after a reconnect: the broker kept it.
 
 This service owns the desk-reported columns of ``Faculty`` (``status``,
 ``desk_online``, ``last_seen``) and the heartbeat/diagnostics of ``DeskUnit``.
@@ -22,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from sqlalchemy import Table, bindparam, select, update
@@ -51,6 +55,16 @@ logger = logging.getLogger(__name__)
 # How long "this faculty id does not exist" is remembered, so junk cannot hammer the database.
 UNKNOWN_FACULTY_TTL_S: Final = 5.0
 _MAX_UNKNOWN_CACHE: Final = 10_000
+# A desk that says it booted later than this after our last message from it has rebooted
+# (its uptime and our clock disagree by network delays, never by seconds).
+REBOOT_TOLERANCE: Final = timedelta(seconds=2)
+
+
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """Which pending requests a desk may not hold: all (``since`` None) or those sent since ``since``."""
+
+    since: datetime | None
 
 
 @dataclass(slots=True)
@@ -69,6 +83,12 @@ class DeskState:
     diagnostics: dict[str, Any] | None = None
     diagnostics_at: datetime | None = None
     has_desk_row: bool = False
+    uptime_ms: int | None = None  # the desk's last reported milliseconds since boot
+    presence_stamp: tuple[int | None, str] | None = None  # the last presence message seen
+    doubt_since: datetime | None = None  # requests sent after this may be missing on the desk
+    rebooted: bool = False  # it lost everything; re-send all once it is available
+    persistent_session: bool = False  # an improved desk: the broker keeps what it misses
+    utf8: bool = False  # an improved desk: its screen draws UTF-8
 
     @property
     def available(self) -> bool:
@@ -87,7 +107,7 @@ class LivenessService(ControllerBase):
         mqtt: AsyncMQTTService | None = None,
         stats: InboundStats | None = None,
         on_faculty_change: Callable[[FacultyEvent], None] | None = None,
-        resend_pending: Callable[[int], int] | None = None,
+        resend_pending: Callable[[int, datetime | None], int] | None = None,
         offline_after_s: float | None = None,
         check_interval_s: float | None = None,
     ) -> None:
@@ -148,8 +168,8 @@ class LivenessService(ControllerBase):
             except Exception:
                 logger.exception("liveness check failed")
 
-    def set_resender(self, resend_pending: Callable[[int], int]) -> None:
-        """Use ``resend_pending(faculty_id) -> count`` when a faculty member becomes available again."""
+    def set_resender(self, resend_pending: Callable[[int, datetime | None], int]) -> None:
+        """Use ``resend_pending(faculty_id, since) -> count`` when a desk may miss requests."""
         self._resend = resend_pending
 
     # ------------------------------------------------------------------ inbound
@@ -162,7 +182,12 @@ class LivenessService(ControllerBase):
         fid = self._fid(message)
         data = parsed.model_dump(mode="json", exclude_none=True)
         if not self.observe(
-            fid, retained=message.retain, heartbeat_presence=parsed.presence(), heartbeat=data
+            fid,
+            retained=message.retain,
+            heartbeat_presence=parsed.presence(),
+            heartbeat=data,
+            uptime_ms=parsed.uptime_ms(),
+            improved=parsed.improved(),
         ):
             drop(message, "unknown_faculty", f"faculty {fid}", self.stats)
 
@@ -191,19 +216,28 @@ class LivenessService(ControllerBase):
         heartbeat_presence: FacultyStatus | None = None,
         heartbeat: dict[str, Any] | None = None,
         diagnostics: dict[str, Any] | None = None,
+        uptime_ms: int | None = None,
+        presence_message: bool = False,
+        improved: tuple[bool, bool] | None = None,
     ) -> bool:
         """Record a valid message from desk ``faculty_id``; False when that faculty does not exist.
 
         A retained message is old news replayed by the broker, not a sign of life,
-        but its presence is remembered.
+        but its presence is remembered. ``uptime_ms`` is the desk's milliseconds
+        since boot; ``presence_message`` says this was a presence report (the
+        firmware sends one after every connect); ``improved`` is what an improved
+        desk says of itself: (persistent session, UTF-8 screen).
         """
         with self._lock:
             desk = self._desk(faculty_id)
             if desk is None:
                 return False
             before_online, before_shown = desk.online, desk.shown
+            before_presence, last_contact = desk.presence, desk.last_seen
             now = utcnow()
             came_back = False
+            if improved is not None:
+                desk.persistent_session, desk.utf8 = improved
             if not retained:
                 desk.last_seen = now
                 desk.last_seen_mono = time.monotonic()
@@ -221,21 +255,88 @@ class LivenessService(ControllerBase):
             if diagnostics is not None:
                 desk.diagnostics, desk.diagnostics_at = diagnostics, now
             desk.shown = self._shown(desk)
+            resend: Resend | None = None
+            if not retained:
+                new_link = came_back or (
+                    presence_message and self._new_presence_stamp(desk, uptime_ms, presence)
+                )
+                resend = self._what_to_resend(
+                    desk, now, last_contact, uptime_ms, new_link, before_presence
+                )
             if desk.online == before_online and desk.shown == before_shown:
-                return True
-            self._write_change(desk, now)
-            event = FacultyEvent(
-                faculty_id, desk.shown, desk.online, before_shown, before_online, now
-            )
-            became_available = desk.available and not (
-                before_online and before_shown == FacultyStatus.AVAILABLE
-            )
+                event = None
+            else:
+                self._write_change(desk, now)
+                event = FacultyEvent(
+                    faculty_id, desk.shown, desk.online, before_shown, before_online, now
+                )
         if came_back:
             logger.info("desk of faculty %d is back online", faculty_id)
-        self._notify(event)
-        if became_available:
-            self._resend_pending(faculty_id)
+        if event is not None:
+            self._notify(event)
+        if resend is not None:
+            self._resend_pending(faculty_id, resend)
         return True
+
+    @staticmethod
+    def _new_presence_stamp(
+        desk: DeskState, uptime_ms: int | None, presence: FacultyStatus | None
+    ) -> bool:
+        """False for the legacy topic's copy of the presence message we just saw."""
+        stamp = (uptime_ms, str(presence))
+        if uptime_ms is not None and stamp == desk.presence_stamp:
+            return False
+        desk.presence_stamp = stamp
+        return True
+
+    @staticmethod
+    def _what_to_resend(
+        desk: DeskState,
+        now: datetime,
+        last_contact: datetime | None,
+        uptime_ms: int | None,
+        new_link: bool,
+        before_presence: FacultyStatus | None,
+    ) -> Resend | None:
+        """The re-send rule (docs/mqtt-topics.md, "When a request is sent again"); under the lock."""
+        if uptime_ms is not None:
+            booted_at = now - timedelta(milliseconds=uptime_ms)
+            desk_uptime_before = desk.uptime_ms
+            went_back = desk.uptime_ms is not None and uptime_ms < desk.uptime_ms
+            # Without an earlier uptime (we restarted): did it boot after we last heard from it?
+            # Not otherwise: a message handled late (a busy database) would look like a reboot.
+            booted_since = (
+                desk.uptime_ms is None
+                and last_contact is not None
+                and booted_at > last_contact + REBOOT_TOLERANCE
+            )
+            desk.uptime_ms = uptime_ms
+            if went_back or booted_since:
+                logger.info(
+                    "desk of faculty %d rebooted (uptime %d ms, was %s; last heard of %s)",
+                    desk.faculty_id,
+                    uptime_ms,
+                    desk_uptime_before,
+                    last_contact.isoformat() if last_contact else "never",
+                )
+                desk.rebooted, desk.doubt_since = True, None
+        since = last_contact or now
+        if new_link and not desk.persistent_session and not desk.rebooted:
+            # Clean session: what was published while it was away from the broker is gone.
+            desk.doubt_since = min(desk.doubt_since or since, since)
+        went_away = desk.presence == FacultyStatus.AWAY and before_presence != FacultyStatus.AWAY
+        if went_away and not desk.rebooted:
+            # The firmware drops what arrives while AWAY (contract 3.1).
+            desk.doubt_since = min(desk.doubt_since or since, since)
+        if not desk.available:
+            return None
+        if desk.rebooted:
+            desk.rebooted, desk.doubt_since = False, None
+            return Resend(None)
+        if desk.doubt_since is not None:
+            doubt, desk.doubt_since = desk.doubt_since, None
+            return Resend(doubt)
+        return None
 
     def set_presence(self, faculty_id: int, presence: FacultyStatus) -> None:
         """Record a presence set by an administrator (treated like a report, without liveness)."""
@@ -246,6 +347,12 @@ class LivenessService(ControllerBase):
         with self._lock:
             self._desks.pop(faculty_id, None)
             self._unknown.pop(faculty_id, None)
+
+    def shows_utf8(self, faculty_id: int) -> bool:
+        """True when the desk said it draws UTF-8 (an improved desk); the firmware's font is ASCII."""
+        with self._lock:
+            desk = self._desks.get(faculty_id)
+            return desk is not None and desk.utf8
 
     def is_online(self, faculty_id: int) -> bool:
         """Whether the desk of ``faculty_id`` is online as far as this service knows."""
@@ -477,15 +584,15 @@ class LivenessService(ControllerBase):
         except Exception:
             logger.exception("faculty change listener failed")
 
-    def _resend_pending(self, faculty_id: int) -> None:
-        resend = self._resend
-        if resend is None:
+    def _resend_pending(self, faculty_id: int, resend: Resend) -> None:
+        resend_fn = self._resend
+        if resend_fn is None:
             from ..controllers.consultation_controller import ConsultationController
 
-            resend = ConsultationController(db=self._db_source, mqtt=self._mqtt).resend_pending
-            self._resend = resend
+            resend_fn = ConsultationController(db=self._db_source, mqtt=self._mqtt).resend_pending
+            self._resend = resend_fn
         try:
-            resend(faculty_id)
+            resend_fn(faculty_id, resend.since)
         except Exception:
             logger.exception("re-sending pending requests to faculty %d failed", faculty_id)
 

@@ -79,7 +79,7 @@ def test_request_text_has_the_firmware_cid_format() -> None:
 @pytest.mark.parametrize("char", ["é", "日", "😀"])
 def test_request_text_is_capped_at_512_bytes_on_a_character_boundary(char: str) -> None:
     message = char * 500
-    text = request_text(123456, "José Ñúñez", 99, message)
+    text = request_text(123456, "José Ñúñez", 99, message, utf8=True)  # an improved desk
     encoded = text.encode("utf-8")
     assert len(encoded) <= FIRMWARE_MAX_MESSAGE_BYTES
     assert len(encoded) > FIRMWARE_MAX_MESSAGE_BYTES - 4  # filled, not cut short
@@ -160,7 +160,7 @@ def test_consultation_messages_topics_qos_and_json() -> None:
             "student_department": "CS",
         }
     )
-    assert msgs[2].payload == "CID:42 From:Maria (SID:7): Question about grades"
+    assert msgs[2].payload == "CID:42 From:Maria (SID:7): [CS101] Question about grades"
 
 
 def test_cancellation_and_status_payloads() -> None:
