@@ -197,7 +197,7 @@ def render() -> str:
         "",
         _block(long_text),
         "",
-        f"({len(long_text.encode())} bytes.) A desk that says `\"charset\": \"UTF-8\"` "
+        f'({len(long_text.encode())} bytes.) A desk that says `"charset": "UTF-8"` '
         "(an improved desk, below) gets UTF-8, shortened on a character boundary with `…`:",
         "",
         _block(utf8_text),
@@ -213,17 +213,20 @@ def render() -> str:
         "",
         "| the desk … | sign | re-sent once it is online and AVAILABLE |",
         "|---|---|---|",
-        "| rebooted | `uptime` (heartbeat) or presence `timestamp` went backwards, or says it booted "
-        "more than 2 s after the last message we had from it | every pending request (oldest "
-        "first, at most 10) |",
+        "| rebooted | `uptime` (heartbeat) or presence `timestamp` went backwards; or, with no "
+        "earlier uptime known (we restarted), it booted more than 2 s after the last message we "
+        "had from it (`Faculty.last_seen`) | every pending request (oldest first, at most 10) |",
         "| reconnected | a presence message that is not the legacy copy of the last one (the firmware "
         "publishes presence after every connect), or the desk coming back after 90 s of silence | "
-        "those sent (`last_sent_at`) since the last message we had from it before, minus 2 s |",
+        "those sent (`last_sent_at`) since the last message we had from it before, minus 5 s |",
         "| was AWAY | presence AWAY, later AVAILABLE | those sent since the last message before "
-        "it said AWAY, minus 2 s |",
+        "it said AWAY, minus 5 s |",
         "",
-        "Nothing else is re-sent, in particular not after AWAY → AVAILABLE or a long outage "
-        "for requests the desk received before. Which of the requests sent since our last "
+        "Nothing else is re-sent: a request sent more than 5 s before a message we had from the "
+        "desk since is on it, and stays there across AWAY → AVAILABLE and outages of any length "
+        "without a reboot. The last-will presence (`OFFLINE`) of an improved desk is no sign of "
+        "a connection and its `timestamp` (written at connect time) is not read. Which of the "
+        "requests sent since our last "
         "message from the desk reached it cannot be known (the firmware acknowledges nothing, "
         "and the broker only notices a dead link after 1.5 keepalives). So each re-send in the "
         "last two rows is preceded, in the same transaction, by a withdrawal on "
@@ -237,7 +240,7 @@ def render() -> str:
         "queue; one that lost it shows it once. JSON readers see `consultation_resend`, not a "
         "cancellation. Both arrive in order: the withdrawal (QoS 1) is published first, and "
         "the broker forwards a QoS 2 request only after its PUBREL. Not for the "
-        "`faculty_desk_unit_FIXED.ino` variant: it compares `\"CID\"+id` with the stored id, "
+        '`faculty_desk_unit_FIXED.ino` variant: it compares `"CID"+id` with the stored id, '
         "never removes a cancelled or withdrawn request, and so may still show a re-sent copy "
         "twice; nothing we send can fix that without breaking the main firmware's "
         "acknowledgements.",

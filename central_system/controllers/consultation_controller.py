@@ -106,9 +106,10 @@ DEFAULT_MAX_PENDING_PER_FACULTY: Final = 3
 COURSE_CODE_PATTERN: Final = re.compile(r"^[A-Z]{2,5}\s?\d{2,4}[A-Z]?$")
 # The deployed firmware keeps at most 10 requests; re-sending more only pushes out older ones.
 RESEND_LIMIT: Final = 10
-# A request is handed to the broker a little after the transaction that stamps ``last_sent_at``:
-# "sent since" reaches back this far, and the withdrawal before each re-send makes that harmless.
-RESEND_MARGIN: Final = timedelta(seconds=2)
+# A request reaches the broker a little after the transaction that stamps ``last_sent_at``, and a
+# desk's message is handled a little after it arrived (longer on a busy database): "sent since"
+# reaches back this far. The withdrawal before each re-send makes reaching back harmless.
+RESEND_MARGIN: Final = timedelta(seconds=5)
 # A misbehaving desk must not fill the audit log: at most this many rejections per window.
 AUDIT_MAX_PER_WINDOW: Final = 20
 AUDIT_WINDOW_S: Final = 60.0

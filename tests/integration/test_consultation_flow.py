@@ -135,7 +135,8 @@ def test_request_reaches_the_three_topics_with_exact_payloads(
         assert (
             text.payload
             == (
-                f"CID:{c.id} From:Maria Santos (SID:{student.id}): Could we go over my thesis draft?"
+                f"CID:{c.id} From:Maria Santos (SID:{student.id}): "
+                f"[{c.course_code}] Could we go over my thesis draft?"
             ).encode()
         )
         assert text.qos == 2

@@ -68,7 +68,9 @@ def test_an_improved_desk_gets_utf8_unchanged() -> None:
 
 def test_the_course_code_is_the_first_thing_on_the_screen_and_everything_shown_is_ascii() -> None:
     long_message = "Ü" + "ber die Klausur: " + "sehr lange Frage " * 40
-    text = request_text(2**31 + 5, "Anaïs de la Fontaine-Bérénice", 12345, long_message, "MATH 2010")
+    text = request_text(
+        2**31 + 5, "Anaïs de la Fontaine-Bérénice", 12345, long_message, "MATH 2010"
+    )
     assert len(text.encode()) <= MAX_REQUEST_TEXT_BYTES
     request = protocol.parse_request(text.encode())
     assert request.cid == str(2**31 + 5)
