@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .admin_controller import AdminController
+from .analytics_controller import AnalyticsController, AnalyticsError, Table
 from .base import ConsultationEvent, FacultyEvent
 from .consultation_controller import ConsultationController, ConsultationError
 from .faculty_controller import FacultyController, FacultyError
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdminController",
+    "AnalyticsController",
+    "AnalyticsError",
     "ConsultationController",
     "ConsultationError",
     "ConsultationEvent",
@@ -34,6 +37,7 @@ __all__ = [
     "QueuePosition",
     "StudentController",
     "StudentError",
+    "Table",
     "inbound_stats",
     "wire_controllers",
 ]
@@ -62,6 +66,9 @@ def wire_controllers(system: System) -> None:
             "admin": AdminController(db=system.engine, mqtt=system.mqtt),
             "liveness": liveness,
             "queue": QueueController(db=system.engine, mqtt=system.mqtt, expiry=expiry),
+            "analytics": AnalyticsController(
+                db=system.engine, mqtt=system.mqtt, timezone=system.settings.consultation_timezone
+            ),
             "expiry": expiry_sweep,
             "inbound_stats": inbound_stats,
         }

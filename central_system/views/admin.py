@@ -8,6 +8,7 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
@@ -432,6 +433,127 @@ class SystemTab(QWidget):
         )
 
 
+# The insight tab's ranges (days; 1 is "today") and reports, in the order offered.
+INSIGHT_RANGES = ((1, "Today"), (7, "Last 7 days"), (30, "Last 30 days"), (90, "Last 90 days"))
+INSIGHT_REPORTS = (
+    ("answer_times_by_faculty", "Per faculty member"),
+    ("answer_times_by_department", "Per department"),
+    ("requests_per_day", "Requests per day"),
+    ("busiest_hours", "Busiest hours"),
+    ("requests_by_hour_of_week", "Hour of the week"),
+    ("outcomes", "Outcomes"),
+)
+
+
+def _cell(column: str, value: Any) -> str:
+    """A report value as the admin reads it: rates in %, answer times in minutes."""
+    if value is None:
+        return "-"
+    if column == "answer_rate":
+        return f"{value:.0%}"
+    if column.endswith("_s"):
+        return f"{value / 60:.1f} min"
+    return str(value)
+
+
+def insight_summary(tables: dict[str, Any]) -> str:
+    """One paragraph from the outcomes and busiest-hours reports."""
+    outcomes = tables["outcomes"].as_dicts()[0]
+    if not outcomes["requests"]:
+        return "No requests in this period."
+    parts = [
+        f"{outcomes['requests']} requests, {outcomes['answered']} answered "
+        f"(answer rate {_cell('answer_rate', outcomes['answer_rate'])}), "
+        f"{outcomes['expired']} expired, {outcomes['cancelled']} cancelled, "
+        f"{outcomes['pending']} still waiting.",
+        f"Time to first answer: median {_cell('x_s', outcomes['median_answer_s'])}, "
+        f"90th percentile {_cell('x_s', outcomes['p90_answer_s'])}.",
+    ]
+    busiest = tables["busiest_hours"].rows[:3]
+    if busiest:
+        slots = ", ".join(f"{day} {hour:02d}:00 ({n})" for day, hour, n in busiest)
+        parts.append(f"Busiest: {slots}.")
+    return " ".join(parts)
+
+
+class InsightTab(QWidget):
+    """Analytics for a date range: a summary, one report as a table, CSV export (issue 12)."""
+
+    def __init__(self, area: AdminArea) -> None:
+        super().__init__()
+        self.area = area
+        self.tables: dict[str, Any] = {}
+        layout = QVBoxLayout(self)
+        top = QHBoxLayout()
+        self.range_box = QComboBox()
+        self.range_box.setObjectName("insightRange")
+        for days, label in INSIGHT_RANGES:
+            self.range_box.addItem(label, days)
+        self.range_box.setCurrentIndex(2)
+        self.report_box = QComboBox()
+        self.report_box.setObjectName("insightReport")
+        for name, label in INSIGHT_REPORTS:
+            self.report_box.addItem(label, name)
+        self.export_button = button("Export CSV", "insightExport", "secondary")
+        top.addWidget(self.range_box, 1)
+        top.addWidget(self.report_box, 1)
+        top.addWidget(self.export_button)
+        layout.addLayout(top)
+        self.summary = QLabel("")
+        self.summary.setObjectName("insightSummary")
+        self.summary.setWordWrap(True)
+        layout.addWidget(self.summary)
+        self.message = QLabel("")
+        self.message.setObjectName("fieldError")
+        self.message.setWordWrap(True)
+        layout.addWidget(self.message)
+        self.table = _table([""], "insightTable")
+        layout.addWidget(self.table, 1)
+        self.range_box.currentIndexChanged.connect(lambda _i: self.refresh())
+        self.report_box.currentIndexChanged.connect(lambda _i: self._show())
+        self.export_button.clicked.connect(self._export)
+
+    @property
+    def days(self) -> int:
+        """The chosen range in days (1: today)."""
+        return int(self.range_box.currentData())
+
+    def refresh(self) -> None:
+        """Reload every report for the chosen range on the worker."""
+        days = self.days
+        self.message.setText("")
+        self.area.ctx.run(
+            lambda b: b.analytics(days),
+            self._loaded,
+            lambda e: self.message.setText(_error_text(e)),
+        )
+
+    def _loaded(self, tables: dict[str, Any]) -> None:
+        self.tables = tables
+        self.summary.setText(insight_summary(tables))
+        self._show()
+
+    def _show(self) -> None:
+        table = self.tables.get(str(self.report_box.currentData()))
+        if table is None:
+            return
+        self.table.clear()
+        self.table.setColumnCount(len(table.columns))
+        self.table.setHorizontalHeaderLabels([c.replace("_", " ") for c in table.columns])
+        _fill(
+            self.table,
+            [[_cell(c, v) for c, v in zip(table.columns, row, strict=True)] for row in table.rows],
+        )
+
+    def _export(self) -> None:
+        report, days, admin = str(self.report_box.currentData()), self.days, self.area.username
+        self.area.ctx.run(
+            lambda b: b.export_analytics(report, days, admin),
+            lambda where: self.message.setText(f"CSV written: {where}"),
+            lambda e: self.message.setText(_error_text(e)),
+        )
+
+
 class AdminArea(QWidget):
     """Tabs for everything an administrator manages."""
 
@@ -478,11 +600,13 @@ class AdminArea(QWidget):
             ],
         )
         self.system_tab = SystemTab(self)
+        self.insight_tab = InsightTab(self)
         for widget, label in (
             (self.faculty_tab, "Faculty"),
             (self.students_tab, "Students"),
             (self.desks_tab, "Desk units"),
             (self.consultations_tab, "Consultations"),
+            (self.insight_tab, "Insight"),
             (self.audit_tab, "Audit log"),
             (self.system_tab, "System"),
         ):
@@ -508,6 +632,7 @@ class AdminArea(QWidget):
             self.students_tab,
             self.desks_tab,
             self.consultations_tab,
+            self.insight_tab,
             self.audit_tab,
             self.system_tab,
         ]

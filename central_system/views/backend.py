@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -197,6 +197,14 @@ def _queue_view(p: Any) -> QueueView:
     )
 
 
+def _analytics_range(days: int) -> tuple[datetime, datetime]:
+    """The last ``days`` days up to now; 1 means since local midnight."""
+    now = datetime.now().astimezone()
+    if int(days) <= 1:
+        return now.replace(hour=0, minute=0, second=0, microsecond=0), now
+    return now - timedelta(days=min(int(days), 3 * 365)), now
+
+
 def _error_message(err: BaseException) -> str:
     return str(err) or err.__class__.__name__
 
@@ -224,6 +232,7 @@ class KioskBackend:
             "student": "StudentController",
             "admin": "AdminController",
             "queue": "QueueController",
+            "analytics": "AnalyticsController",
         }[name]
         instance = getattr(ctl, cls_name)()
         self.controllers[name] = instance
@@ -549,6 +558,32 @@ class KioskBackend:
         except ValueError as err:
             raise KioskError(_error_message(err)) from err
         return str(result)
+
+    def analytics(self, days: int) -> dict[str, Any]:
+        """Every analytics report (``controllers.Table``) for the last ``days`` days (1: today)."""
+        start, end = _analytics_range(days)
+        try:
+            tables: dict[str, Any] = self._controller("analytics").summary(start, end)
+        except ValueError as err:
+            raise KioskError(_error_message(err)) from err
+        return tables
+
+    def export_analytics(self, report: str, days: int, admin: str) -> str:
+        """Write one report as CSV into the data directory; returns the file written (audited)."""
+        start, end = _analytics_range(days)
+        try:
+            table = self._controller("analytics").report(report, start, end)
+        except ValueError as err:
+            raise KioskError(_error_message(err)) from err
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        dest = self.system.settings.data_dir / "exports" / f"{report}-{days}d-{stamp}.csv"
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(table.to_csv(), encoding="utf-8")
+        except OSError as err:
+            raise KioskError(f"The CSV file could not be written: {err}") from err
+        self._audit(admin, "analytics.export", report)
+        return str(dest)
 
     def _audit(self, admin: str, action: str, target: str) -> None:
         """Record an admin action in the audit log (through the admin controller)."""

@@ -6,6 +6,7 @@ Offscreen Qt + the real service + Mosquitto + a simulated desk, SQLite and Postg
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +129,60 @@ def test_position_and_wait_move_as_the_queue_moves_and_expiry_shows(
     assert not row.cancel_button.isVisibleTo(row)
     qtbot.waitUntil(lambda: desk.stats.cancellations > cancellations_before, timeout=WAIT_MS)
     assert not any(str(r.cid) == str(mine) for r in desk.queue)
+
+
+def test_admin_insight_tab_summarises_and_exports_csv(
+    qtbot: Any, kiosk: Kiosk, seeded: dict[str, int], system: System
+) -> None:
+    ana, maria = seeded["ana"], seeded["maria"]
+    now = utcnow()
+    with session_scope() as session:
+        # Minutes ago: answered in 60 s and 180 s, one expired, one cancelled.
+        for k, (status, answer) in enumerate(
+            [("accepted", 60.0), ("busy", 180.0), ("expired", None), ("cancelled", None)]
+        ):
+            created = now - timedelta(minutes=30 - k)
+            row = Consultation(
+                student_id=maria,
+                faculty_id=ana,
+                message="A question for the insight tab",
+                status=status,
+                created_at=created,
+            )
+            if answer is not None:
+                row.answered_at, row.answer_s = created + timedelta(seconds=answer), answer
+            session.add(row)
+    admin_ctl = system.controllers["admin"]
+    password = admin_ctl.generate_password()
+    admin_ctl.create_first_admin("root", password)
+    win = kiosk.window
+    win.login.admin_button.click()
+    win.admin_login.username.setText("root")
+    win.admin_login.password.setText(password)
+    win.admin_login.login_button.click()
+    qtbot.waitUntil(lambda: win.current_screen() is win.admin_area, timeout=WAIT_MS)
+
+    tab = win.admin_area.insight_tab
+    win.admin_area.tabs.setCurrentWidget(tab)
+    tab.range_box.setCurrentIndex(1)  # the last 7 days
+    qtbot.waitUntil(lambda: "4 requests" in tab.summary.text(), timeout=WAIT_MS)
+    # Answer rate: 2 answered of 2 answered + 1 expired; median of [60, 180] = 120 s.
+    assert tab.summary.text().startswith(
+        "4 requests, 2 answered (answer rate 67%), 1 expired, 1 cancelled, 0 still waiting. "
+        "Time to first answer: median 2.0 min, 90th percentile 2.8 min."
+    )
+    assert tab.report_box.currentData() == "answer_times_by_faculty"
+    assert tab.table.rowCount() == 1
+    assert tab.table.item(0, 1).text() == "Dr. Ana Reyes"
+    assert tab.table.item(0, 7).text() == "67%"
+
+    tab.export_button.click()
+    qtbot.waitUntil(lambda: tab.message.text().startswith("CSV written: "), timeout=WAIT_MS)
+    path = Path(tab.message.text().removeprefix("CSV written: "))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == (
+        "faculty_id,faculty,department,requests,answered,expired,cancelled,"
+        "answer_rate,median_answer_s,p90_answer_s"
+    )
+    assert lines[1] == f"{ana},Dr. Ana Reyes,Computer Science,4,2,1,1,0.667,120.0,168.0"
+    assert "analytics.export" in [a.action for a in admin_ctl.list_audit(20)]
