@@ -33,7 +33,14 @@ from ..utils import topics
 from . import outbound
 from .base import ConsultationEvent, ControllerBase, DbSource, Listeners, audit
 from .queue_controller import ExpiryPolicy
-from .schemas import InboundStats, ResponsePayload, drop, inbound_stats, parse_inbound
+from .schemas import (
+    InboundStats,
+    ResponsePayload,
+    drop,
+    drop_unknown_faculty,
+    inbound_stats,
+    parse_inbound,
+)
 
 if TYPE_CHECKING:
     from ..services.async_mqtt_service import AsyncMQTTService
@@ -499,10 +506,10 @@ class ConsultationController(ControllerBase):
             return
         if self.liveness is not None:
             if not self.liveness.observe(fid, retained=message.retain):
-                drop(message, "unknown_faculty", f"faculty {fid}", self.stats)
+                drop_unknown_faculty(message, fid, self.stats)
                 return
         elif not self._faculty_exists(fid):
-            drop(message, "unknown_faculty", f"faculty {fid}", self.stats)
+            drop_unknown_faculty(message, fid, self.stats)
             return
         self.apply_response(fid, response)
 

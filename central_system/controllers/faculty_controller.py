@@ -26,6 +26,7 @@ from .schemas import (
     MacStatusPayload,
     PresencePayload,
     drop,
+    drop_unknown_faculty,
     inbound_stats,
     parse_inbound,
 )
@@ -198,7 +199,7 @@ class FacultyController(ControllerBase):
         located = topics.parse_faculty_topic(message.topic)
         assert located is not None  # parse_inbound dropped anything else
         if not self.liveness.observe(located[0], retained=message.retain, presence=presence):
-            drop(message, "unknown_faculty", f"faculty {located[0]}", self.stats)
+            drop_unknown_faculty(message, located[0], self.stats)
 
     # ------------------------------------------------------------------ status publications
 

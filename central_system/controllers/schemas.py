@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -315,6 +317,88 @@ def drop(
         f": {detail[:200]}" if detail else "",
         payload_excerpt(message.payload),
     )
+
+
+# An unknown desk (a faculty id not in the database) is reported once per this interval.
+UNKNOWN_DESK_LOG_INTERVAL_S: float = 300.0
+# Unknown desks remembered at once (bounded memory whatever arrives on the wire).
+_UNKNOWN_DESK_MAX_TRACKED: Final = 10_000
+_UNKNOWN_DESK_MAX_TOPICS: Final = 8
+
+
+class UnknownDeskLog:
+    """Reports each unknown desk once per interval, never per message and never its payloads.
+
+    A desk configured for a faculty id the database does not have (a fresh
+    database, a deleted faculty member) sends a presence on two topics, a heartbeat
+    every 30 s, ...; one warning per desk per interval says so and how to fix it,
+    with the count and topics of what was dropped since. Every message is still
+    counted in the drop statistics.
+    """
+
+    def __init__(
+        self,
+        interval_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        # faculty id -> [time of the last report, messages since, topics since]
+        self._desks: dict[int, tuple[float, int, set[str]]] = {}
+
+    @property
+    def interval_s(self) -> float:
+        """The reporting interval (the module's setting unless given)."""
+        return UNKNOWN_DESK_LOG_INTERVAL_S if self._interval_s is None else self._interval_s
+
+    def report(self, faculty_id: int, topic: str) -> bool:
+        """Note one dropped message of ``faculty_id``'s desk; log when its interval is over. True when logged."""
+        now = self._clock()
+        with self._lock:
+            entry = self._desks.get(faculty_id)
+            if entry is not None and now - entry[0] < self.interval_s:
+                last, count, seen = entry
+                if len(seen) < _UNKNOWN_DESK_MAX_TOPICS:
+                    seen.add(topic[:200])
+                self._desks[faculty_id] = (last, count + 1, seen)
+                return False
+            if entry is None and len(self._desks) >= _UNKNOWN_DESK_MAX_TRACKED:
+                self._desks.clear()  # a flood of made-up ids: start counting afresh
+            suppressed = entry[1] if entry is not None else 0
+            topics_since = sorted(entry[2]) if entry is not None else []
+            self._desks[faculty_id] = (now, 0, set())
+        since = (
+            f"; {suppressed} more dropped since the last report ({', '.join(topics_since)})"
+            if suppressed
+            else ""
+        )
+        logger.warning(
+            "a desk unit reports as faculty %d, which is not in the database: its messages are "
+            "dropped (this one on %r%s). Add the faculty member (`scripts/consultease faculty "
+            "add`) or correct the desk's faculty id. Next report in %.0f s at the earliest.",
+            faculty_id,
+            topic[:200],
+            since,
+            self.interval_s,
+        )
+        return True
+
+    def reset(self) -> None:
+        """Forget every desk (tests)."""
+        with self._lock:
+            self._desks.clear()
+
+
+unknown_desk_log = UnknownDeskLog()
+
+
+def drop_unknown_faculty(
+    message: MQTTMessage, faculty_id: int, stats: InboundStats | None = None
+) -> None:
+    """Drop a message from a desk whose faculty is not in the database: counted, logged rarely."""
+    (stats or inbound_stats).count_drop("unknown_faculty")
+    unknown_desk_log.report(faculty_id, message.topic)
 
 
 def _reject_constant(name: str) -> Any:

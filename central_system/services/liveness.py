@@ -40,7 +40,7 @@ from ..controllers.schemas import (
     DiagnosticsPayload,
     HeartbeatPayload,
     InboundStats,
-    drop,
+    drop_unknown_faculty,
     inbound_stats,
     parse_inbound,
 )
@@ -189,7 +189,7 @@ class LivenessService(ControllerBase):
             uptime_ms=parsed.uptime_ms(),
             improved=parsed.improved(),
         ):
-            drop(message, "unknown_faculty", f"faculty {fid}", self.stats)
+            drop_unknown_faculty(message, fid, self.stats)
 
     def on_diagnostics_message(self, message: MQTTMessage) -> None:
         """Subscription handler for ``consultease/faculty/+/diagnostics``."""
@@ -199,7 +199,7 @@ class LivenessService(ControllerBase):
         fid = self._fid(message)
         data = parsed.model_dump(mode="json")
         if not self.observe(fid, retained=message.retain, diagnostics=data):
-            drop(message, "unknown_faculty", f"faculty {fid}", self.stats)
+            drop_unknown_faculty(message, fid, self.stats)
 
     @staticmethod
     def _fid(message: MQTTMessage) -> int:
