@@ -187,7 +187,7 @@ class FacultyController(ControllerBase):
             presence_message=presence != FacultyStatus.OFFLINE,
             improved=parsed.improved(),
         ):
-            drop(message, "unknown_faculty", f"faculty {located[0]}", self.stats)
+            drop_unknown_faculty(message, located[0], self.stats)
 
     def on_mac_status_message(self, message: MQTTMessage) -> None:
         """Subscription handler for the oldest firmware's ``mac_status``."""

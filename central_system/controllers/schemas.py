@@ -308,7 +308,11 @@ def payload_excerpt(payload: bytes) -> str:
 def drop(
     message: MQTTMessage, reason: str, detail: str = "", stats: InboundStats | None = None
 ) -> None:
-    """Log one line for a dropped message and count it."""
+    """Log one line for a dropped message and count it (an unknown desk: rarely, see :class:`UnknownDeskLog`)."""
+    located = parse_faculty_topic(message.topic) if reason == "unknown_faculty" else None
+    if located is not None:
+        drop_unknown_faculty(message, located[0], stats)
+        return
     (stats or inbound_stats).count_drop(reason)
     logger.warning(
         "dropped message on %r (%s%s): %s",
