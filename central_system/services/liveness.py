@@ -257,9 +257,11 @@ class LivenessService(ControllerBase):
             desk.shown = self._shown(desk)
             resend: Resend | None = None
             if not retained:
-                new_link = came_back or (
-                    presence_message and self._new_presence_stamp(desk, uptime_ms, presence)
+                # Record every presence stamp, so the legacy topic's copy is known as one.
+                new_presence = presence_message and self._new_presence_stamp(
+                    desk, uptime_ms, presence
                 )
+                new_link = came_back or new_presence
                 resend = self._what_to_resend(
                     desk, now, last_contact, uptime_ms, new_link, before_presence
                 )
@@ -311,9 +313,10 @@ class LivenessService(ControllerBase):
                 and booted_at > last_contact + REBOOT_TOLERANCE
             )
             desk.uptime_ms = uptime_ms
-            if went_back or booted_since:
+            if went_back or booted_since or last_contact is None:
+                # A desk we never heard from holds nothing of ours either.
                 logger.info(
-                    "desk of faculty %d rebooted (uptime %d ms, was %s; last heard of %s)",
+                    "desk of faculty %d rebooted or new (uptime %d ms, was %s; last heard of %s)",
                     desk.faculty_id,
                     uptime_ms,
                     desk_uptime_before,
