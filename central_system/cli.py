@@ -26,6 +26,8 @@ COMMAND_MODULES: list[str] = [
     "central_system.commands.desk_units",
     "central_system.commands.people",
     "central_system.commands.import_legacy",
+    "central_system.commands.server",  # issue 9: the API server
+    "central_system.commands.kiosk_enrollment",  # issue 9: kiosk tokens
 ]
 
 

@@ -129,6 +129,21 @@ class Settings(BaseSettings):
     consultation_day_end: time | None = time(0, 0)
     consultation_timezone: str | None = None
     consultation_expiry_check_interval_s: float = Field(default=30.0, gt=0)
+    # The server (``consultease server``) and the kiosk as its client (issue 9, docs/api.md).
+    # Comma-separated base URLs of servers (https://…); unset: the kiosk starts its own.
+    server_url: str | None = None
+    server_token: SecretStr | None = None  # this kiosk's token (``consultease kiosk enroll``)
+    server_ca_file: Path | None = None  # the CA that signed the server's certificate
+    server_host: str = "127.0.0.1"
+    server_port: int = Field(default=8080, ge=0, le=65535)
+    server_tls_certfile: Path | None = None
+    server_tls_keyfile: Path | None = None
+    # On PostgreSQL: a standby tries for the active role this often; the active one checks
+    # its lock connection this often, and after winning waits the grace before it connects
+    # to MQTT (a deposed active needs up to one check to notice it and exit).
+    server_standby_poll_s: float = Field(default=1.0, gt=0)
+    server_lock_check_s: float = Field(default=0.5, gt=0)
+    server_takeover_grace_s: float = Field(default=1.5, ge=0)
 
     log_level: str = "INFO"
 

@@ -4,6 +4,7 @@ from .admin import Admin, AuditLog
 from .base import Base, utcnow
 from .consultation import ALLOWED_TRANSITIONS, ANSWER_STATUSES, Consultation, ConsultationStatus
 from .faculty import DeskUnit, Faculty, FacultyStatus
+from .kiosk import AdminSessionToken, KioskToken
 from .legacy import LegacyImportMap
 from .outbox import OutboxMessage
 from .student import Student
@@ -12,6 +13,7 @@ __all__ = [
     "ALLOWED_TRANSITIONS",
     "ANSWER_STATUSES",
     "Admin",
+    "AdminSessionToken",
     "AuditLog",
     "Base",
     "Consultation",
@@ -19,6 +21,7 @@ __all__ = [
     "DeskUnit",
     "Faculty",
     "FacultyStatus",
+    "KioskToken",
     "LegacyImportMap",
     "OutboxMessage",
     "Student",

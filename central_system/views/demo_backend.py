@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import KioskBackend
+from ..controllers.kiosk_facade import KioskBackend
 
 
 class DemoBackend(KioskBackend):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,13 @@ from central_system import db as dbmod
 from central_system.cli import main as cli_main
 from central_system.models import (
     Admin,
+    AdminSessionToken,
     AuditLog,
     Base,
     Consultation,
     DeskUnit,
     Faculty,
+    KioskToken,
     LegacyImportMap,
     OutboxMessage,
     Student,
@@ -65,6 +68,12 @@ def _populate(engine: Engine) -> None:
             OutboxMessage(topic="consultease/faculty/1/messages", payload=b"\x00\xffCID:1", qos=2)
         )
         s.add(LegacyImportMap(kind="student", legacy_id=41, new_id=student.id))
+        s.add(KioskToken(name="lobby-1", token_hash="a" * 64))
+        s.add(
+            AdminSessionToken(
+                token_hash="b" * 64, admin_id=admin.id, expires_at=utcnow() + timedelta(hours=1)
+            )
+        )
 
 
 def _snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:

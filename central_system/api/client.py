@@ -1,0 +1,388 @@
+"""A blocking client of the server's API (the kiosk's worker thread, tools, tests, benchmarks).
+
+Given several server URLs it finds the active one by itself: a server that does
+not answer, or answers 503 (a standby), is skipped and the next one is tried.
+Those cases never reached a server that acts, so trying again elsewhere is safe.
+A request that was sent but whose answer never came is different: a ``POST``
+then raises :class:`OutcomeUnknownError` (it may have been carried out) instead
+of being sent twice; a ``GET`` is simply tried on the next server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from .errors import ERRORS_BY_CODE, KioskError, OutcomeUnknownError, UnavailableError
+from .schemas import (
+    AdminExists,
+    AdminSession,
+    AuditView,
+    ConsultationView,
+    DeskView,
+    Event,
+    FacultyView,
+    QueueView,
+    StudentView,
+    TextAnswer,
+)
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S: Final = 3.0
+# A backup of a large database is the slowest call the kiosk makes.
+READ_TIMEOUT_S: Final = 300.0
+# The server sends a keepalive every 15 s: a silent stream this long means the server is gone.
+EVENTS_READ_TIMEOUT_S: Final = 40.0
+NO_SERVER = "No ConsultEase server answers. The kiosk keeps trying; please try again in a moment."
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def split_urls(value: str | Sequence[str]) -> list[str]:
+    """``"https://a:8080, https://b:8080"`` → the list of base URLs (no trailing slash)."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    urls = [u.strip().rstrip("/") for u in items if u.strip()]
+    if not urls:
+        raise ValueError("no server URL given")
+    return urls
+
+
+def _error_from(response: httpx.Response) -> KioskError:
+    try:
+        body = response.json()
+        code, detail = str(body.get("error", "")), str(body.get("detail", ""))
+    except (ValueError, AttributeError):
+        code, detail = "", response.text[:200]
+    cls = ERRORS_BY_CODE.get(code)
+    if cls is None:
+        cls = next(
+            (c for c in ERRORS_BY_CODE.values() if c.status_code == response.status_code),
+            KioskError,
+        )
+    return cls(detail or f"The server answered {response.status_code}.")
+
+
+class ApiClient:
+    """Calls the API with one token; thread-safe (httpx clients are)."""
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        token: str | None,
+        *,
+        ca_file: Path | str | None = None,
+        uds: str | None = None,
+        timeout: float = READ_TIMEOUT_S,
+    ) -> None:
+        self.urls = split_urls(urls)
+        self.token = token
+        self.admin_token: str | None = None
+        verify: Any = str(ca_file) if ca_file else True
+        transport = httpx.HTTPTransport(uds=uds) if uds else None
+        self._timeout = httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S)
+        self._http = httpx.Client(
+            verify=verify, timeout=self._timeout, transport=transport, trust_env=False
+        )
+        self._events_http = httpx.Client(
+            verify=verify,
+            timeout=httpx.Timeout(EVENTS_READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+            transport=httpx.HTTPTransport(uds=uds) if uds else None,
+            trust_env=False,
+        )
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+        self._events_http.close()
+
+    @property
+    def active_url(self) -> str:
+        """The URL that answered last."""
+        return self.urls[self._active]
+
+    # ------------------------------------------------------------------ transport
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        card_uid: str | None = None,
+        admin: bool = False,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        """Send one call to the active server; the decoded JSON answer, or the API's error."""
+        # Calls both may make (the faculty list) go with the kiosk token, else the session.
+        token = self.admin_token if admin else (self.token or self.admin_token)
+        if admin and not token:
+            raise KioskError("Sign in as an administrator first.")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if card_uid is not None:
+            headers["X-Card-UID"] = card_uid
+        content = None if body is None else json.dumps(body).encode()
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        start = self._active
+        last: Exception | None = None
+        for i in range(len(self.urls)):
+            index = (start + i) % len(self.urls)
+            url = self.urls[index] + path
+            try:
+                response = self._http.request(
+                    method, url, content=content, headers=headers, params=params
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as err:
+                last = err  # never reached the server: the next one may be the active one
+                continue
+            except httpx.TransportError as err:
+                if method == "GET":
+                    last = err
+                    continue
+                raise OutcomeUnknownError(
+                    "The central system did not answer; what you did may or may not have "
+                    "been saved."
+                ) from err
+            if response.status_code == 503:
+                last = _error_from(response)
+                continue
+            self._active = index
+            if response.status_code >= 400:
+                raise _error_from(response)
+            if response.status_code == 204 or not response.content:
+                return None
+            return response.json()
+        if isinstance(last, UnavailableError):
+            raise UnavailableError(NO_SERVER) from last
+        raise UnavailableError(NO_SERVER) from last
+
+    def _get(self, model: type[M], path: str, **kw: Any) -> M:
+        return model.model_validate(self.request("GET", path, **kw))
+
+    def _list(self, model: type[M], path: str, **kw: Any) -> list[M]:
+        return TypeAdapter(list[model]).validate_python(self.request("GET", path, **kw))  # type: ignore[valid-type]
+
+    # ------------------------------------------------------------------ health
+
+    def health(self, url: str | None = None) -> dict[str, Any]:
+        """``GET /healthz`` of one server (default: the active one)."""
+        response = self._http.get((url or self.active_url) + "/healthz", timeout=5.0)
+        result: dict[str, Any] = response.json()
+        return result
+
+    # ------------------------------------------------------------------ the card holder
+
+    def student(self, card_uid: str) -> StudentView:
+        """The student whose card was tapped (NotFoundError: unknown card)."""
+        return self._get(StudentView, "/api/v1/students/me", card_uid=card_uid)
+
+    def my_consultations(self, card_uid: str, limit: int = 50) -> list[ConsultationView]:
+        """The card holder's consultations, newest first."""
+        return self._list(
+            ConsultationView,
+            "/api/v1/students/me/consultations",
+            card_uid=card_uid,
+            params={"limit": limit},
+        )
+
+    def create_consultation(
+        self, card_uid: str, faculty_id: int, message: str, course_code: str | None = None
+    ) -> ConsultationView:
+        """Send the card holder's request to a faculty member."""
+        body = {"faculty_id": faculty_id, "message": message, "course_code": course_code}
+        data = self.request("POST", "/api/v1/consultations", body=body, card_uid=card_uid)
+        return ConsultationView.model_validate(data)
+
+    def queue_positions(self, card_uid: str) -> dict[int, QueueView]:
+        """Where each of the card holder's pending requests stands, by consultation id."""
+        data = self.request("GET", "/api/v1/students/me/queue", card_uid=card_uid)
+        return TypeAdapter(dict[int, QueueView]).validate_python(data)
+
+    def queue_position(self, card_uid: str, consultation_id: int) -> QueueView | None:
+        """Where one of the card holder's requests stands (None: not pending)."""
+        data = self.request(
+            "GET", f"/api/v1/consultations/{consultation_id}/queue", card_uid=card_uid
+        )
+        return None if data is None else QueueView.model_validate(data)
+
+    def waiting_counts(self) -> dict[int, int]:
+        """Pending requests per faculty member id."""
+        data = self.request("GET", "/api/v1/faculty/waiting")
+        return TypeAdapter(dict[int, int]).validate_python(data)
+
+    def consultation(self, card_uid: str, consultation_id: int) -> ConsultationView:
+        """One of the card holder's consultations."""
+        return self._get(
+            ConsultationView, f"/api/v1/consultations/{consultation_id}", card_uid=card_uid
+        )
+
+    def cancel(self, card_uid: str, consultation_id: int) -> ConsultationView:
+        """Cancel one of the card holder's pending requests."""
+        data = self.request(
+            "POST", f"/api/v1/consultations/{consultation_id}/cancel", card_uid=card_uid
+        )
+        return ConsultationView.model_validate(data)
+
+    # ------------------------------------------------------------------ everyone
+
+    def faculty(self) -> list[FacultyView]:
+        """Every faculty member."""
+        return self._list(FacultyView, "/api/v1/faculty")
+
+    def faculty_member(self, faculty_id: int) -> FacultyView:
+        """One faculty member."""
+        return self._get(FacultyView, f"/api/v1/faculty/{faculty_id}")
+
+    def admin_exists(self) -> bool:
+        """Whether an administrator account exists."""
+        return self._get(AdminExists, "/api/v1/admin/exists").exists
+
+    # ------------------------------------------------------------------ administrators
+
+    def sign_in(self, username: str, password: str) -> AdminSession:
+        """Sign in; later admin calls use this session."""
+        data = self.request(
+            "POST", "/api/v1/admin/session", body={"username": username, "password": password}
+        )
+        session = AdminSession.model_validate(data)
+        self.admin_token = session.token
+        return session
+
+    def sign_out(self) -> None:
+        """End the administrator session."""
+        if self.admin_token:
+            try:
+                self.request("DELETE", "/api/v1/admin/session", admin=True)
+            finally:
+                self.admin_token = None
+
+    def change_password(self, current: str, new: str) -> None:
+        """Replace the signed-in administrator's password."""
+        self.request(
+            "POST",
+            "/api/v1/admin/password",
+            body={"current_password": current, "new_password": new},
+            admin=True,
+        )
+
+    def save_faculty(
+        self, faculty_id: int | None, name: str, department: str, email: str | None
+    ) -> FacultyView:
+        """Create (``faculty_id`` None) or update a faculty member."""
+        body = {"name": name, "department": department, "email": email}
+        if faculty_id is None:
+            data = self.request("POST", "/api/v1/faculty", body=body, admin=True)
+        else:
+            data = self.request("PUT", f"/api/v1/faculty/{faculty_id}", body=body, admin=True)
+        return FacultyView.model_validate(data)
+
+    def delete_faculty(self, faculty_id: int) -> None:
+        """Delete a faculty member."""
+        self.request("DELETE", f"/api/v1/faculty/{faculty_id}", admin=True)
+
+    def students(self) -> list[StudentView]:
+        """Every student."""
+        return self._list(StudentView, "/api/v1/students", admin=True)
+
+    def register_student(
+        self, name: str, student_number: str, department: str, card_uid: str
+    ) -> StudentView:
+        """Register a student with a tapped card."""
+        body = {
+            "name": name,
+            "student_id": student_number,
+            "department": department,
+            "rfid_uid": card_uid,
+        }
+        data = self.request("POST", "/api/v1/students", body=body, admin=True)
+        return StudentView.model_validate(data)
+
+    def delete_student(self, student_pk: int) -> None:
+        """Delete a student."""
+        self.request("DELETE", f"/api/v1/students/{student_pk}", admin=True)
+
+    def desks(self) -> list[DeskView]:
+        """Every desk's liveness and diagnostics."""
+        return self._list(DeskView, "/api/v1/desks", admin=True)
+
+    def desk_credentials(self, action: str, faculty_id: int) -> str:
+        """Provision, rotate or revoke a desk's broker credentials."""
+        data = self.request("POST", f"/api/v1/desks/{faculty_id}/{action}", admin=True)
+        return TextAnswer.model_validate(data).text
+
+    def consultations(self, limit: int = 200) -> list[ConsultationView]:
+        """The newest consultations."""
+        return self._list(
+            ConsultationView, "/api/v1/consultations", admin=True, params={"limit": limit}
+        )
+
+    def audit(self, limit: int = 200) -> list[AuditView]:
+        """The newest audit-log entries."""
+        return self._list(AuditView, "/api/v1/audit", admin=True, params={"limit": limit})
+
+    def system_stats(self) -> dict[str, Any]:
+        """The central system's statistics."""
+        result: dict[str, Any] = self.request("GET", "/api/v1/system/stats", admin=True)
+        return result
+
+    def backup(self) -> str:
+        """Back the database up on the server; the file written."""
+        return TextAnswer.model_validate(
+            self.request("POST", "/api/v1/system/backup", admin=True)
+        ).text
+
+    # ------------------------------------------------------------------ events
+
+    def events(self, *, admin: bool = False) -> Iterator[Event]:
+        """The live event stream of the active server; ends when the stream does.
+
+        Raises the API's error when the server refuses, UnavailableError when none answers.
+        """
+        token = self.admin_token if admin else (self.token or self.admin_token)
+        headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+        last: Exception | None = None
+        for i in range(len(self.urls)):
+            index = (self._active + i) % len(self.urls)
+            try:
+                with self._events_http.stream(
+                    "GET", self.urls[index] + "/api/v1/events", headers=headers
+                ) as response:
+                    if response.status_code == 503:
+                        response.read()
+                        last = _error_from(response)
+                        continue
+                    if response.status_code >= 400:
+                        response.read()
+                        raise _error_from(response)
+                    self._active = index
+                    yield from _parse_sse(response.iter_lines())
+                    return
+            except (httpx.ConnectError, httpx.ConnectTimeout) as err:
+                last = err
+                continue
+        raise UnavailableError(NO_SERVER) from last
+
+
+def _parse_sse(lines: Iterator[str]) -> Iterator[Event]:
+    data: list[str] = []
+    for line in lines:
+        if line == "":
+            if data:
+                yield Event.model_validate_json("\n".join(data))
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            data.append(value[1:] if value.startswith(" ") else value)

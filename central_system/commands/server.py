@@ -1,0 +1,55 @@
+"""``consultease server``: the central system as a network service (API + live events)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``server`` sub-command."""
+    p = subparsers.add_parser(
+        "server",
+        help="serve the central system's API to kiosks (active, or standby on a shared PostgreSQL)",
+    )
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    p.add_argument("--uds", default=None, help="listen on this Unix socket instead of a port")
+    p.add_argument("--tls-cert", type=Path, default=None, help="certificate (PEM) to serve HTTPS")
+    p.add_argument("--tls-key", type=Path, default=None, help="its private key (PEM)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM; exit 2 when another server holds the SQLite database."""
+    import os
+
+    from ..config import get_settings
+    from ..server.leadership import LeadershipError
+    from ..server.run import serve
+
+    settings = get_settings()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("--tls-cert and --tls-key go together.", file=sys.stderr)
+        return 2
+    # A kiosk that starts its own server passes the token it will use (never stored).
+    local_token = os.environ.pop("CONSULTEASE_SERVER_LOCAL_TOKEN", None)
+    try:
+        return serve(
+            settings,
+            host=args.host,
+            port=args.port,
+            uds=args.uds,
+            certfile=args.tls_cert,
+            keyfile=args.tls_key,
+            local_kiosk_token=local_token,
+            log_level=args.log_level,
+        )
+    except LeadershipError as err:
+        print(f"consultease server: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,239 @@
+"""Who is calling: enrolled kiosks' tokens and administrators' API sessions.
+
+Both are 256-bit random bearer tokens; the database keeps only their SHA-256
+(a slow hash such as argon2 protects guessable passwords, and would cost tens of
+milliseconds per request here for no gain). The prefix says which kind a token
+is, so one lookup answers: ``cek_`` a kiosk, ``ces_`` an administrator session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..controllers.base import audit
+from ..models import Admin, AdminSessionToken, KioskToken, utcnow
+
+logger = logging.getLogger(__name__)
+
+KIOSK_PREFIX: Final = "cek_"
+ADMIN_PREFIX: Final = "ces_"
+ADMIN_SESSION_TTL: Final = timedelta(hours=8)
+# last_used_at is a write: at most one per kiosk this often (not one per request).
+LAST_USED_EVERY_S: Final = 60.0
+# A flood of refused calls must not fill the audit log: one row per actor and reason this often.
+AUDIT_REFUSAL_EVERY_S: Final = 10.0
+MAX_TOKEN_CHARS: Final = 128
+KIOSK_NAME_CHARS: Final = 64
+
+
+class EnrollmentError(ValueError):
+    """A kiosk name that is empty, too long, already enrolled or unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class KioskPrincipal:
+    """An enrolled kiosk (or the kiosk that started a local server: ``id`` None)."""
+
+    id: int | None
+    name: str
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names it."""
+        return f"kiosk:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminPrincipal:
+    """A signed-in administrator."""
+
+    id: int
+    username: str
+    session_id: int
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names them."""
+        return f"admin:{self.username}"
+
+
+def token_hash(token: str) -> str:
+    """The SHA-256 of a token, as stored."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_token(prefix: str) -> str:
+    """A fresh 256-bit bearer token with its kind's prefix."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def _valid_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > KIOSK_NAME_CHARS or not name.isprintable():
+        raise EnrollmentError(
+            f"A kiosk name is 1-{KIOSK_NAME_CHARS} printable characters, like lobby-1."
+        )
+    return name
+
+
+def enroll_kiosk(session: Session, name: str, actor: str = "cli") -> str:
+    """Enroll a kiosk and return its token (shown once; only its hash is stored). Audited."""
+    name = _valid_name(name)
+    existing = session.scalar(select(KioskToken).where(KioskToken.name == name))
+    if existing is not None and existing.revoked_at is None:
+        audit(session, actor, "kiosk.enroll", name, success=False, note="already enrolled")
+        raise EnrollmentError(
+            f"A kiosk named {name!r} is already enrolled; revoke it first to issue a new token."
+        )
+    token = new_token(KIOSK_PREFIX)
+    if existing is not None:  # re-enrolling a revoked name: a new token, the same row
+        existing.token_hash = token_hash(token)
+        existing.revoked_at = None
+        existing.created_at = utcnow()
+        existing.last_used_at = None
+    else:
+        session.add(KioskToken(name=name, token_hash=token_hash(token)))
+    audit(session, actor, "kiosk.enroll", name, success=True)
+    return token
+
+
+def revoke_kiosk(session: Session, name: str, actor: str = "cli") -> None:
+    """Revoke a kiosk's token at once (its next call is refused). Audited."""
+    name = name.strip()
+    row = session.scalar(select(KioskToken).where(KioskToken.name == name))
+    if row is None or row.revoked_at is not None:
+        audit(session, actor, "kiosk.revoke", name[:64], success=False, note="not enrolled")
+        raise EnrollmentError(f"No enrolled kiosk named {name!r}.")
+    row.revoked_at = utcnow()
+    audit(session, actor, "kiosk.revoke", name, success=True)
+
+
+def list_kiosks(session: Session) -> list[KioskToken]:
+    """Every kiosk ever enrolled, by name."""
+    return list(session.scalars(select(KioskToken).order_by(KioskToken.name)))
+
+
+class Refused(Exception):
+    """A token was refused; ``reason`` for the log, ``audit_actor`` when it is worth an audit row."""
+
+    def __init__(self, reason: str, audit_actor: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.audit_actor = audit_actor
+
+
+class Authenticator:
+    """Resolves bearer tokens to principals, issues administrator sessions, audits refusals."""
+
+    def __init__(
+        self, session_factory: sessionmaker[Session], local_kiosk_token: str | None = None
+    ) -> None:
+        self._sessions = session_factory
+        # The kiosk that started this server as its child (``consultease run``) holds a
+        # token it generated; it is never stored.
+        self._local_hash = token_hash(local_kiosk_token) if local_kiosk_token else None
+        self._lock = threading.Lock()
+        self._last_used: dict[int, float] = {}
+        self._last_audit: dict[tuple[str, str], float] = {}
+
+    # ------------------------------------------------------------------ kiosks
+
+    def kiosk(self, token: str) -> KioskPrincipal:
+        """The kiosk holding ``token``; raises :class:`Refused`."""
+        if not token.startswith(KIOSK_PREFIX) or len(token) > MAX_TOKEN_CHARS:
+            raise Refused("not a kiosk token")
+        digest = token_hash(token)
+        if self._local_hash is not None and hmac.compare_digest(digest, self._local_hash):
+            return KioskPrincipal(None, "local")
+        with self._sessions() as s:
+            row = s.scalar(select(KioskToken).where(KioskToken.token_hash == digest))
+            if row is None:
+                raise Refused("unknown kiosk token")
+            if row.revoked_at is not None:
+                raise Refused("revoked kiosk token", audit_actor=f"kiosk:{row.name}")
+            principal = KioskPrincipal(row.id, row.name)
+            if self._due(row.id):
+                row.last_used_at = utcnow()
+                s.commit()
+        return principal
+
+    def _due(self, kiosk_id: int) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last_used.get(kiosk_id, -LAST_USED_EVERY_S) < LAST_USED_EVERY_S:
+                return False
+            self._last_used[kiosk_id] = now
+            return True
+
+    # ------------------------------------------------------------------ administrators
+
+    def open_admin_session(self, admin_id: int) -> tuple[str, datetime]:
+        """A new API session for an administrator who just signed in: (token, expiry)."""
+        token = new_token(ADMIN_PREFIX)
+        expires = utcnow() + ADMIN_SESSION_TTL
+        with self._sessions() as s:
+            # Expired sessions go when a new one is opened: the table stays small.
+            s.execute(delete(AdminSessionToken).where(AdminSessionToken.expires_at < utcnow()))
+            s.add(
+                AdminSessionToken(
+                    token_hash=token_hash(token), admin_id=admin_id, expires_at=expires
+                )
+            )
+            s.commit()
+        return token, expires
+
+    def admin(self, token: str) -> AdminPrincipal:
+        """The administrator whose session ``token`` is; raises :class:`Refused`."""
+        if not token.startswith(ADMIN_PREFIX) or len(token) > MAX_TOKEN_CHARS:
+            raise Refused("not an administrator session")
+        with self._sessions() as s:
+            row = s.execute(
+                select(AdminSessionToken, Admin)
+                .join(Admin, Admin.id == AdminSessionToken.admin_id)
+                .where(AdminSessionToken.token_hash == token_hash(token))
+            ).first()
+            if row is None:
+                raise Refused("unknown administrator session")
+            sess, admin = row
+            if sess.expires_at <= utcnow():
+                raise Refused("expired administrator session")
+            if not admin.is_active:
+                raise Refused("deactivated administrator", audit_actor=f"admin:{admin.username}")
+            return AdminPrincipal(admin.id, admin.username, sess.id)
+
+    def close_admin_session(self, principal: AdminPrincipal) -> None:
+        """Sign out: the session's token stops working at once."""
+        with self._sessions() as s:
+            s.execute(delete(AdminSessionToken).where(AdminSessionToken.id == principal.session_id))
+            s.commit()
+
+    # ------------------------------------------------------------------ audit
+
+    def audit_refusal(self, actor: str, action: str, target: str, reason: str) -> None:
+        """One audit row for a refused call (at most one per actor and action every few seconds)."""
+        now = time.monotonic()
+        key = (actor, action)
+        with self._lock:
+            if now - self._last_audit.get(key, -AUDIT_REFUSAL_EVERY_S) < AUDIT_REFUSAL_EVERY_S:
+                return
+            self._last_audit[key] = now
+            if len(self._last_audit) > 10_000:  # bounded: forget the oldest half
+                for old in sorted(self._last_audit, key=self._last_audit.__getitem__)[:5_000]:
+                    del self._last_audit[old]
+        try:
+            with self._sessions() as s:
+                audit(s, actor, action, target[:200], success=False, note=reason[:200])
+                s.commit()
+        except Exception:
+            logger.exception("could not audit a refused call")

@@ -1,0 +1,178 @@
+"""Who is calling, as FastAPI dependencies (``CurrentKiosk``, ``CurrentAdmin``, ``CardStudent``…).
+
+A route declares what it needs; these check it before the route runs and raise
+the API's errors, which one exception handler turns into status codes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ..api.errors import (
+    ForbiddenError,
+    NotAuthenticatedError,
+    NotFoundError,
+    UnavailableError,
+)
+from ..api.schemas import MAX_ID, ConsultationView, StudentView
+from ..controllers.kiosk_facade import KioskBackend
+from .auth import (
+    ADMIN_PREFIX,
+    KIOSK_PREFIX,
+    AdminPrincipal,
+    Authenticator,
+    KioskPrincipal,
+    Refused,
+)
+from .central import CentralServer
+
+_bearer = HTTPBearer(auto_error=False, description="A kiosk token or an administrator session")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+UNKNOWN_CARD = "Unknown card. Please see the department office to register it."
+
+
+def get_server(request: Request) -> CentralServer:
+    """The server this app belongs to."""
+    server: CentralServer = request.app.state.server
+    return server
+
+
+ServerDep = Annotated[CentralServer, Depends(get_server)]
+
+
+def get_backend(server: ServerDep) -> KioskBackend:
+    """The active system's facade; 503 while this server is not active."""
+    backend = server.backend
+    if backend is None or server.role != "active":
+        raise UnavailableError(f"This server is {server.role}; try the active server.")
+    return backend
+
+
+def get_auth(server: ServerDep) -> Authenticator:
+    """The authenticator of the active system; 503 while this server is not active."""
+    if server.auth is None or server.role != "active":
+        raise UnavailableError(f"This server is {server.role}; try the active server.")
+    return server.auth
+
+
+BackendDep = Annotated[KioskBackend, Depends(get_backend)]
+AuthDep = Annotated[Authenticator, Depends(get_auth)]
+
+
+def _token(creds: HTTPAuthorizationCredentials | None) -> str:
+    if creds is None or not creds.credentials:
+        raise NotAuthenticatedError("Send a token: Authorization: Bearer <token>.")
+    return creds.credentials
+
+
+def _kiosk(auth: Authenticator, token: str, path: str) -> KioskPrincipal:
+    try:
+        return auth.kiosk(token)
+    except Refused as refused:
+        if refused.audit_actor:
+            auth.audit_refusal(refused.audit_actor, "api.refused", path, refused.reason)
+        raise NotAuthenticatedError(f"Kiosk token refused ({refused.reason}).") from None
+
+
+def _admin(auth: Authenticator, token: str) -> AdminPrincipal:
+    try:
+        return auth.admin(token)
+    except Refused as refused:
+        if refused.audit_actor:
+            auth.audit_refusal(refused.audit_actor, "api.refused", "admin session", refused.reason)
+        raise NotAuthenticatedError(
+            f"Administrator session refused ({refused.reason}); sign in again."
+        ) from None
+
+
+def current_kiosk(request: Request, auth: AuthDep, creds: Credentials) -> KioskPrincipal:
+    """An enrolled kiosk (401 for a missing, unknown or revoked token)."""
+    token = _token(creds)
+    if token.startswith(ADMIN_PREFIX):
+        raise ForbiddenError("This call is made by a kiosk for the student who tapped a card.")
+    return _kiosk(auth, token, request.url.path)
+
+
+def current_admin(request: Request, auth: AuthDep, creds: Credentials) -> AdminPrincipal:
+    """A signed-in administrator. A kiosk token here is refused (403) and audited."""
+    token = _token(creds)
+    if token.startswith(KIOSK_PREFIX):
+        kiosk = _kiosk(auth, token, request.url.path)
+        auth.audit_refusal(
+            kiosk.actor,
+            "api.forbidden",
+            f"{request.method} {request.url.path}",
+            "a kiosk token on an administrator endpoint",
+        )
+        raise ForbiddenError(
+            "Administrator calls need an administrator's session, not a kiosk token."
+        )
+    return _admin(auth, token)
+
+
+def current_caller(
+    request: Request, auth: AuthDep, creds: Credentials
+) -> KioskPrincipal | AdminPrincipal:
+    """A kiosk or an administrator (calls both may make: the faculty list, events)."""
+    token = _token(creds)
+    if token.startswith(ADMIN_PREFIX):
+        return _admin(auth, token)
+    return _kiosk(auth, token, request.url.path)
+
+
+CurrentKiosk = Annotated[KioskPrincipal, Depends(current_kiosk)]
+CurrentAdmin = Annotated[AdminPrincipal, Depends(current_admin)]
+CurrentCaller = Annotated[KioskPrincipal | AdminPrincipal, Depends(current_caller)]
+
+
+def card_student(
+    kiosk: CurrentKiosk,
+    backend: BackendDep,
+    x_card_uid: Annotated[
+        str,
+        Header(
+            description="The UID of the card the student tapped at this kiosk",
+            min_length=1,
+            max_length=64,
+            pattern=r"^[0-9A-Fa-f:\- ]+$",
+        ),
+    ],
+) -> StudentView:
+    """The student whose card was tapped at the calling kiosk (404 for an unknown card)."""
+    student = backend.login_by_card(x_card_uid)
+    if student is None:
+        raise NotFoundError(UNKNOWN_CARD)
+    return student
+
+
+CardStudent = Annotated[StudentView, Depends(card_student)]
+ConsultationId = Annotated[int, Path(ge=1, le=MAX_ID, description="A consultation's id")]
+
+
+def own_consultation(
+    consultation_id: ConsultationId,
+    kiosk: CurrentKiosk,
+    student: CardStudent,
+    backend: BackendDep,
+    auth: AuthDep,
+) -> ConsultationView:
+    """One of the card holder's consultations; anyone else's is a 404, and audited."""
+    view = backend.get_consultation(consultation_id)
+    if view is not None and view.student_id != student.id:
+        auth.audit_refusal(
+            kiosk.actor,
+            "consultation.denied",
+            f"consultation:{consultation_id}",
+            f"the card of student {student.id} asked for another student's consultation",
+        )
+        view = None
+    if view is None:
+        raise NotFoundError(f"No consultation {consultation_id} of yours.")
+    return view
+
+
+OwnConsultation = Annotated[ConsultationView, Depends(own_consultation)]

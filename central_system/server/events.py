@@ -1,0 +1,121 @@
+"""The live event stream: controller and MQTT events fanned out to every subscriber.
+
+Events come from the controllers' and the MQTT service's threads; they hop onto
+the server's event loop (``call_soon_threadsafe``) and are put on each
+subscriber's bounded queue without waiting. A subscriber whose queue is full has
+fallen behind: it is sent one ``overflow`` event and disconnected (it reconnects
+and reloads), never waited for (Home Assistant's websocket API does the same).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Final
+
+from ..api.schemas import Event
+
+logger = logging.getLogger(__name__)
+
+SUBSCRIBER_QUEUE: Final = 1000
+# An SSE comment this often keeps proxies from closing an idle stream and lets a
+# client notice a dead server within its read timeout.
+KEEPALIVE_S: Final = 15.0
+
+
+class Subscriber:
+    """One connected client's queue."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.overflowed = False
+
+
+class EventHub:
+    """Fans events out to subscribers; thread-safe ``post`` from any thread."""
+
+    def __init__(self, queue_size: int = SUBSCRIBER_QUEUE) -> None:
+        self.queue_size = queue_size
+        self._subscribers: set[Subscriber] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.posted = 0
+        self.dropped_subscribers = 0
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The event loop subscribers live on (the server's)."""
+        self._loop = loop
+
+    @property
+    def subscribers(self) -> int:
+        """Connected subscribers now."""
+        return len(self._subscribers)
+
+    def post(self, event: Event) -> None:
+        """Deliver ``event`` to every subscriber (any thread; never blocks)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            loop.call_soon_threadsafe(self._fan_out, event)
+
+    def _fan_out(self, event: Event) -> None:
+        self.posted += 1
+        for sub in list(self._subscribers):
+            if sub.overflowed:
+                continue
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                sub.overflowed = True
+                self.dropped_subscribers += 1
+                # Wake its reader: it sends "overflow" and ends the stream.
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    sub.queue.get_nowait()
+                sub.queue.put_nowait(Event(kind="overflow"))
+
+    # ------------------------------------------------------------------ bridge interface
+    # The facade's connect_events() calls these on the service threads.
+
+    def on_consultation(
+        self, consultation_id: int, status: str, faculty_id: int | None = None
+    ) -> None:
+        """A consultation changed status."""
+        self.post(
+            Event(kind="consultation", id=consultation_id, status=status, faculty_id=faculty_id)
+        )
+
+    def on_faculty(self, faculty_id: int) -> None:
+        """A faculty member's status or desk liveness changed."""
+        self.post(Event(kind="faculty", id=faculty_id))
+
+    def on_mqtt_state(self, state: str) -> None:
+        """The central MQTT connection's state changed."""
+        self.post(Event(kind="mqtt_state", state=state))
+
+    # ------------------------------------------------------------------ streams
+
+    async def stream(self, first: list[Event] | None = None) -> AsyncIterator[str]:
+        """Server-sent events for one subscriber until it disconnects or falls behind."""
+        sub = Subscriber(self.queue_size)
+        self._subscribers.add(sub)
+        try:
+            yield ": connected\n\n"
+            for event in first or []:
+                yield _sse(event)
+            while True:
+                try:
+                    event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keepalive\n\n"
+                    continue
+                yield _sse(event)
+                if event.kind == "overflow":
+                    return
+        finally:
+            self._subscribers.discard(sub)
+
+
+def _sse(event: Event) -> str:
+    return f"event: {event.kind}\ndata: {event.model_dump_json(exclude_none=True)}\n\n"

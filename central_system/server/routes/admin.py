@@ -1,0 +1,43 @@
+"""Administrator sessions: sign in (argon2id, lockout), who am I, sign out, change password."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from ...api.schemas import AdminExists, AdminLogin, AdminSession, PasswordChange
+from ..deps import AuthDep, BackendDep, CurrentAdmin, CurrentCaller
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@router.get("/exists", response_model=AdminExists)
+def admin_exists(caller: CurrentCaller, backend: BackendDep) -> AdminExists:
+    """Whether any administrator account exists (the login screen's hint)."""
+    return AdminExists(exists=backend.admin_exists())
+
+
+@router.post("/session", response_model=AdminSession, status_code=status.HTTP_201_CREATED)
+def sign_in(body: AdminLogin, backend: BackendDep, auth: AuthDep) -> AdminSession:
+    """Sign in; the answer's ``token`` is the session (Bearer) for administrator calls. Audited."""
+    session = backend.admin_login(body.username, body.password)
+    assert session.id is not None
+    token, expires = auth.open_admin_session(session.id)
+    return session.model_copy(update={"token": token, "expires_at": expires})
+
+
+@router.get("/session", response_model=AdminSession)
+def whoami(admin: CurrentAdmin, backend: BackendDep) -> AdminSession:
+    """The signed-in administrator."""
+    return AdminSession(id=admin.id, username=admin.username)
+
+
+@router.delete("/session", status_code=status.HTTP_204_NO_CONTENT)
+def sign_out(admin: CurrentAdmin, auth: AuthDep) -> None:
+    """Sign out: this session's token stops working."""
+    auth.close_admin_session(admin)
+
+
+@router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
+def change_password(body: PasswordChange, admin: CurrentAdmin, backend: BackendDep) -> None:
+    """Replace the signed-in administrator's password (400 with the policy's reason)."""
+    backend.change_admin_password(admin.username, body.current_password, body.new_password)

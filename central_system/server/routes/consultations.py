@@ -1,0 +1,49 @@
+"""Consultations: a card holder's requests (create, read, cancel) and the administrator's list."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from ...api.schemas import ConsultationCreate, ConsultationView, QueueView
+from ..deps import BackendDep, CardStudent, CurrentAdmin, CurrentKiosk, OwnConsultation
+
+router = APIRouter(prefix="/consultations", tags=["consultations"])
+
+
+@router.post("", response_model=ConsultationView, status_code=status.HTTP_201_CREATED)
+def create_consultation(
+    body: ConsultationCreate, kiosk: CurrentKiosk, student: CardStudent, backend: BackendDep
+) -> ConsultationView:
+    """Send the card holder's request to a faculty member's desk (400 with the reason if refused)."""
+    return backend.send_request(student.id, body.faculty_id, body.message, body.course_code)
+
+
+@router.get("/{consultation_id:int}/queue", response_model=QueueView | None)
+def queue_position(consultation: OwnConsultation, backend: BackendDep) -> QueueView | None:
+    """Where one of the card holder's requests stands in its queue (null: not pending)."""
+    return backend.queue_position(consultation.id)
+
+
+@router.get("/{consultation_id:int}", response_model=ConsultationView)
+def get_consultation(consultation: OwnConsultation) -> ConsultationView:
+    """One of the card holder's consultations (404 for anyone else's, audited)."""
+    return consultation
+
+
+@router.post("/{consultation_id:int}/cancel", response_model=ConsultationView)
+def cancel_consultation(
+    consultation: OwnConsultation, student: CardStudent, backend: BackendDep
+) -> ConsultationView:
+    """Cancel one of the card holder's pending requests."""
+    view = backend.cancel(consultation.id, student.id)
+    return view if view is not None else consultation
+
+
+@router.get("", response_model=list[ConsultationView])
+def list_consultations(
+    admin: CurrentAdmin, backend: BackendDep, limit: Annotated[int, Query(ge=1, le=1000)] = 200
+) -> list[ConsultationView]:
+    """The newest consultations (administrators)."""
+    return backend.list_consultations(limit)

@@ -1,0 +1,53 @@
+"""Serve a :class:`CentralServer` with uvicorn (``consultease server``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from ..config import Settings
+from .app import create_app
+from .central import CentralServer
+
+logger = logging.getLogger(__name__)
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    uds: str | None = None,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+    local_kiosk_token: str | None = None,
+    backend_factory: object = None,
+    log_level: str = "info",
+) -> int:
+    """Run until SIGINT/SIGTERM. Raises LeadershipError when another server holds the SQLite file."""
+    kwargs = {} if backend_factory is None else {"backend_factory": backend_factory}
+    server = CentralServer(settings, local_kiosk_token=local_kiosk_token, **kwargs)
+    server.claim()  # SQLite: refuse to start beside another server, before binding a port
+    certfile = certfile or settings.server_tls_certfile
+    keyfile = keyfile or settings.server_tls_keyfile
+    config = uvicorn.Config(
+        create_app(server),
+        host=host or settings.server_host,
+        port=settings.server_port if port is None else port,
+        uds=uds,
+        ssl_certfile=str(certfile) if certfile else None,
+        ssl_keyfile=str(keyfile) if keyfile else None,
+        log_level=log_level.lower(),
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+    )
+    uv = uvicorn.Server(config)
+    server.start()
+    try:
+        uv.run()
+    finally:
+        server.stop()
+    return 0
