@@ -11,7 +11,15 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     """Add the ``desk`` sub-command group."""
-    p = subparsers.add_parser("desk", help="desk-unit broker credentials (contract section 5)")
+    p = subparsers.add_parser(
+        "desk",
+        help="give a faculty member's desk unit its own broker login, a new password, or revoke it",
+        description="Each desk unit logs in to the MQTT broker as its own user and may use only "
+        "its faculty member's topics. `provision` creates that login and prints the desk's "
+        "settings once, `rotate` replaces the password (a replaced or lost unit), `revoke` "
+        "shuts the unit out. The broker's password file and ACL are regenerated when "
+        "--broker-config-dir is given; reload Mosquitto afterwards.",
+    )
     sub = p.add_subparsers(dest="desk_command", required=True)
     for verb, text in (
         ("provision", "create a desk unit's credentials and print its configuration once"),
