@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = [
     ["serve"],
     ["serve", "--embedded-broker"],
+    ["server"],
     ["run"],
     ["demo"],
     ["demo", "--headless"],
