@@ -97,8 +97,9 @@ def fill(url: str, students: int, faculty: int, consultations: int) -> float:
     return time.monotonic() - started
 
 
-def run_import(source: str, target: str) -> tuple[float, float, str]:
-    """Run the command in a child; (seconds, the child's own peak RSS in MiB, consultations line)."""
+def run_import(source: str, target: str) -> tuple[float, float, float, str]:
+    """Run the command in a child: wall seconds, its CPU seconds (user + system), its own peak
+    RSS in MiB, and its report's consultations line."""
     env = dict(os.environ, CONSULTEASE_DATA_DIR=tempfile.mkdtemp(prefix="ce-bench-"))
     argv = [sys.executable, "-m", "central_system.cli", "--log-level", "WARNING",
             "import-legacy", "--from", source, "--to", target]  # fmt: skip
@@ -115,7 +116,8 @@ def run_import(source: str, target: str) -> tuple[float, float, str]:
     if proc.returncode != 0:
         raise SystemExit(f"import failed ({proc.returncode}): {stderr[-2000:]}")
     lines = [line for line in stdout.splitlines() if line.startswith("consultations ")]
-    return seconds, usage.ru_maxrss / 1024, " ".join(lines[0].split()) if lines else ""
+    cpu = usage.ru_utime + usage.ru_stime
+    return seconds, cpu, usage.ru_maxrss / 1024, " ".join(lines[0].split()) if lines else ""
 
 
 def pg_database(admin, name: str, create: bool) -> str:  # type: ignore[no-untyped-def]
@@ -159,8 +161,12 @@ def main() -> int:
                     pg_database(admin, n, False)
                 admin.dispose()
         print(f"{kind}: source built in {filled:.1f} s")
-        print(f"{kind}: import    {first[0]:6.1f} s, peak RSS {first[1]:6.1f} MiB | {first[2]}")
-        print(f"{kind}: re-run    {second[0]:6.1f} s, peak RSS {second[1]:6.1f} MiB | {second[2]}")
+        for label, (wall, cpu, rss, line) in (("import", first), ("re-run", second)):
+            print(
+                f"{kind}: {label:<7} wall {wall:6.1f} s, CPU {cpu:6.1f} s, peak RSS {rss:6.1f} MiB"
+                f" | {line}"
+            )
+        print(f"{kind}: load average now {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import grp
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,18 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="generate new central-system credentials (restart the kiosk afterwards)",
     )
+    legacy = p.add_mutually_exclusive_group()
+    legacy.add_argument(
+        "--legacy-desk-login",
+        metavar="USER|anonymous",
+        help="transition mode for desks still flashed for the original ConsultEase: let their "
+        "shared broker login (password asked, or CONSULTEASE_LEGACY_DESK_PASSWORD), or no login "
+        "at all ('anonymous'), act as any desk until each desk has its own credentials; "
+        "`doctor` warns while it is on (docs/migration.md)",
+    )
+    legacy.add_argument(
+        "--end-legacy-desk-login", action="store_true", help="turn the transition mode off"
+    )
     p.set_defaults(func=run)
 
 
@@ -87,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         with session_scope() as s:
+            if args.legacy_desk_login or args.end_legacy_desk_login:
+                _set_transition(s, args)
             result = provisioning.write_broker_config(
                 s,
                 args.out,
@@ -107,4 +122,29 @@ def run(args: argparse.Namespace) -> int:
         "EnvironmentFile=. The password is not printed."
     )
     print(f"{result.desk_count} desk units in the password file and ACL.")
+    if args.legacy_desk_login:
+        print(
+            "TRANSITION MODE is on: desks with the old login may act as any desk. Give each "
+            "desk its own credentials (consultease desk provision) when it is next flashed, "
+            "then run broker-config with --end-legacy-desk-login.",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _set_transition(session: Any, args: argparse.Namespace) -> None:
+    """Turn the transition mode on or off (stored in the database, so later runs keep it)."""
+    import getpass
+
+    from ..services import provisioning
+
+    if args.end_legacy_desk_login:
+        provisioning.end_legacy_desk_access(session)
+        return
+    if args.legacy_desk_login == "anonymous":
+        provisioning.set_legacy_desk_access(session, None, None)
+        return
+    password = os.environ.get("CONSULTEASE_LEGACY_DESK_PASSWORD") or getpass.getpass(
+        f"Password of the desks' shared login {args.legacy_desk_login!r}: "
+    )
+    provisioning.set_legacy_desk_access(session, args.legacy_desk_login, password)

@@ -5,7 +5,7 @@ from .base import Base, utcnow
 from .consultation import ALLOWED_TRANSITIONS, ANSWER_STATUSES, Consultation, ConsultationStatus
 from .faculty import DeskUnit, Faculty, FacultyStatus
 from .kiosk import AdminSessionToken, KioskToken
-from .legacy import LegacyImportMap
+from .legacy import LegacyDeskLogin, LegacyImportMap
 from .outbox import OutboxMessage
 from .student import Student
 
@@ -22,6 +22,7 @@ __all__ = [
     "Faculty",
     "FacultyStatus",
     "KioskToken",
+    "LegacyDeskLogin",
     "LegacyImportMap",
     "OutboxMessage",
     "Student",

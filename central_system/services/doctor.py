@@ -181,6 +181,53 @@ def check_database(ctx: _Context) -> CheckResult:
     return CheckResult("database", Status.PASS, f"{shown} reachable, schema at head ({head})")
 
 
+def check_legacy_desk_login(ctx: _Context) -> CheckResult:
+    """Warns while the broker's transition mode lets desks in with the original's shared login."""
+    from sqlalchemy import func, select
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.orm import Session
+
+    from ..db import create_db_engine
+    from ..models import DeskUnit, Faculty, LegacyDeskLogin
+
+    name = "desk logins"
+    url = ctx.settings.effective_database_url
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return CheckResult(name, Status.WARN, "not checked: no database yet")  # never create it
+    try:
+        engine = create_db_engine(url)
+    except (SQLAlchemyError, OSError, ValueError):
+        return CheckResult(name, Status.WARN, "not checked: the database is not usable")
+    try:
+        with Session(engine) as s:
+            row = s.get(LegacyDeskLogin, 1)
+            faculty = int(s.scalar(select(func.count(Faculty.id))) or 0)
+            own = int(
+                s.scalar(
+                    select(func.count(DeskUnit.id)).where(
+                        DeskUnit.revoked.is_(False), DeskUnit.password_hash.is_not(None)
+                    )
+                )
+                or 0
+            )
+    except (SQLAlchemyError, OSError):
+        return CheckResult(name, Status.WARN, "not checked: the database is not readable")
+    finally:
+        engine.dispose()
+    if row is None:
+        return CheckResult(name, Status.PASS, f"{own} of {faculty} desks have their own login")
+    who = "anonymous clients" if row.username is None else f"the shared login {row.username!r}"
+    return CheckResult(
+        name,
+        Status.WARN,
+        f"TRANSITION MODE: {who} may act as ANY desk (answer any request, read every "
+        f"request); {own} of {faculty} desks have their own login. When every desk has been "
+        "provisioned and flashed: consultease broker-config --out DIR --end-legacy-desk-login",
+    )
+
+
 def _run(argv: list[str]) -> str | None:
     exe = shutil.which(argv[0])
     if exe is None:
@@ -235,6 +282,7 @@ CHECKS: Final[tuple[Callable[[_Context], CheckResult], ...]] = (
     check_broker,
     check_central_connection,
     check_database,
+    check_legacy_desk_login,
     check_clock,
     check_disk,
 )

@@ -22,6 +22,7 @@ from central_system.models import (
     DeskUnit,
     Faculty,
     KioskToken,
+    LegacyDeskLogin,
     LegacyImportMap,
     OutboxMessage,
     Student,
@@ -74,6 +75,7 @@ def _populate(engine: Engine) -> None:
                 token_hash="b" * 64, admin_id=admin.id, expires_at=utcnow() + timedelta(hours=1)
             )
         )
+        s.add(LegacyDeskLogin(id=1, username="old-shared", password_hash="$7$1$a$b"))
 
 
 def _snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:

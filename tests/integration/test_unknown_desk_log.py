@@ -86,8 +86,10 @@ def test_unknown_desks_are_logged_once_per_desk_per_interval(
         try:
             # Wait until the central's subscriptions are active (one warm-up desk), then count.
             assert wait_until(
-                lambda: _send_like_a_desk(desk, 900, 1) > 0
-                and inbound_stats.dropped.get("unknown_faculty", 0) > 0,
+                lambda: (
+                    _send_like_a_desk(desk, 900, 1) > 0
+                    and inbound_stats.dropped.get("unknown_faculty", 0) > 0
+                ),
                 timeout=20,
                 interval=0.2,
             )
