@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/consultation_flow.py [--desks 200] [--rate 20] [--duration 30]
                                                      [--heartbeat 30] [--auto-ack 0.5]
+                                                     [--flap 10 --offline-after 15]
 
 What it does, all on loopback:
 1. starts its own Mosquitto (tests/brokers.py) on a free port;
@@ -21,6 +22,15 @@ What it does, all on loopback:
 Printed: latency p50/p90/p99/max, the create call's own duration, the central
 process's CPU (% of one core) while requests flow and while only heartbeats flow,
 and PASS/FAIL against the targets (p99 <= 50 ms, CPU < 25 %).
+
+``--flap SECONDS`` (issue 14) makes the desks' Wi-Fi drop at random while requests
+flow (``DeskFleet`` flapping: every SECONDS a tenth of the desks go AWAY, another
+tenth lose Wi-Fi for 0.2-3 s, now and then one desk for longer than
+``--offline-after`` and one reboots). After the request phase every faculty member
+comes back and the script waits for stragglers, then prints the requests lost at
+the desk (created, never put on the desk: target 0) and the duplicates shown (a
+copy queued next to the request the desk held: target 0). Latency figures then
+include requests that waited for a desk to come back.
 """
 
 from __future__ import annotations
@@ -48,6 +58,8 @@ TARGET_CPU_PCT = 25.0
 READY_TIMEOUT_S = 120.0
 AVAILABLE_TIMEOUT_S = 120.0
 STRAGGLER_WAIT_S = 3.0
+# With --flap: lost requests may come back after a long outage (longer than --offline-after).
+FLAP_STRAGGLER_EXTRA_S = 45.0
 IDLE_SAMPLE_S = 5.0
 
 
@@ -78,6 +90,7 @@ def run_central(args: argparse.Namespace) -> int:
         mqtt_port=args.port,
         mqtt_client_id=f"bench-central-{uuid.uuid4().hex[:8]}",
         log_level="WARNING",
+        **({"desk_offline_after_s": args.offline_after} if args.offline_after else {}),
     )
     app = ConsultEaseApp(settings, headless=True)
     app.start()
@@ -301,6 +314,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "--duration",
             str(args.duration),
         ]
+        cmd += ["--offline-after", str(args.offline_after)] if args.offline_after else []
         cmd += ["--profile"] if args.profile else []
         central = _CentralProcess(cmd, env)
         faculty_ids = central.wait_for("ready", READY_TIMEOUT_S)["faculty_ids"]
@@ -319,6 +333,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             auto_ack=args.auto_ack,
             connect_spread=1.0,
             on_request=on_request,
+            flap_interval=args.flap,
+            # Longer than --offline-after, so the central system marks such a desk offline.
+            long_outage_s=((args.offline_after or 90.0) + 5, (args.offline_after or 90.0) + 15),
         )
         connect_started = time.monotonic()
         fleet.start()
@@ -345,9 +362,16 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         load = os.getloadavg()[0]
         sent = [item for item in central.lines if item["kind"] == "sent"]
         rejected = [item for item in central.lines if item["kind"] == "reject"]
-        deadline = time.monotonic() + STRAGGLER_WAIT_S
+        if args.flap:
+            fleet.calm()
+        wait = (
+            (args.offline_after or 90.0) + FLAP_STRAGGLER_EXTRA_S if args.flap else STRAGGLER_WAIT_S
+        )
+        deadline = time.monotonic() + wait
         while time.monotonic() < deadline and len(received) < len(sent):
             time.sleep(0.1)
+        deliveries = fleet.deliveries()
+        lost = [item["cid"] for item in sent if deliveries.get(str(item["cid"]), 0) == 0]
         latencies = [
             (received[str(item["cid"])] - item["t0"]) * 1000
             for item in sent
@@ -378,6 +402,16 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "fleet_cpu_pct": fleet_pct,
             "loadavg_1m": load,
             "heartbeats": totals["heartbeats_sent"],
+            "flap_s": args.flap,
+            "offline_after_s": args.offline_after,
+            "lost_at_desk": len(lost),
+            "lost_examples": lost[:5],
+            "copies_shown": totals["copies_shown"],
+            "redelivered": sum(max(0, n - 1) for n in deliveries.values()),
+            "withdrawals": totals["withdrawals"],
+            "link_losses": totals["link_losses"],
+            "reboots": totals["reboots"],
+            "dropped_away": totals["requests_dropped_away"],
             "responses": totals["responses_sent"],
             "mean_ms": statistics.fmean(latencies) if latencies else float("nan"),
         }
@@ -416,6 +450,17 @@ def report(r: dict[str, Any]) -> None:
         f"  simulated desk fleet (this process, one network thread): {r['fleet_cpu_pct']:.1f} % of one core; "
         f"machine load average {r['loadavg_1m']:.2f} on {os.cpu_count()} cores"
     )
+    if r.get("flap_s"):
+        print(
+            f"  flapping every {r['flap_s']:g} s (desk offline after {r['offline_after_s'] or 90:g} s): "
+            f"{r['link_losses']} Wi-Fi drops, {r['reboots']} reboots, {r['dropped_away']} requests "
+            f"dropped by AWAY desks; {r['redelivered']} re-deliveries, {r['withdrawals']} withdrawals"
+        )
+        print(
+            f"  requests lost at the desk: {r['lost_at_desk']} (target 0) {r['lost_examples'] or ''}; "
+            f"duplicates shown: {r['copies_shown']} (target 0): "
+            f"{'PASS' if r['lost_at_desk'] == 0 and r['copies_shown'] == 0 else 'FAIL'}"
+        )
     if r.get("profile"):
         print("  central process CPU by thread (% of one core):")
         for key, pct in r["profile"]:
@@ -442,6 +487,20 @@ def main(argv: list[str] | None = None) -> int:
         "--db-dir",
         default=None,
         help="where the SQLite file goes (default: the temp dir; /dev/shm takes fsync out)",
+    )
+    parser.add_argument(
+        "--flap",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="desks' Wi-Fi drops, AWAY and reboots at random every SECONDS (issue 14)",
+    )
+    parser.add_argument(
+        "--offline-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the central system's desk_offline_after_s (default 90; use with a short --heartbeat)",
     )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     parser.add_argument(

@@ -52,6 +52,7 @@ class DeskFleet:
         auto_ack: float | None = None,
         flap_interval: float | None = None,
         flap_links: bool = True,
+        long_outage_s: tuple[float, float] = LONG_OUTAGE_S,
         connect_spread: float = 0.0,
         stagger_heartbeats: bool = True,
         on_request: Callable[[DeskUnit, DeskRequest], None] | None = None,
@@ -68,6 +69,7 @@ class DeskFleet:
         self.auto_ack = auto_ack
         self.flap_interval = flap_interval
         self.flap_links = flap_links
+        self.long_outage_s = long_outage_s
         self.connect_spread = connect_spread
         self._user_on_request = on_request
         self._flap_timer: TimerHandle | None = None
@@ -125,6 +127,27 @@ class DeskFleet:
         except Exception:
             logger.exception("fleet shutdown failed")
         self.loop.stop(timeout)
+
+    def calm(self, timeout: float = 10.0) -> None:
+        """Stop flapping and bring every faculty member back (desks reconnect on their own)."""
+        if self._flap_timer is not None:
+            self._flap_timer.cancel()
+            self._flap_timer = None
+
+        def present_all() -> None:
+            for desk in self.desks:
+                if not desk.present:
+                    desk._set_present_in_loop(True, None)
+
+        self.loop.run_sync(present_all, timeout)
+
+    def deliveries(self) -> dict[str, int]:
+        """How often each consultation id was put on a desk, over the fleet."""
+        total: dict[str, int] = {}
+        for desk in self.desks:
+            for cid, count in desk.deliveries.items():
+                total[cid] = total.get(cid, 0) + count
+        return total
 
     def connected_count(self) -> int:
         """Desks between CONNACK and link loss."""
@@ -186,6 +209,6 @@ class DeskFleet:
             desk._kill_in_loop(random.uniform(*BLIP_S))
         connected = [desk for desk in self.desks if desk.connected]
         if connected and random.random() < LONG_OUTAGE_CHANCE:
-            random.choice(connected)._kill_in_loop(random.uniform(*LONG_OUTAGE_S))
+            random.choice(connected)._kill_in_loop(random.uniform(*self.long_outage_s))
         if connected and random.random() < REBOOT_CHANCE:
             random.choice(connected)._reboot_in_loop(random.uniform(*BLIP_S))

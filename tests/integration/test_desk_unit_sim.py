@@ -350,3 +350,49 @@ def test_fleet_auto_ack_answers_every_request(broker: MosquittoBroker) -> None:
     finally:
         fleet.stop()
         probe.close()
+
+
+def test_flapping_fleet_drops_wifi_and_away_and_calms_down(broker: MosquittoBroker) -> None:
+    fleet = DeskFleet(
+        20,
+        "127.0.0.1",
+        broker.port,
+        heartbeat_interval=1.0,
+        first_faculty_id=201,
+        flap_interval=0.3,
+        long_outage_s=(0.5, 1.0),
+    )
+    try:
+        fleet.start()
+        assert fleet.wait_all_connected(30)
+        assert fleet.desks[0].wait_for(
+            lambda _d: (
+                fleet.totals()["link_losses"] >= 4 and any(not d.present for d in fleet.desks)
+            ),
+            15,
+        )
+        fleet.calm()
+        assert fleet.wait_all_connected(30)  # blips, outages and reboots all end
+        assert all(d.present for d in fleet.desks)
+        assert fleet.totals()["connects"] >= 20 + 4  # every lost link came back
+    finally:
+        fleet.stop()
+
+
+def test_a_firmware_desk_queues_a_copy_and_forgets_everything_on_reboot(
+    broker: MosquittoBroker, desk: DeskUnit, publish: Publisher
+) -> None:
+    publish(MESSAGES, "CID:7 From:Ana (SID:2): first", qos=1)
+    publish(MESSAGES, "CID:7 From:Ana (SID:2): first", qos=1)
+    assert desk.wait_for(lambda d: len(d.queue) == 2, 10)
+    assert desk.deliveries["7"] == 2 and desk.stats.copies_shown == 1
+    # A withdrawal (any type: the firmware does not read it) removes one copy.
+    publish(CANCELLATIONS, '{"consultation_id": 7, "type": "consultation_resend"}', qos=1)
+    assert desk.wait_for(lambda d: len(d.queue) == 1 and d.stats.withdrawals == 1, 10)
+    time.sleep(1.0)
+    uptime = desk.uptime_ms()
+    desk.reboot(down_for=0.3)
+    assert desk.queue == []
+    assert desk.wait_connected(10)
+    assert desk.uptime_ms() < uptime  # millis() starts again
+    assert desk.stats.reboots == 1
