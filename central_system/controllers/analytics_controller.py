@@ -11,23 +11,41 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Integer, Select, case, cast, func, literal, select, text
+from sqlalchemy import ColumnElement, Select, case, delete, func, insert, literal, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ..models import Consultation, ConsultationStatus, Faculty
+from ..models import (
+    AnalyticsRollupState,
+    Consultation,
+    ConsultationStatsDaily,
+    ConsultationStatsHourly,
+    ConsultationStatus,
+    Faculty,
+)
+from ..models.analytics import DAILY_COUNTERS, HOURLY_COUNTERS
 from .base import ControllerBase, DbSource
 
 if TYPE_CHECKING:
     from ..services.async_mqtt_service import AsyncMQTTService
 
+logger = logging.getLogger(__name__)
+
+HOUR: Final = timedelta(hours=1)
+DAY: Final = timedelta(days=1)
+# UTC days older than this are counted into the rollup tables (models/analytics.py); a
+# request made then has long left "pending" (expiry), so its counts no longer change.
+ROLLUP_LAG: Final = timedelta(days=2)
+ROLLUP_NAME: Final = "consultations"
 # A date range longer than this is refused (a typo like year 2206 would scan everything).
 MAX_RANGE: Final = timedelta(days=3 * 366)
 WEEKDAYS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -113,6 +131,7 @@ class AnalyticsController(ControllerBase):
     ) -> None:
         super().__init__(db, mqtt)
         self.timezone = timezone
+        self._rolled_until: datetime | None = None
         self.reports: dict[str, Callable[[datetime, datetime], Table]] = {
             "requests_per_day": self.requests_per_day,
             "requests_by_hour_of_week": self.requests_by_hour_of_week,
@@ -139,23 +158,14 @@ class AnalyticsController(ControllerBase):
         """Requests made per local day, with how many were answered, expired and cancelled."""
         self._check(start, end)
         with self.session() as session:
-            day = self._local_day(session, start)
-            stmt = (
-                select(
-                    day.label("day"),
-                    func.count(),
-                    func.count(Consultation.answer_s),
-                    _count_status(ConsultationStatus.EXPIRED),
-                    _count_status(ConsultationStatus.CANCELLED),
-                )
-                .where(*self._in_range(start, end))
-                .group_by(text("1"))
-                .order_by(text("1"))
-            )
-            rows = [
-                (str(d), int(n), int(a), int(x or 0), int(c or 0))
-                for d, n, a, x, c in session.execute(stmt)
-            ]
+            hourly = self._hourly(session, start, end)
+        days: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        picks = [HOURLY_COUNTERS.index(n) for n in ("requests", "answered", "expired", "cancelled")]
+        for hour, counts in hourly.items():
+            sums = days[self._to_local(hour).date().isoformat()]
+            for i, index in enumerate(picks):
+                sums[i] += counts[index]
+        rows = [(day, *sums) for day, sums in sorted(days.items()) if sums[0]]
         return Table(
             "requests_per_day", ("day", "requests", "answered", "expired", "cancelled"), rows
         )
@@ -180,17 +190,12 @@ class AnalyticsController(ControllerBase):
         """One row: requests, answered, each status, answer rate, median and p90 answer time."""
         self._check(start, end)
         with self.session() as session:
-            counts = session.execute(
-                select(
-                    func.count(),
-                    func.count(Consultation.answer_s),
-                    *(_count_status(s) for s in OUTCOME_STATUSES),
-                ).where(*self._in_range(start, end))
-            ).one()
+            totals = [0] * len(HOURLY_COUNTERS)
+            for counts in self._hourly(session, start, end).values():
+                totals = [a + b for a, b in zip(totals, counts, strict=True)]
             stats = self._answer_percentiles(session, start, end, None)
-        requests, answered, *by_status = (int(v or 0) for v in counts)
+        by_name = dict(zip(HOURLY_COUNTERS, totals, strict=True))
         median, p90 = stats.get(None, (None, None))
-        expired = by_status[OUTCOME_STATUSES.index(ConsultationStatus.EXPIRED)]
         columns = (
             "requests",
             "answered",
@@ -199,21 +204,24 @@ class AnalyticsController(ControllerBase):
             "median_answer_s",
             "p90_answer_s",
         )
-        row = (requests, answered, *by_status, _rate(answered, expired), median, p90)
+        answered, expired = by_name["answered"], by_name["expired"]
+        row = (
+            by_name["requests"],
+            answered,
+            *(by_name[str(s)] for s in OUTCOME_STATUSES),
+            _rate(answered, expired),
+            median,
+            p90,
+        )
         return Table("outcomes", columns, [row])
 
     def answer_times_by_faculty(self, start: datetime, end: datetime) -> Table:
         """Per faculty member: requests, answered, expired, cancelled, answer rate, median/p90."""
         self._check(start, end)
         with self.session() as session:
-            counts = self._group_counts(session, start, end, Consultation.faculty_id)
+            counts = self._daily_by_faculty(session, start, end)
             stats = self._answer_percentiles(session, start, end, Consultation.faculty_id)
-            people = {
-                fid: (name, dept)
-                for fid, name, dept in session.execute(
-                    select(Faculty.id, Faculty.name, Faculty.department)
-                )
-            }
+            people = self._faculty(session)
         rows = []
         for fid, (n, a, x, c) in counts.items():
             name, dept = people.get(fid, ("(deleted)", ""))
@@ -230,14 +238,82 @@ class AnalyticsController(ControllerBase):
         """Per department: requests, answered, expired, cancelled, answer rate, median/p90."""
         self._check(start, end)
         with self.session() as session:
-            counts = self._group_counts(session, start, end, Faculty.department)
+            by_faculty = self._daily_by_faculty(session, start, end)
             stats = self._answer_percentiles(session, start, end, Faculty.department)
+            people = self._faculty(session)
+        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        for fid, values in by_faculty.items():
+            sums = counts[people.get(fid, ("", ""))[1] or ""]
+            for i, v in enumerate(values):
+                sums[i] += v
         rows = []
         for dept, (n, a, x, c) in counts.items():
             median, p90 = stats.get(dept, (None, None))
-            rows.append((dept or "", n, a, x, c, _rate(a, x), median, p90))
+            rows.append((dept, n, a, x, c, _rate(a, x), median, p90))
         rows.sort(key=lambda r: r[0])
         return Table("answer_times_by_department", ("department", *ANSWER_COLUMNS), rows)
+
+    # ------------------------------------------------------------------ rollups
+
+    def refresh_rollups(self, now: datetime | None = None) -> bool:
+        """Count finished UTC days (older than :data:`ROLLUP_LAG`) into the rollup tables.
+
+        Idempotent and cheap when there is nothing new; the first call after an upgrade
+        counts the whole history once. Returns True when it rolled something up.
+        """
+        target = _floor_day((now or datetime.now(UTC)) - ROLLUP_LAG)
+        if self._rolled_until is not None and self._rolled_until >= target:
+            return False
+        with self.session() as session:
+            state = session.get(AnalyticsRollupState, ROLLUP_NAME, with_for_update=True)
+            if state is not None and state.until >= target:
+                self._rolled_until = state.until
+                return False
+            if state is None:
+                first = session.scalar(select(func.min(Consultation.created_at)))
+                since = min(_floor_day(first), target) if first is not None else target
+                state = AnalyticsRollupState(name=ROLLUP_NAME, until=since)
+                session.add(state)
+            since = state.until
+            if since < target:
+                self._roll_up(session, since, target)
+            state.until = target
+        self._rolled_until = target
+        return True
+
+    def _roll_up(self, session: Session, since: datetime, until: datetime) -> None:
+        dialect = session.get_bind().dialect.name
+        in_range = [Consultation.created_at >= since, Consultation.created_at < until]
+        hour = _truncated(dialect, "hour")
+        day = _truncated(dialect, "day")
+        hourly, daily = ConsultationStatsHourly, ConsultationStatsDaily
+        session.execute(delete(hourly).where(hourly.hour >= since, hourly.hour < until))
+        session.execute(delete(daily).where(daily.day >= since, daily.day < until))
+        session.execute(
+            insert(hourly).from_select(
+                ["hour", *HOURLY_COUNTERS],
+                select(hour, *_counters(HOURLY_COUNTERS)).where(*in_range).group_by(hour),
+            )
+        )
+        session.execute(
+            insert(daily).from_select(
+                ["day", "faculty_id", *DAILY_COUNTERS],
+                select(day, Consultation.faculty_id, *_counters(DAILY_COUNTERS))
+                .where(*in_range)
+                .group_by(day, Consultation.faculty_id),
+            )
+        )
+
+    def _rollup_until(self, session: Session) -> datetime | None:
+        """Where the rollups end (refreshing them first when a day has finished)."""
+        try:
+            self.refresh_rollups()
+        except SQLAlchemyError:
+            # Another kiosk or thread rolled the same days up at the same moment: theirs
+            # counts; the report reads whatever is committed.
+            logger.info("analytics rollup refresh lost a race; reading what is there")
+        state = session.get(AnalyticsRollupState, ROLLUP_NAME)
+        return state.until if state is not None else None
 
     # ------------------------------------------------------------------ helpers
 
@@ -256,63 +332,96 @@ class AnalyticsController(ControllerBase):
     def _in_range(start: datetime, end: datetime) -> list[ColumnElement[bool]]:
         return [Consultation.created_at >= start, Consultation.created_at < end]
 
-    def _offset_minutes(self, at: datetime) -> int:
-        local = at.astimezone(ZoneInfo(self.timezone)) if self.timezone else at.astimezone()
-        offset = local.utcoffset() or timedelta(0)
-        return int(offset.total_seconds() // 60)
+    def _to_local(self, when: datetime) -> datetime:
+        return when.astimezone(ZoneInfo(self.timezone)) if self.timezone else when.astimezone()
 
-    def _local(self, session: Session, at: datetime) -> Any:
-        """``created_at`` as a local wall-clock time (naive) in SQL."""
-        col = Consultation.created_at
-        if session.get_bind().dialect.name == "postgresql":
-            if self.timezone:
-                return func.timezone(self.timezone, col)  # exact, daylight saving included
-            minutes = self._offset_minutes(at)
-            return func.timezone("UTC", col) + func.make_interval(0, 0, 0, 0, 0, minutes)
-        # SQLite stores naive UTC text: shift by the zone's offset at the range's start.
-        return func.datetime(col, f"{self._offset_minutes(at):+d} minutes")
+    def _split(
+        self, session: Session, start: datetime, end: datetime, unit: timedelta
+    ) -> tuple[tuple[datetime, datetime] | None, list[tuple[datetime, datetime]]]:
+        """The part of ``[start, end)`` the rollups cover (whole units), and the rest (raw)."""
+        until = self._rollup_until(session)
+        floor = _floor_day if unit == DAY else _floor_hour
+        inner_start = floor(start)
+        if inner_start < start:
+            inner_start += unit
+        inner_end = floor(end)
+        if until is not None:
+            inner_end = min(inner_end, until)
+        if until is None or inner_start >= inner_end:
+            return None, [(start, end)]
+        raw = [(a, b) for a, b in ((start, inner_start), (inner_end, end)) if a < b]
+        return (inner_start, inner_end), raw
 
-    def _local_day(self, session: Session, at: datetime) -> Any:
-        local = self._local(session, at)
-        if session.get_bind().dialect.name == "postgresql":
-            return func.to_char(local, "YYYY-MM-DD")
-        return func.date(local)
+    def _hourly(
+        self, session: Session, start: datetime, end: datetime
+    ) -> dict[datetime, list[int]]:
+        """Counters per UTC hour (``HOURLY_COUNTERS`` order): rollups, and raw rows at the edges."""
+        rolled, raw = self._split(session, start, end, HOUR)
+        result: dict[datetime, list[int]] = {}
+        if rolled is not None:
+            table = ConsultationStatsHourly
+            stmt = select(table.hour, *(getattr(table, name) for name in HOURLY_COUNTERS)).where(
+                table.hour >= rolled[0], table.hour < rolled[1]
+            )
+            for hour, *counts in session.execute(stmt):
+                result[hour] = [int(c) for c in counts]
+        hour_expr = _truncated(session.get_bind().dialect.name, "hour")
+        for a, b in raw:
+            stmt = (
+                select(hour_expr, *_counters(HOURLY_COUNTERS))
+                .where(*self._in_range(a, b))
+                .group_by(hour_expr)
+            )
+            for hour, *counts in session.execute(stmt):
+                merged = result.setdefault(_as_utc(hour), [0] * len(HOURLY_COUNTERS))
+                for i, c in enumerate(counts):
+                    merged[i] += int(c or 0)
+        return result
 
     def _hour_of_week(
         self, session: Session, start: datetime, end: datetime
     ) -> list[tuple[str, int, int]]:
-        local = self._local(session, start)
-        dow: Any
-        hour: Any
-        if session.get_bind().dialect.name == "postgresql":
-            dow = func.date_part("isodow", local) - 1  # 0 = Monday
-            hour = func.date_part("hour", local)
-        else:
-            dow = (cast(func.strftime("%w", local), Integer) + 6) % 7  # %w: 0 = Sunday
-            hour = cast(func.strftime("%H", local), Integer)
-        stmt = (
-            select(dow.label("dow"), hour.label("hour"), func.count())
-            .where(*self._in_range(start, end))
-            .group_by(text("1"), text("2"))
-        )
-        return [(WEEKDAYS[int(d)], int(h), int(n)) for d, h, n in session.execute(stmt)]
+        slots: dict[tuple[int, int], int] = defaultdict(int)
+        for hour, counts in self._hourly(session, start, end).items():
+            local = self._to_local(hour)
+            slots[(local.weekday(), local.hour)] += counts[0]
+        return [(WEEKDAYS[d], h, n) for (d, h), n in slots.items() if n]
 
-    def _group_counts(
-        self, session: Session, start: datetime, end: datetime, key: Any
-    ) -> dict[Any, tuple[int, int, int, int]]:
-        stmt: Select[Any] = select(
-            key,
-            func.count(),
-            func.count(Consultation.answer_s),
-            _count_status(ConsultationStatus.EXPIRED),
-            _count_status(ConsultationStatus.CANCELLED),
-        ).where(*self._in_range(start, end))
-        if key is Faculty.department:
-            stmt = stmt.join(Faculty, Faculty.id == Consultation.faculty_id)
-        stmt = stmt.group_by(key)
-        return {
-            k: (int(n), int(a), int(x or 0), int(c or 0)) for k, n, a, x, c in session.execute(stmt)
-        }
+    def _daily_by_faculty(
+        self, session: Session, start: datetime, end: datetime
+    ) -> dict[int, tuple[int, int, int, int]]:
+        """``(requests, answered, expired, cancelled)`` per faculty id: rollups and raw edges."""
+        rolled, raw = self._split(session, start, end, DAY)
+        result: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+
+        def add(fid: int, counts: Sequence[Any]) -> None:
+            sums = result[int(fid)]
+            for i, c in enumerate(counts):
+                sums[i] += int(c or 0)
+
+        if rolled is not None:
+            table = ConsultationStatsDaily
+            stmt = (
+                select(table.faculty_id, *(func.sum(getattr(table, n)) for n in DAILY_COUNTERS))
+                .where(table.day >= rolled[0], table.day < rolled[1])
+                .group_by(table.faculty_id)
+            )
+            for fid, *counts in session.execute(stmt):
+                add(fid, counts)
+        for a, b in raw:
+            stmt = (
+                select(Consultation.faculty_id, *_counters(DAILY_COUNTERS))
+                .where(*self._in_range(a, b))
+                .group_by(Consultation.faculty_id)
+            )
+            for fid, *counts in session.execute(stmt):
+                add(fid, counts)
+        return {fid: (v[0], v[1], v[2], v[3]) for fid, v in result.items() if v[0]}
+
+    @staticmethod
+    def _faculty(session: Session) -> dict[int, tuple[str, str]]:
+        rows = session.execute(select(Faculty.id, Faculty.name, Faculty.department))
+        return {int(fid): (name, dept or "") for fid, name, dept in rows}
 
     def _answer_percentiles(
         self, session: Session, start: datetime, end: datetime, key: Any | None
@@ -342,3 +451,42 @@ class AnalyticsController(ControllerBase):
         for k, v in session.execute(values_stmt.order_by(Consultation.answer_s)):
             values[k].append(float(v))
         return {k: (percentile(vs, 0.5), percentile(vs, 0.9)) for k, vs in values.items()}
+
+
+def _counters(names: Sequence[str]) -> list[Any]:
+    """SQL aggregates for the named counters over consultations."""
+    exprs: list[Any] = []
+    for name in names:
+        if name == "requests":
+            exprs.append(func.count())
+        elif name == "answered":
+            exprs.append(func.count(Consultation.answer_s))
+        else:
+            exprs.append(func.coalesce(_count_status(name), 0))
+    return exprs
+
+
+def _truncated(dialect: str, unit: str) -> Any:
+    """``created_at`` truncated to its UTC hour or day, as the database stores a datetime."""
+    col = Consultation.created_at
+    if dialect == "postgresql":
+        return func.timezone("UTC", func.date_trunc(unit, func.timezone("UTC", col)))
+    # SQLite: the text form SQLAlchemy stores (so range comparisons stay lexicographic).
+    pattern = "%Y-%m-%d %H:00:00.000000" if unit == "hour" else "%Y-%m-%d 00:00:00.000000"
+    return func.strftime(pattern, col)
+
+
+def _as_utc(value: Any) -> datetime:
+    """A truncated hour or day from the database as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _floor_hour(when: datetime) -> datetime:
+    return when.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _floor_day(when: datetime) -> datetime:
+    return when.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -1,6 +1,7 @@
 """SQLAlchemy 2 models of ConsultEase, one module per aggregate, plus the outbox table."""
 
 from .admin import Admin, AuditLog
+from .analytics import AnalyticsRollupState, ConsultationStatsDaily, ConsultationStatsHourly
 from .base import Base, utcnow
 from .consultation import ALLOWED_TRANSITIONS, ANSWER_STATUSES, Consultation, ConsultationStatus
 from .faculty import DeskUnit, Faculty, FacultyStatus
@@ -14,9 +15,12 @@ __all__ = [
     "ANSWER_STATUSES",
     "Admin",
     "AdminSessionToken",
+    "AnalyticsRollupState",
     "AuditLog",
     "Base",
     "Consultation",
+    "ConsultationStatsDaily",
+    "ConsultationStatsHourly",
     "ConsultationStatus",
     "DeskUnit",
     "Faculty",

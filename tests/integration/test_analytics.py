@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from central_system.controllers.analytics_controller import (
     AnalyticsController,
@@ -15,7 +15,13 @@ from central_system.controllers.analytics_controller import (
     percentile,
 )
 from central_system.db import session_scope
-from central_system.models import Consultation, Faculty, Student
+from central_system.models import (
+    Consultation,
+    ConsultationStatsDaily,
+    ConsultationStatsHourly,
+    Faculty,
+    Student,
+)
 
 MANILA = ZoneInfo("Asia/Manila")  # UTC+8 all year: local days and hours below are by hand
 # [2026-11-30 00:00, 2026-12-02 00:00) Manila time.
@@ -44,9 +50,14 @@ ROWS: list[tuple[str, datetime, str, float | None]] = [
 ]
 
 
-@pytest.fixture
-def analytics(engine: Engine) -> AnalyticsController:
-    """The fixture above in the database, and a controller reading Manila time."""
+@pytest.fixture(params=["raw", "rolled-up"])
+def analytics(request: pytest.FixtureRequest, engine: Engine) -> AnalyticsController:
+    """The fixture above in the database, and a controller reading Manila time.
+
+    "rolled-up": every day of the fixture is first counted into the rollup tables, so
+    the reports read them (and the raw rows only at the range's partial UTC days); the
+    expected numbers are the same.
+    """
     with session_scope() as session:
         student = Student(name="S", student_id="1", rfid_uid="AABBCCDD")
         people = {
@@ -72,7 +83,18 @@ def analytics(engine: Engine) -> AnalyticsController:
             if status in ("cancelled", "expired"):
                 setattr(row, f"{status}_at", created + timedelta(hours=1))
             session.add(row)
-    return AnalyticsController(db=engine, timezone="Asia/Manila")
+    controller = AnalyticsController(db=engine, timezone="Asia/Manila")
+    if request.param == "rolled-up":
+        assert controller.refresh_rollups(now=END + timedelta(days=3))
+        with session_scope() as session:
+            hours = session.scalar(select(func.sum(ConsultationStatsHourly.requests)))
+            days = session.scalar(select(func.count()).select_from(ConsultationStatsDaily))
+        assert hours == len(ROWS)  # every request of the fixture, the ones outside the range too
+        assert days == 5  # (29 Nov: ana), (30 Nov: ana, ben), (1 Dec: cy, ben) in UTC days
+        assert not controller.refresh_rollups(now=END + timedelta(days=3))  # nothing new
+    else:
+        controller.refresh_rollups(now=START - timedelta(days=30))  # nothing rolled up
+    return controller
 
 
 def _ids(analytics: AnalyticsController) -> dict[str, int]:
