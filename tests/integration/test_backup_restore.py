@@ -16,9 +16,12 @@ from central_system.cli import main as cli_main
 from central_system.models import (
     Admin,
     AdminSessionToken,
+    AnalyticsRollupState,
     AuditLog,
     Base,
     Consultation,
+    ConsultationStatsDaily,
+    ConsultationStatsHourly,
     DeskUnit,
     Faculty,
     KioskToken,
@@ -76,6 +79,10 @@ def _populate(engine: Engine) -> None:
             )
         )
         s.add(LegacyDeskLogin(id=1, username="old-shared", password_hash="$7$1$a$b"))
+        day = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+        s.add(ConsultationStatsHourly(hour=day, requests=3, answered=2, accepted=2, expired=1))
+        s.add(ConsultationStatsDaily(day=day, faculty_id=faculty.id, requests=3, answered=2))
+        s.add(AnalyticsRollupState(name="consultations", until=day))
 
 
 def _snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:

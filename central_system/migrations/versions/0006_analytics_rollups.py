@@ -1,7 +1,7 @@
 """analytics rollups: consultation counts per UTC hour and per UTC day and faculty member
 
-Revision ID: 0005_analytics_rollups
-Revises: 0004_kiosk_tokens
+Revision ID: 0006_analytics_rollups
+Revises: 0005_legacy_desk_login
 Create Date: 2026-12-01 10:55:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import central_system.models.base
 
-revision = "0005_analytics_rollups"
-down_revision = "0004_kiosk_tokens"
+revision = "0006_analytics_rollups"
+down_revision = "0005_legacy_desk_login"
 branch_labels = None
 depends_on = None
 
