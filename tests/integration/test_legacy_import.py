@@ -320,3 +320,71 @@ def test_a_deployed_desk_of_a_legacy_faculty_id_works_after_the_import_untouched
             ), controller.get_consultation(new.id)
         finally:
             desk.stop()
+
+
+def test_a_failure_half_way_leaves_the_target_as_it_was(
+    db_url: str, legacy_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One transaction: faculty, students and consultations were written when the audit step
+    fails, and none of them stays."""
+    from central_system.services import legacy_import as module
+
+    dbmod.init_db(db_url)
+    dbmod.dispose_db()
+    before = _snapshot(db_url)
+
+    def broken(self: object, conn: object) -> None:
+        raise RuntimeError("disk full (simulated)")
+
+    monkeypatch.setattr(module._Importer, "_audit", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        _import(legacy_url, db_url)
+    assert _snapshot(db_url) == before
+    monkeypatch.undo()
+    report = _import(legacy_url, db_url)  # and a later run imports everything
+    assert report.tables["consultations"].imported == 6  # type: ignore[attr-defined]
+
+
+def test_an_older_postgresql_database_without_busy_at_or_audit_logs(db_url: str) -> None:
+    """The oldest PostgreSQL schema: no busy_at, no audit_logs, an enum of lower-case values."""
+    name = f"legacy_old_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception:
+        pytest.skip("PostgreSQL not reachable")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        legacy = create_engine(url)
+        with legacy.begin() as conn:
+            from tests.legacy_fixture import legacy_ddl
+
+            for statement in legacy_ddl("postgresql", busy_at=False, audit=False, enum_names=False):
+                conn.execute(text(statement))
+            conn.execute(
+                text("INSERT INTO faculty (id, name, email) VALUES (21, 'Dr. Ñandú', NULL)")
+            )
+            conn.execute(
+                text("INSERT INTO students (id, name, rfid_uid) VALUES (1, 'Zoë', 'ab:cd:ef:01')")
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO consultations (id, student_id, faculty_id, request_message, status, "
+                    "requested_at, accepted_at) VALUES (1, 1, 21, 'hi', 'accepted', :t, :t)"
+                ),
+                {"t": NOW.replace(tzinfo=None) - timedelta(days=1)},
+            )
+        legacy.dispose()
+        report = _import(url, db_url, timezone="UTC")
+        assert set(report.missing) >= {"consultations.busy_at", "audit_logs"}  # type: ignore[attr-defined]
+        assert report.tables["consultations"].imported == 1  # type: ignore[attr-defined]
+        dbmod.init_db(db_url)
+        with dbmod.session_scope() as s:
+            c = s.scalar(select(Consultation))
+            assert c is not None and c.status == "accepted" and c.faculty_id == 21
+            assert c.student.rfid_uid == "ABCDEF01" and c.busy_at is None
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
