@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from .errors import ERRORS_BY_CODE, KioskError, OutcomeUnknownError, Unavailable
 from .schemas import (
     AdminExists,
     AdminSession,
+    AnalyticsTable,
     AuditView,
     ConsultationView,
     DeskView,
@@ -42,6 +44,20 @@ READ_TIMEOUT_S: Final = 300.0
 # The server sends a keepalive every 15 s: a silent stream this long means the server is gone.
 EVENTS_READ_TIMEOUT_S: Final = 40.0
 NO_SERVER = "No ConsultEase server answers. The kiosk keeps trying; please try again in a moment."
+UNTRUSTED = (
+    "The server's certificate is not signed by the CA this kiosk trusts "
+    "(CONSULTEASE_SERVER_CA_FILE): the kiosk refuses to talk to it. Please call an administrator."
+)
+
+
+def _untrusted(err: BaseException | None) -> bool:
+    """True when ``err`` is (or wraps) a failed certificate verification."""
+    while err is not None:
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -85,7 +101,7 @@ class ApiClient:
         self.urls = split_urls(urls)
         self.token = token
         self.admin_token: str | None = None
-        verify: Any = str(ca_file) if ca_file else True
+        verify: Any = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
         transport = httpx.HTTPTransport(uds=uds) if uds else None
         self._timeout = httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S)
         self._http = httpx.Client(
@@ -162,9 +178,7 @@ class ApiClient:
             if response.status_code == 204 or not response.content:
                 return None
             return response.json()
-        if isinstance(last, UnavailableError):
-            raise UnavailableError(NO_SERVER) from last
-        raise UnavailableError(NO_SERVER) from last
+        raise UnavailableError(UNTRUSTED if _untrusted(last) else NO_SERVER) from last
 
     def _get(self, model: type[M], path: str, **kw: Any) -> M:
         return model.model_validate(self.request("GET", path, **kw))
@@ -341,6 +355,18 @@ class ApiClient:
             self.request("POST", "/api/v1/system/backup", admin=True)
         ).text
 
+    def analytics(self, days: int) -> dict[str, AnalyticsTable]:
+        """Every analytics report for the last ``days`` days."""
+        data = self.request("GET", "/api/v1/analytics", admin=True, params={"days": days})
+        return TypeAdapter(dict[str, AnalyticsTable]).validate_python(data)
+
+    def export_analytics(self, report: str, days: int) -> str:
+        """Write one report as CSV on the server; the file written."""
+        data = self.request(
+            "POST", f"/api/v1/analytics/{report}/export", admin=True, params={"days": days}
+        )
+        return TextAnswer.model_validate(data).text
+
     # ------------------------------------------------------------------ events
 
     def events(self, *, admin: bool = False) -> Iterator[Event]:
@@ -370,7 +396,7 @@ class ApiClient:
             except (httpx.ConnectError, httpx.ConnectTimeout) as err:
                 last = err
                 continue
-        raise UnavailableError(NO_SERVER) from last
+        raise UnavailableError(UNTRUSTED if _untrusted(last) else NO_SERVER) from last
 
 
 def _parse_sse(lines: Iterator[str]) -> Iterator[Event]:

@@ -152,6 +152,18 @@ class AdminSession(_Answer):
     expires_at: datetime | None = None
 
 
+class AnalyticsTable(_Answer):
+    """One analytics report: named columns and rows of plain values (issue 12)."""
+
+    name: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        """The rows as dicts keyed by column name."""
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
 class AdminExists(_Answer):
     """Whether any administrator account exists."""
 

@@ -71,7 +71,17 @@ def run(args: argparse.Namespace) -> int:
     stopping = _quit_on_signals(app)
     system = None
     backend: Any = None
-    if settings.kiosk_backend == "process":
+    if settings.server_url:
+        # A client of the configured server(s): this kiosk runs no central system at all.
+        from ..api.errors import KioskError
+        from ..kiosk.api_backend import ApiBackend
+
+        try:
+            backend = ApiBackend.from_settings(settings)
+        except (KioskError, ValueError) as err:
+            print(f"consultease run: {err}", file=sys.stderr)
+            return 2
+    elif settings.kiosk_backend == "process":
         # The central system in a child process: its MQTT bursts cannot stall the screen.
         # Started after the window shows, and retried until it is up (a database or
         # broker that is late at boot delays the kiosk, it does not crash it).
@@ -84,13 +94,13 @@ def run(args: argparse.Namespace) -> int:
     reader = create_reader(settings.rfid_device)
     kiosk = Kiosk(system, reader, backend=backend)
     kiosk.show(fullscreen=args.fullscreen or settings.fullscreen)
-    if backend is not None:
+    if backend is not None and hasattr(backend, "start_in_background"):
         backend.start_in_background()
     try:
         return 0 if stopping.is_set() else int(app.exec())
     finally:
         kiosk.close()
-        if backend is not None:
+        if backend is not None and hasattr(backend, "close"):
             backend.close()
         if system is not None:
             system.stop()

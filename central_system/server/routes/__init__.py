@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from ...api.schemas import ErrorAnswer
-from . import admin, consultations, desks, events, faculty, students, system
+from . import admin, analytics, consultations, desks, events, faculty, students, system
 
 _ERRORS = {
     400: "refused, with the reason to show (a controller's rule)",
@@ -24,5 +24,5 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 api_router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
-for module in (students, faculty, consultations, admin, desks, system, events):
+for module in (students, faculty, consultations, admin, desks, system, analytics, events):
     api_router.include_router(module.router)
