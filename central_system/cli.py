@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     from pydantic import ValidationError
+    from sqlalchemy.exc import ArgumentError, OperationalError
 
     from .config import ConfigurationError, describe_settings_error, is_settings_error
 
@@ -83,7 +84,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _usage_error(describe_settings_error(err))
     except ConfigurationError as err:
         return _usage_error(str(err))
+    except (OperationalError, ArgumentError) as err:
+        # The configured database is unreachable or its URL unusable: say which and why.
+        return _usage_error(
+            f"the database {_shown_database_url()} cannot be used: {_first_line(err)}"
+        )
     return result
+
+
+def _shown_database_url() -> str:
+    """The configured database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    from .config import get_settings
+
+    try:
+        return make_url(get_settings().effective_database_url).render_as_string(hide_password=True)
+    except Exception:  # the URL itself may be what is wrong
+        return "(CONSULTEASE_DATABASE_URL)"
+
+
+def _first_line(err: Exception) -> str:
+    """The driver's own reason (SQLAlchemy wraps it and adds a link), on one line."""
+    reason = str(getattr(err, "orig", None) or err)
+    return " ".join(reason.split("(Background on this error")[0].split())
 
 
 def _usage_error(message: str) -> int:

@@ -164,3 +164,17 @@ def test_a_file_where_the_directory_should_be_is_named(tmp_path: Path) -> None:
     for create in (False, True):
         problem = sqlite_file_problem(tmp_path / "blocker" / "sub" / "x.db", create=create)
         assert problem is not None and f"{tmp_path / 'blocker'} is not a directory" in problem
+
+
+def test_an_unreachable_or_unusable_database_is_one_line_without_its_password(
+    tmp_path: Path,
+) -> None:
+    from tests.brokers import free_port
+
+    refused = f"postgresql+psycopg://consultease:pw-not-shown@127.0.0.1:{free_port()}/consultease"
+    for url, reason in ((refused, "Connection refused"), ("nosuchdb://x/y", "nosuchdb")):
+        env = _env(tmp_path, CONSULTEASE_DATABASE_URL=url)
+        for command in (["serve"], ["faculty", "list"], ["admin", "create-first"]):
+            line = _one_error_line(_consultease(command, env, tmp_path))
+            assert "cannot be used" in line and reason in line, line
+            assert "pw-not-shown" not in line
