@@ -9,11 +9,16 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from central_system.config import Settings
+from central_system.controllers import outbound
 from central_system.controllers.admin_controller import PasswordPolicyError, check_password_policy
+from central_system.controllers.outbound import request_text
 from central_system.services import provisioning
 from faculty_desk_unit import protocol
+from faculty_desk_unit.protocol import parse_request
 
 
 def test_settings_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,3 +62,25 @@ def test_password_policy_minimum_is_12_characters(password: str, accepted: bool)
     else:
         with pytest.raises(PasswordPolicyError, match="at least 12"):
             check_password_policy(password, "alice")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cid=st.integers(1, 2**31 - 1),
+    sid=st.integers(1, 2**31 - 1),
+    name=st.text(min_size=0, max_size=400),
+    message=st.text(min_size=0, max_size=500),
+)
+def test_request_text_is_at_most_512_bytes_whatever_the_name_and_message(
+    cid: int, sid: int, name: str, message: str
+) -> None:
+    # Contract 1.1: the whole payload within 512 bytes, cut on a character boundary, and
+    # the firmware still finds the id, the SID and the request (never the prefix is cut).
+    payload = request_text(cid, name, sid, message).encode("utf-8")
+    assert len(payload) <= 512
+    request = parse_request(payload)
+    assert request.cid == str(cid) and request.sid == str(sid)
+    assert "\ufffd" not in request.text or "\ufffd" in name + message
+    cleaned = outbound.sanitize_request_text(message)
+    if len(cleaned.encode()) <= 512 - 200:  # short enough to fit after any (capped) name
+        assert request.message == cleaned
