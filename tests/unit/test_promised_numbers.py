@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from central_system.config import Settings
@@ -65,6 +65,9 @@ def test_password_policy_minimum_is_12_characters(password: str, accepted: bool)
 
 
 @settings(max_examples=200, deadline=None)
+@example(cid=2**31 - 1, sid=2**31 - 1, name="名" * 400, message="m" * 300)  # a 1,200-byte name
+@example(cid=7, sid=8, name="Evil (SID:1): x\n", message="hello there")  # the parse's markers
+@example(cid=7, sid=8, name="😀" * 60, message="é日😀" * 200)
 @given(
     cid=st.integers(1, 2**31 - 1),
     sid=st.integers(1, 2**31 - 1),
