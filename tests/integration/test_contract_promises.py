@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
 
-from central_system.controllers import ConsultationController, ConsultationEvent
+from central_system.controllers import ConsultationController, ConsultationEvent, outbound
 from central_system.db import session_scope
 from central_system.main import ConsultEaseApp
 from central_system.models import AuditLog
@@ -52,12 +53,12 @@ def central(make_settings, engine: Engine) -> Iterator[ConsultEaseApp]:
         yield app
 
 
-@pytest.fixture
-def firmware_desk(central: ConsultEaseApp, broker) -> Iterator[dict[str, Any]]:
-    """One student, and faculty 0 with a deployed-firmware desk that is online and available."""
+@contextmanager
+def _online_desk(central: ConsultEaseApp, broker, mode: str) -> Iterator[dict[str, Any]]:
+    """One student, and faculty 0 with a desk of ``mode`` that is online and available."""
     data = seed(central)
     fac = data["faculty"][0]
-    desk = DeskUnit(fac.id, fac.name, "127.0.0.1", broker.port, mode="firmware").start()
+    desk = DeskUnit(fac.id, fac.name, "127.0.0.1", broker.port, mode=mode).start()
     try:
         assert desk.wait_connected(10)
         faculty = central.controllers["faculty"]
@@ -68,6 +69,20 @@ def firmware_desk(central: ConsultEaseApp, broker) -> Iterator[dict[str, Any]]:
         yield {"desk": desk, "fid": fac.id, "student": data["students"][0], **data}
     finally:
         desk.stop()
+
+
+@pytest.fixture
+def firmware_desk(central: ConsultEaseApp, broker) -> Iterator[dict[str, Any]]:
+    """A deployed-firmware desk (ASCII screen, clean session), online and available."""
+    with _online_desk(central, broker, "firmware") as world:
+        yield world
+
+
+@pytest.fixture
+def utf8_desk(central: ConsultEaseApp, broker) -> Iterator[dict[str, Any]]:
+    """An improved desk (it announces a UTF-8 screen), online and available."""
+    with _online_desk(central, broker, "improved") as world:
+        yield world
 
 
 def _events(controller: ConsultationController) -> list[ConsultationEvent]:
@@ -94,37 +109,57 @@ def _rejections(cid: int) -> list[AuditLog]:
         )
 
 
-def test_a_500_character_multibyte_request_reaches_the_firmware_desk_in_512_bytes(
-    central: ConsultEaseApp, firmware_desk: dict[str, Any]
-) -> None:
-    desk: DeskUnit = firmware_desk["desk"]
-    fid = firmware_desk["fid"]
+def _send_long_request(central: ConsultEaseApp, world: dict[str, Any]) -> tuple[Any, str, bytes]:
+    """A 500-character request of two-, three- and four-byte characters; what the desk received."""
+    desk: DeskUnit = world["desk"]
     controller: ConsultationController = central.controllers["consultation"]
-    # Two-, three- and four-byte characters, so a cut at any byte count can fall inside one.
+    # So a cut at any byte count can fall inside a character.
     message = ("é日😀" * MAX_REQUEST_CHARS)[:MAX_REQUEST_CHARS]
     assert len(message) == 500 and len(message.encode()) > 1000
-    c = controller.create_consultation(firmware_desk["student"].id, fid, message)
+    c = controller.create_consultation(world["student"].id, world["fid"], message)
+    assert desk.wait_for_request(15, cid=c.id) is not None, desk.received_raw
+    raw = [p for t, p in desk.received_raw if t == topics.faculty_messages_topic(world["fid"])]
+    # Only the wire copy is shortened: the database keeps all of it.
+    stored = controller.get_consultation(c.id)
+    assert stored is not None and stored.message == message
+    return c, message, raw[-1]
 
-    request = desk.wait_for_request(15, cid=c.id)
-    assert request is not None, desk.received_raw
-    raw = [p for t, p in desk.received_raw if t == topics.faculty_messages_topic(fid)][-1]
-    # What the central system put on the wire, before the firmware's own cut at 512 bytes.
+
+def test_a_500_character_multibyte_request_reaches_the_firmware_desk_in_512_ascii_bytes(
+    central: ConsultEaseApp, firmware_desk: dict[str, Any]
+) -> None:
+    # Contract 1.1 and 3.1, docs/mqtt-topics.md: the firmware cuts at 512 bytes and draws
+    # each byte as one ASCII glyph, so it gets at most 512 bytes of folded ASCII, "..." last.
+    c, message, raw = _send_long_request(central, firmware_desk)
     assert len(raw) <= 512
     assert len(raw) > 512 - 4  # filled up, not cut short
+    assert all(0x20 <= b < 0x7F for b in raw)  # one glyph per byte, nothing cut in half
+    text = raw.decode("ascii")
+    assert text.endswith("...")
+    sid = firmware_desk["student"].id
+    assert text.startswith(f"CID:{c.id} From:Maria Santos (SID:{sid}): ")
+    request = firmware_desk["desk"].wait_for_request(1, cid=c.id)
+    assert request is not None and request.sid == str(sid)
+    assert "\ufffd" not in request.text
+    assert outbound.fold_to_ascii(message).startswith(request.message[: -len("...")])
+
+
+def test_a_500_character_multibyte_request_reaches_a_utf8_desk_in_512_bytes_ending_in_ellipsis(
+    central: ConsultEaseApp, utf8_desk: dict[str, Any]
+) -> None:
+    # Contract 1.1: at most 512 bytes, shortened on a UTF-8 character boundary, "…" last.
+    c, message, raw = _send_long_request(central, utf8_desk)
+    assert len(raw) <= 512
+    assert len(raw) > 512 - 4 - len(ELLIPSIS.encode())  # filled up, not cut short
     text = raw.decode("utf-8")  # strict: the cut is on a character boundary
     assert text.endswith(ELLIPSIS)
-    prefix = f"CID:{c.id} From:Maria Santos (SID:{firmware_desk['student'].id}): "
+    prefix = f"CID:{c.id} From:Maria Santos (SID:{utf8_desk['student'].id}): "
     assert text.startswith(prefix)
     shortened = text[len(prefix) : -len(ELLIPSIS)]
     assert shortened and message.startswith(shortened)
-    # The firmware's parse: the request as it shows it, with no broken character.
-    assert request.cid == str(c.id) and request.sid == str(firmware_desk["student"].id)
-    assert request.student_name == "Maria Santos"
-    assert request.message == shortened + ELLIPSIS
+    request = utf8_desk["desk"].wait_for_request(1, cid=c.id)
+    assert request is not None and request.message == shortened + ELLIPSIS
     assert "\ufffd" not in request.text
-    # Only the wire copy is shortened: the database and the JSON topics keep all of it.
-    stored = controller.get_consultation(c.id)
-    assert stored is not None and stored.message == message
 
 
 def test_busy_after_acknowledge_through_the_broker_is_refused_and_audited(

@@ -65,25 +65,37 @@ def test_password_policy_minimum_is_12_characters(password: str, accepted: bool)
 
 
 @settings(max_examples=200, deadline=None)
-@example(cid=2**31 - 1, sid=2**31 - 1, name="名" * 400, message="m" * 300)  # a 1,200-byte name
-@example(cid=7, sid=8, name="Evil (SID:1): x\n", message="hello there")  # the parse's markers
-@example(cid=7, sid=8, name="😀" * 60, message="é日😀" * 200)
+@example(cid=2**31 - 1, sid=2**31 - 1, name="名" * 400, message="m" * 300, utf8=False)
+@example(cid=2**31 - 1, sid=2**31 - 1, name="名" * 400, message="m" * 300, utf8=True)
+@example(cid=7, sid=8, name="Evil (SID:1): x\n", message="hello there", utf8=False)
+@example(cid=7, sid=8, name="Evil (SID:1): x\n", message="hello there", utf8=True)
+@example(cid=7, sid=8, name="😀" * 60, message="é日😀" * 200, utf8=True)
 @given(
     cid=st.integers(1, 2**31 - 1),
     sid=st.integers(1, 2**31 - 1),
     name=st.text(min_size=0, max_size=400),
     message=st.text(min_size=0, max_size=500),
+    utf8=st.booleans(),
 )
 def test_request_text_is_at_most_512_bytes_whatever_the_name_and_message(
-    cid: int, sid: int, name: str, message: str
+    cid: int, sid: int, name: str, message: str, utf8: bool
 ) -> None:
-    # Contract 1.1: the whole payload within 512 bytes, cut on a character boundary, and
-    # the firmware still finds the id, the SID and the request (never the prefix is cut).
-    payload = request_text(cid, name, sid, message).encode("utf-8")
+    # Contract 1.1: the whole payload within 512 bytes and the firmware still finds the
+    # id, the SID and the request (the prefix is never cut). A firmware desk draws each
+    # byte as an ASCII glyph (3.1): it gets printable ASCII ending in "..." when
+    # shortened; a UTF-8 desk gets text cut on a character boundary ending in "…".
+    text = request_text(cid, name, sid, message, utf8=utf8)
+    payload = text.encode("utf-8")
     assert len(payload) <= 512
     request = parse_request(payload)
     assert request.cid == str(cid) and request.sid == str(sid)
-    assert "\ufffd" not in request.text or "\ufffd" in name + message
-    cleaned = outbound.sanitize_request_text(message)
-    if len(cleaned.encode()) <= 512 - 200:  # short enough to fit after any (capped) name
-        assert request.message == cleaned
+    assert "\ufffd" not in request.text or (utf8 and "\ufffd" in name + message)
+    if not utf8:
+        assert all(0x20 <= b < 0x7F for b in payload)
+    expected = outbound.sanitize_request_text(
+        outbound.fold_to_ascii(message) if not utf8 else message
+    )
+    if len(expected.encode()) <= 512 - 200:  # short enough to fit after any (capped) name
+        assert request.message == expected
+    elif len(expected.encode()) > 512:  # it cannot fit: shortened, and says so
+        assert request.message.endswith("…" if utf8 else "...")
