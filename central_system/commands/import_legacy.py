@@ -91,6 +91,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from ..config import get_settings
     from ..services.legacy_import import ImportOptions, LegacyImportError, import_legacy
 
@@ -114,6 +116,14 @@ def _import(args: argparse.Namespace) -> int:
         report = import_legacy(options, target)
     except LegacyImportError as err:
         print(err, file=sys.stderr)
+        return 1
+    except SQLAlchemyError as err:
+        # The target (ConsultEase's database) is unreachable or refused a write; nothing
+        # was committed. The driver's first line says why (no URL, so no password).
+        reason = str(err.orig if getattr(err, "orig", None) else err).splitlines()[0]
+        print(
+            f"import failed, nothing was written: {type(err).__name__}: {reason}", file=sys.stderr
+        )
         return 1
     print(report.render(), end="")
     return 0

@@ -221,6 +221,11 @@ def test_cli_dry_run_reports_and_writes_nothing_then_the_real_run_imports(
         assert first.created_at == NOW - timedelta(days=30, hours=8)
     assert cli_main(["import-legacy", "--from", legacy_url, "--timezone", "Mars/Base"]) == 1
     assert "unknown time zone" in capsys.readouterr().err
+    # An unreachable target: one line, exit 1, no password.
+    unreachable = "postgresql://nobody:s3cret-pw@127.0.0.1:1/none"
+    assert cli_main(["import-legacy", "--from", legacy_url, "--to", unreachable]) == 1
+    err = capsys.readouterr().err
+    assert "nothing was written" in err and "s3cret-pw" not in err and "Traceback" not in err
 
 
 def test_legacy_status_accepts_values_and_names() -> None:
