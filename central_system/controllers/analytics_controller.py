@@ -20,7 +20,18 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, case, delete, func, insert, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -32,7 +43,7 @@ from ..models import (
     ConsultationStatus,
     Faculty,
 )
-from ..models.analytics import DAILY_COUNTERS, HOURLY_COUNTERS
+from ..models.analytics import ANSWER_BUCKETS_S, BUCKET_COLUMNS, DAILY_COUNTERS, HOURLY_COUNTERS
 from .base import ControllerBase, DbSource
 
 if TYPE_CHECKING:
@@ -46,6 +57,9 @@ DAY: Final = timedelta(days=1)
 # request made then has long left "pending" (expiry), so its counts no longer change.
 ROLLUP_LAG: Final = timedelta(days=2)
 ROLLUP_NAME: Final = "consultations"
+# Up to this many answers in a range, percentiles are exact (sorted in the database);
+# beyond, they come from the rollup's answer-time histograms.
+EXACT_PERCENTILES_MAX: Final = 20_000
 # A date range longer than this is refused (a typo like year 2206 would scan everything).
 MAX_RANGE: Final = timedelta(days=3 * 366)
 WEEKDAYS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -107,6 +121,25 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     return low + (high - low) * (pos - lo)
 
 
+def histogram_percentile(counts: Sequence[int], q: float) -> float | None:
+    """The ``q`` quantile from bucket counts over ``ANSWER_BUCKETS_S`` (values spread evenly
+    inside a bucket; the open last bucket answers its lower bound); None if empty."""
+    n = sum(counts)
+    if n == 0:
+        return None
+    rank = q * (n - 1)  # the 0-based position percentile_cont interpolates at
+    seen = 0
+    for i, c in enumerate(counts):
+        if c and rank < seen + c:
+            low = float(ANSWER_BUCKETS_S[i])
+            if i + 1 == len(ANSWER_BUCKETS_S):
+                return low
+            width = ANSWER_BUCKETS_S[i + 1] - low
+            return low + width * min(1.0, (rank - seen + 0.5) / c)
+        seen += c
+    return float(ANSWER_BUCKETS_S[-1])
+
+
 def _rate(answered: int, expired: int) -> float | None:
     # Answer rate: of the requests that got an answer or ran out of time, the share that got
     # an answer. A student's own cancellation and a request still pending say nothing about
@@ -132,6 +165,7 @@ class AnalyticsController(ControllerBase):
         super().__init__(db, mqtt)
         self.timezone = timezone
         self._rolled_until: datetime | None = None
+        self.exact_percentiles_max = EXACT_PERCENTILES_MAX
         self.reports: dict[str, Callable[[datetime, datetime], Table]] = {
             "requests_per_day": self.requests_per_day,
             "requests_by_hour_of_week": self.requests_by_hour_of_week,
@@ -158,14 +192,13 @@ class AnalyticsController(ControllerBase):
         """Requests made per local day, with how many were answered, expired and cancelled."""
         self._check(start, end)
         with self.session() as session:
-            hourly = self._hourly(session, start, end)
-        days: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+            days = self._hourly(session, start, end, "day")
         picks = [HOURLY_COUNTERS.index(n) for n in ("requests", "answered", "expired", "cancelled")]
-        for hour, counts in hourly.items():
-            sums = days[self._to_local(hour).date().isoformat()]
-            for i, index in enumerate(picks):
-                sums[i] += counts[index]
-        rows = [(day, *sums) for day, sums in sorted(days.items()) if sums[0]]
+        rows = [
+            (str(day), *(counts[i] for i in picks))
+            for day, counts in sorted(days.items())
+            if counts[0]
+        ]
         return Table(
             "requests_per_day", ("day", "requests", "answered", "expired", "cancelled"), rows
         )
@@ -190,11 +223,9 @@ class AnalyticsController(ControllerBase):
         """One row: requests, answered, each status, answer rate, median and p90 answer time."""
         self._check(start, end)
         with self.session() as session:
-            totals = [0] * len(HOURLY_COUNTERS)
-            for counts in self._hourly(session, start, end).values():
-                totals = [a + b for a, b in zip(totals, counts, strict=True)]
-            stats = self._answer_percentiles(session, start, end, None)
-        by_name = dict(zip(HOURLY_COUNTERS, totals, strict=True))
+            totals = self._hourly(session, start, end, "total").get(None)
+            by_name = dict(zip(HOURLY_COUNTERS, totals or [0] * len(HOURLY_COUNTERS), strict=True))
+            stats = self._answer_percentiles(session, start, end, None, by_name["answered"])
         median, p90 = stats.get(None, (None, None))
         columns = (
             "requests",
@@ -220,7 +251,8 @@ class AnalyticsController(ControllerBase):
         self._check(start, end)
         with self.session() as session:
             counts = self._daily_by_faculty(session, start, end)
-            stats = self._answer_percentiles(session, start, end, Consultation.faculty_id)
+            answered = sum(v[1] for v in counts.values())
+            stats = self._answer_percentiles(session, start, end, Consultation.faculty_id, answered)
             people = self._faculty(session)
         rows = []
         for fid, (n, a, x, c) in counts.items():
@@ -239,7 +271,8 @@ class AnalyticsController(ControllerBase):
         self._check(start, end)
         with self.session() as session:
             by_faculty = self._daily_by_faculty(session, start, end)
-            stats = self._answer_percentiles(session, start, end, Faculty.department)
+            answered = sum(v[1] for v in by_faculty.values())
+            stats = self._answer_percentiles(session, start, end, Faculty.department, answered)
             people = self._faculty(session)
         counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
         for fid, values in by_faculty.items():
@@ -297,8 +330,10 @@ class AnalyticsController(ControllerBase):
         )
         session.execute(
             insert(daily).from_select(
-                ["day", "faculty_id", *DAILY_COUNTERS],
-                select(day, Consultation.faculty_id, *_counters(DAILY_COUNTERS))
+                ["day", "faculty_id", *DAILY_COUNTERS, *BUCKET_COLUMNS],
+                select(
+                    day, Consultation.faculty_id, *_counters(DAILY_COUNTERS), *_bucket_counters()
+                )
                 .where(*in_range)
                 .group_by(day, Consultation.faculty_id),
             )
@@ -353,39 +388,78 @@ class AnalyticsController(ControllerBase):
         return (inner_start, inner_end), raw
 
     def _hourly(
-        self, session: Session, start: datetime, end: datetime
-    ) -> dict[datetime, list[int]]:
-        """Counters per UTC hour (``HOURLY_COUNTERS`` order): rollups, and raw rows at the edges."""
+        self, session: Session, start: datetime, end: datetime, by: str
+    ) -> dict[Any, list[int]]:
+        """Counters (``HOURLY_COUNTERS`` order) per local ``day``, ``week`` slot or ``total``.
+
+        Whole UTC hours come from the rollup, the edges from the consultations; both are
+        grouped in SQL, so only the groups travel.
+        """
         rolled, raw = self._split(session, start, end, HOUR)
-        result: dict[datetime, list[int]] = {}
+        result: dict[Any, list[int]] = {}
+
+        def merge(key: Any, counts: Sequence[Any]) -> None:
+            sums = result.setdefault(key, [0] * len(HOURLY_COUNTERS))
+            for i, c in enumerate(counts):
+                sums[i] += int(c or 0)
+
+        sources: list[tuple[Any, list[Any], list[Any]]] = []
         if rolled is not None:
             table = ConsultationStatsHourly
-            stmt = select(table.hour, *(getattr(table, name) for name in HOURLY_COUNTERS)).where(
-                table.hour >= rolled[0], table.hour < rolled[1]
-            )
-            for hour, *counts in session.execute(stmt):
-                result[hour] = [int(c) for c in counts]
-        hour_expr = _truncated(session.get_bind().dialect.name, "hour")
+            sums = [func.sum(getattr(table, name)) for name in HOURLY_COUNTERS]
+            where = [table.hour >= rolled[0], table.hour < rolled[1]]
+            sources.append((table.hour, sums, where))
         for a, b in raw:
-            stmt = (
-                select(hour_expr, *_counters(HOURLY_COUNTERS))
-                .where(*self._in_range(a, b))
-                .group_by(hour_expr)
+            sources.append(
+                (Consultation.created_at, _counters(HOURLY_COUNTERS), self._in_range(a, b))
             )
-            for hour, *counts in session.execute(stmt):
-                merged = result.setdefault(_as_utc(hour), [0] * len(HOURLY_COUNTERS))
-                for i, c in enumerate(counts):
-                    merged[i] += int(c or 0)
+        for column, aggregates, where in sources:
+            keys = self._local_keys(session, column, start, by)
+            stmt = select(*keys, *aggregates).where(*where)
+            if keys:
+                stmt = stmt.group_by(*keys)
+            for row in session.execute(stmt):
+                if by == "day":
+                    merge(str(row[0]), row[1:])
+                elif by == "week":
+                    merge((int(row[0]), int(row[1])), row[2:])
+                else:
+                    merge(None, row)
         return result
+
+    def _local_keys(self, session: Session, column: Any, at: datetime, by: str) -> list[Any]:
+        """SQL for the local day, or (weekday 0 = Monday, hour), of a UTC ``column``."""
+        if by == "total":
+            return []
+        dialect = session.get_bind().dialect.name
+        local: Any
+        if dialect == "postgresql":
+            if self.timezone:
+                local = func.timezone(self.timezone, column)  # exact, daylight saving included
+            else:
+                minutes = self._offset_minutes(at)
+                local = func.timezone("UTC", column) + func.make_interval(0, 0, 0, 0, 0, minutes)
+            if by == "day":
+                return [func.to_char(local, "YYYY-MM-DD")]
+            return [func.date_part("isodow", local) - 1, func.date_part("hour", local)]
+        # SQLite: the zone's offset at the range's start (docs/analytics.md).
+        local = func.datetime(column, f"{self._offset_minutes(at):+d} minutes")
+        if by == "day":
+            return [func.date(local)]
+        return [
+            (cast(func.strftime("%w", local), Integer) + 6) % 7,
+            cast(func.strftime("%H", local), Integer),
+        ]
+
+    def _offset_minutes(self, at: datetime) -> int:
+        offset = self._to_local(at).utcoffset() or timedelta(0)
+        return int(offset.total_seconds() // 60)
 
     def _hour_of_week(
         self, session: Session, start: datetime, end: datetime
     ) -> list[tuple[str, int, int]]:
-        slots: dict[tuple[int, int], int] = defaultdict(int)
-        for hour, counts in self._hourly(session, start, end).items():
-            local = self._to_local(hour)
-            slots[(local.weekday(), local.hour)] += counts[0]
-        return [(WEEKDAYS[d], h, n) for (d, h), n in slots.items() if n]
+        slots = self._hourly(session, start, end, "week")
+        return [(WEEKDAYS[d], h, counts[0]) for (d, h), counts in slots.items() if counts[0]]
 
     def _daily_by_faculty(
         self, session: Session, start: datetime, end: datetime
@@ -424,9 +498,15 @@ class AnalyticsController(ControllerBase):
         return {int(fid): (name, dept or "") for fid, name, dept in rows}
 
     def _answer_percentiles(
-        self, session: Session, start: datetime, end: datetime, key: Any | None
+        self, session: Session, start: datetime, end: datetime, key: Any | None, answered: int
     ) -> dict[Any, tuple[float | None, float | None]]:
-        """Median and 90th percentile of ``answer_s`` per ``key`` (None: overall)."""
+        """Median and 90th percentile of ``answer_s`` per ``key`` (None: overall).
+
+        Exact up to :data:`EXACT_PERCENTILES_MAX` answers in the range; beyond, read from
+        the rollup's answer-time histograms (approximate, docs/analytics.md).
+        """
+        if answered > self.exact_percentiles_max:
+            return self._histogram_percentiles(session, start, end, key)
         where = [*self._in_range(start, end), Consultation.answer_s.is_not(None)]
         group = key if key is not None else literal(None)
         if session.get_bind().dialect.name == "postgresql":
@@ -443,7 +523,7 @@ class AnalyticsController(ControllerBase):
                 k: (None if m is None else float(m), None if p is None else float(p))
                 for k, m, p in session.execute(stmt)
             }
-        # SQLite has no percentile function: read the (small, kiosk-sized) values sorted.
+        # SQLite has no percentile function: read the values sorted.
         values_stmt: Select[Any] = select(group, Consultation.answer_s).where(*where)
         if key is Faculty.department:
             values_stmt = values_stmt.join(Faculty, Faculty.id == Consultation.faculty_id)
@@ -451,6 +531,51 @@ class AnalyticsController(ControllerBase):
         for k, v in session.execute(values_stmt.order_by(Consultation.answer_s)):
             values[k].append(float(v))
         return {k: (percentile(vs, 0.5), percentile(vs, 0.9)) for k, vs in values.items()}
+
+    def _histogram_percentiles(
+        self, session: Session, start: datetime, end: datetime, key: Any | None
+    ) -> dict[Any, tuple[float | None, float | None]]:
+        """Percentiles from answer-time histograms: rollup days, plus the raw edges bucketed."""
+        rolled, raw = self._split(session, start, end, DAY)
+        counts: dict[Any, list[int]] = {}
+
+        def merge(k: Any, values: Sequence[Any]) -> None:
+            sums = counts.setdefault(k, [0] * len(ANSWER_BUCKETS_S))
+            for i, v in enumerate(values):
+                sums[i] += int(v or 0)
+
+        def grouped(stmt: Select[Any], faculty_id: Any) -> Select[Any]:
+            if key is Faculty.department:
+                stmt = stmt.join(Faculty, Faculty.id == faculty_id)
+            return stmt.group_by(key) if key is not None else stmt
+
+        group = key if key is not None else literal(None)
+        if rolled is not None:
+            table = ConsultationStatsDaily
+            stmt = select(group, *(func.sum(getattr(table, c)) for c in BUCKET_COLUMNS)).where(
+                table.day >= rolled[0], table.day < rolled[1]
+            )
+            if key is Consultation.faculty_id:
+                stmt = select(
+                    table.faculty_id, *(func.sum(getattr(table, c)) for c in BUCKET_COLUMNS)
+                ).where(table.day >= rolled[0], table.day < rolled[1])
+                stmt = stmt.group_by(table.faculty_id)
+            else:
+                stmt = grouped(stmt, table.faculty_id)
+            for k, *values in session.execute(stmt):
+                merge(k, values)
+        for a, b in raw:
+            stmt = grouped(
+                select(group, *_bucket_counters()).where(*self._in_range(a, b)),
+                Consultation.faculty_id,
+            )
+            for k, *values in session.execute(stmt):
+                merge(k, values)
+        return {
+            k: (histogram_percentile(c, 0.5), histogram_percentile(c, 0.9))
+            for k, c in counts.items()
+            if sum(c)
+        }
 
 
 def _counters(names: Sequence[str]) -> list[Any]:
@@ -463,6 +588,18 @@ def _counters(names: Sequence[str]) -> list[Any]:
             exprs.append(func.count(Consultation.answer_s))
         else:
             exprs.append(func.coalesce(_count_status(name), 0))
+    return exprs
+
+
+def _bucket_counters() -> list[Any]:
+    """Per histogram bucket: how many answers of the rows fall in it."""
+    col = Consultation.answer_s
+    exprs: list[Any] = []
+    for i, low in enumerate(ANSWER_BUCKETS_S):
+        inside = col >= low
+        if i + 1 < len(ANSWER_BUCKETS_S):
+            inside = inside & (col < ANSWER_BUCKETS_S[i + 1])
+        exprs.append(func.coalesce(func.sum(case((inside, 1), else_=0)), 0))
     return exprs
 
 

@@ -28,6 +28,14 @@ HOURLY_COUNTERS = (
     "expired",
 )
 DAILY_COUNTERS = ("requests", "answered", "expired", "cancelled")
+# Lower bounds (seconds) of the answer-time histogram kept per day and faculty member:
+# bucket i holds answers in [bound i, bound i+1), the last one everything from a day on.
+# Percentiles over long ranges are read from it (docs/analytics.md: "Approximate").
+ANSWER_BUCKETS_S = (
+    0, 15, 30, 45, 60, 90, 120, 180, 240, 300, 420, 600,
+    900, 1200, 1800, 2700, 3600, 5400, 7200, 10800, 14400, 21600, 43200, 86400,
+)  # fmt: skip
+BUCKET_COLUMNS = tuple(f"h{i:02d}" for i in range(len(ANSWER_BUCKETS_S)))
 
 
 class ConsultationStatsHourly(Base):
@@ -58,6 +66,31 @@ class ConsultationStatsDaily(Base):
     answered: Mapped[int] = mapped_column(Integer, default=0)
     expired: Mapped[int] = mapped_column(Integer, default=0)
     cancelled: Mapped[int] = mapped_column(Integer, default=0)
+    # The answer-time histogram (ANSWER_BUCKETS_S): answers of that day in each bucket.
+    h00: Mapped[int] = mapped_column(Integer, default=0)
+    h01: Mapped[int] = mapped_column(Integer, default=0)
+    h02: Mapped[int] = mapped_column(Integer, default=0)
+    h03: Mapped[int] = mapped_column(Integer, default=0)
+    h04: Mapped[int] = mapped_column(Integer, default=0)
+    h05: Mapped[int] = mapped_column(Integer, default=0)
+    h06: Mapped[int] = mapped_column(Integer, default=0)
+    h07: Mapped[int] = mapped_column(Integer, default=0)
+    h08: Mapped[int] = mapped_column(Integer, default=0)
+    h09: Mapped[int] = mapped_column(Integer, default=0)
+    h10: Mapped[int] = mapped_column(Integer, default=0)
+    h11: Mapped[int] = mapped_column(Integer, default=0)
+    h12: Mapped[int] = mapped_column(Integer, default=0)
+    h13: Mapped[int] = mapped_column(Integer, default=0)
+    h14: Mapped[int] = mapped_column(Integer, default=0)
+    h15: Mapped[int] = mapped_column(Integer, default=0)
+    h16: Mapped[int] = mapped_column(Integer, default=0)
+    h17: Mapped[int] = mapped_column(Integer, default=0)
+    h18: Mapped[int] = mapped_column(Integer, default=0)
+    h19: Mapped[int] = mapped_column(Integer, default=0)
+    h20: Mapped[int] = mapped_column(Integer, default=0)
+    h21: Mapped[int] = mapped_column(Integer, default=0)
+    h22: Mapped[int] = mapped_column(Integer, default=0)
+    h23: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class AnalyticsRollupState(Base):

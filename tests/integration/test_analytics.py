@@ -12,6 +12,7 @@ from sqlalchemy import Engine, func, select
 from central_system.controllers.analytics_controller import (
     AnalyticsController,
     AnalyticsError,
+    histogram_percentile,
     percentile,
 )
 from central_system.db import session_scope
@@ -185,6 +186,43 @@ def test_a_narrower_range_and_bad_ranges(analytics: AnalyticsController) -> None
         analytics.outcomes(START, START + timedelta(days=2000))
     with pytest.raises(AnalyticsError, match="Unknown report"):
         analytics.report("nope", START, END)
+
+
+def test_long_ranges_read_percentiles_from_answer_time_histograms(
+    analytics: AnalyticsController,
+) -> None:
+    # Past this many answers the percentiles come from the histograms (buckets 30-45, 60-90,
+    # 90-120, 120-180, 300-420 s hold 30, 60, 90, 120, 300): a value at 0-based rank r of a
+    # bucket [low, high) with c answers, t = r - answers in earlier buckets, is
+    # low + (high - low) * min(1, (t + 0.5) / c).
+    analytics.exact_percentiles_max = 0
+    (row,) = analytics.outcomes(START, END).as_dicts()
+    # median rank 2 -> bucket 90-120, t 0 -> 105; p90 rank 3.6 -> bucket 120-180, t 0.6 -> 180.
+    assert (row["median_answer_s"], row["p90_answer_s"]) == (105, 180)
+    by_faculty = {
+        r["faculty"]: (r["median_answer_s"], r["p90_answer_s"])
+        for r in analytics.answer_times_by_faculty(START, END).as_dicts()
+    }
+    # Ana [60, 120, 300]: rank 1 -> 120-180 at t 0 -> 150, rank 1.8 -> t 0.8 -> 180.
+    # Ben [30, 90]: ranks 0.5 and 0.9 both in 30-45 -> 45.
+    assert by_faculty == {"Dr. Ana": (150, 180), "Dr. Ben": (45, 45), "Dr. Cy": (None, None)}
+    by_department = {
+        r["department"]: (r["median_answer_s"], r["p90_answer_s"])
+        for r in analytics.answer_times_by_department(START, END).as_dicts()
+    }
+    assert by_department == {"CS": (105, 180), "Physics": (None, None)}
+
+
+@pytest.mark.parametrize(
+    ("counts", "q", "expected"),
+    [
+        ([0] * 24, 0.5, None),
+        ([0, 0, 0, 0, 10] + [0] * 19, 0.5, 75.0),  # ten answers in 60-90 s: rank 4.5 -> 75
+        ([0] * 23 + [4], 0.9, 86400.0),  # the open last bucket answers its lower bound
+    ],
+)
+def test_histogram_percentile(counts: list[int], q: float, expected: float | None) -> None:
+    assert histogram_percentile(counts, q) == expected
 
 
 @pytest.mark.parametrize(
