@@ -32,11 +32,16 @@ COMMAND_MODULES: list[str] = [
 
 
 def setup_logging(level: str = "INFO") -> None:
-    """Log to stderr with timestamps."""
+    """Log to stderr with timestamps (one JSON object a line with CONSULTEASE_LOG_FORMAT=json)."""
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    if os.environ.get("CONSULTEASE_LOG_FORMAT", "").strip().lower() == "json":  # issue 12
+        from .utils.logjson import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     for noisy in ("transitions", "amqtt", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
