@@ -52,19 +52,23 @@ def run(args: argparse.Namespace) -> int:
     """The kiosk against the configured broker and database."""
     from ..bootstrap import build_system
     from ..config import get_settings
-    from ..services.display import window_problem
+    from ..services.display import display_problem, xcb_library_problem
     from ..services.rfid import create_reader
     from ..views.app import Kiosk, ensure_qapp
 
     settings = get_settings()
-    problem = window_problem()
-    if problem is not None:
-        # Qt would abort the process (SIGABRT) with a message that names no cause.
+    # Qt would abort the process (SIGABRT) with a message that names no cause.
+    no_display = display_problem(os.environ)
+    if no_display is not None:
         print(
-            f"consultease run: {problem}; the kiosk needs a screen "
-            "(`consultease serve` runs the central system without one).",
+            f"consultease run: {no_display}; the kiosk needs a screen "
+            "(`scripts/consultease serve` runs the central system without one).",
             file=sys.stderr,
         )
+        return 2
+    missing = xcb_library_problem()
+    if missing is not None:
+        print(f"consultease run: {missing}", file=sys.stderr)
         return 2
     app = ensure_qapp(sys.argv[:1])
     # Before anything starts: a SIGTERM during start-up (systemd stop) still ends cleanly.
