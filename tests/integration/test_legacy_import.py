@@ -393,3 +393,41 @@ def test_an_older_postgresql_database_without_busy_at_or_audit_logs(db_url: str)
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def _consultation_indexes(url: str) -> list[str]:
+    engine = dbmod.create_db_engine(url)
+    try:
+        from sqlalchemy import inspect
+
+        return sorted(str(i["name"]) for i in inspect(engine).get_indexes("consultations"))
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_indexes_rebuilt_after_a_big_import_and_restored_when_it_fails(
+    db_url: str, legacy_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big import into SQLite drops the consultation indexes and builds them once at the end;
+    a failure (or a dry run) gives them back with the rest of the transaction."""
+    from central_system.services import legacy_import as module
+
+    monkeypatch.setattr(module, "REBUILD_INDEXES_FROM", 1)  # the fixture's 9 rows count as big
+    dbmod.init_db(db_url)
+    dbmod.dispose_db()
+    indexes = _consultation_indexes(db_url)
+    assert len(indexes) >= 5
+    before = _snapshot(db_url)
+    with monkeypatch.context() as m:
+        m.setattr(module._Importer, "_audit", lambda self, conn: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            _import(legacy_url, db_url)
+    assert _snapshot(db_url) == before and _consultation_indexes(db_url) == indexes
+    _import(legacy_url, db_url, dry_run=True)
+    assert _snapshot(db_url) == before and _consultation_indexes(db_url) == indexes
+    messages: list[str] = []
+    report = _import(legacy_url, db_url, progress=messages.append)
+    assert report.tables["consultations"].imported == 6  # type: ignore[attr-defined]
+    assert _consultation_indexes(db_url) == indexes
+    rebuilt = any("indexes rebuilt" in m for m in messages)
+    assert rebuilt is db_url.startswith("sqlite"), messages  # the path was taken on SQLite
