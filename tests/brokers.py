@@ -167,6 +167,8 @@ class TcpGate:
                 continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+                # The 2 s bound is for connecting: a busy broker may leave the link quiet longer.
+                upstream.settimeout(None)
             except OSError:
                 client.close()
                 continue

@@ -98,6 +98,8 @@ _ECHO_TTL_S: Final = 30.0
 _STATE_POLL_S: Final = 1.0
 _DELETE_FLUSH_S: Final = 0.25
 _CONNECT_TIMEOUT_S: Final = 5.0
+_READ_BUFFER_BYTES: Final = 64 * 1024
+_PACKETS_PER_READ: Final = 2000  # packets handled per wake-up of the network thread, at most
 
 
 # --------------------------------------------------------------------------- errors
@@ -373,6 +375,52 @@ def apply_credentials(client: paho.Client, s: Settings) -> None:
         )
 
 
+class _ReadBufferedSocket:
+    """paho's socket with a read buffer: one ``recv`` system call per 64 KiB, not ~4 per packet.
+
+    paho reads a packet as ``recv(1)`` (type), ``recv(1)`` per length byte and
+    ``recv(n)`` (body). Each call releases CPython's interpreter lock, and getting it
+    back from the busy dispatch thread can take a switch interval (5 ms): the network
+    thread fell to about 1,300 messages a second in a 10,000-desk burst. paho's reads
+    are served from this buffer instead; everything else goes to the real socket.
+    """
+
+    __slots__ = ("_buf", "_pos", "_sock")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, bufsize: int) -> bytes:
+        """Up to ``bufsize`` bytes, from the buffer, refilled by one real ``recv`` when empty."""
+        if self._pos >= len(self._buf):
+            data = self._sock.recv(_READ_BUFFER_BYTES)  # BlockingIOError etc. reach paho as before
+            if not data:
+                return b""
+            self._buf, self._pos = data, 0
+        start = self._pos
+        self._pos = min(len(self._buf), start + bufsize)
+        return self._buf[start : self._pos]
+
+    @property
+    def buffered(self) -> int:
+        """Bytes read from the kernel and not yet given to paho."""
+        return len(self._buf) - self._pos
+
+    def pending(self) -> int:
+        """Bytes readable without waiting for the socket (buffer, plus TLS's own buffer)."""
+        inner = self._sock.pending() if isinstance(self._sock, ssl.SSLSocket) else 0
+        return self.buffered + inner
+
+    def fileno(self) -> int:
+        """The real socket's descriptor (for select)."""
+        return int(self._sock.fileno())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 # --------------------------------------------------------------------------- the service
 
 
@@ -416,6 +464,8 @@ class AsyncMQTTService:
         self._routes: dict[str, _Route] = {}
         self._kinds: dict[str, _InboundKind] = {}
         self._paused_since: float | None = None
+        self._dispatch_thread: threading.Thread | None = None
+        self._after_batch: list[Callable[[], None]] = []
         self._dispatch_event = threading.Event()
         self._state_listeners: list[Callable[[str], None]] = []
 
@@ -461,6 +511,8 @@ class AsyncMQTTService:
                 ("mqtt-dispatch", self._dispatch_loop),
             ):
                 thread = threading.Thread(target=target, name=name, daemon=True)
+                if name == "mqtt-dispatch":
+                    self._dispatch_thread = thread
                 thread.start()
                 self._threads.append(thread)
             logger.info(
@@ -635,6 +687,41 @@ class AsyncMQTTService:
         if self._protocol is None:
             return None
         return "5" if self._protocol == MQTTProtocolVersion.MQTTv5 else "3.1.1"
+
+    @property
+    def on_dispatch_thread(self) -> bool:
+        """True when called from a subscription handler (the dispatch thread)."""
+        return threading.current_thread() is self._dispatch_thread
+
+    def call_after_batch(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after the handlers' current batch, or now when not called from a handler.
+
+        Handlers run on the dispatch thread in batches of up to ``_DISPATCH_BATCH``
+        messages. A handler that would write to the database for each message can
+        instead record the change and ask to be called back once per batch: under a
+        burst, hundreds of changes go in one transaction; when messages trickle in, a
+        batch is one message and nothing waits. Callbacks run in the order given;
+        one that raises is logged and the others still run.
+        """
+        if not self.on_dispatch_thread:
+            callback()
+            return
+        self._after_batch.append(callback)
+
+    @property
+    def inbound_waiting(self) -> int:
+        """Received messages still waiting for the handlers (a handler may wait for 0 to flush)."""
+        return len(self._inbound)
+
+    def _run_after_batch(self) -> None:
+        # One pass: a callback that asks again (call_after_batch from inside) runs after the next batch.
+        callbacks, self._after_batch = self._after_batch, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                self._stats.handler_errors += 1
+                logger.exception("after-batch callback %r failed", callback)
 
     def add_state_listener(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call ``listener(state)`` (on a service thread) on every state change. Returns the remover."""
@@ -1058,6 +1145,8 @@ class AsyncMQTTService:
             if isinstance(sock, socket.socket):
                 # Small request packets must not wait for a delayed ACK (Nagle): ~40 ms on Linux.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sock is not None and not isinstance(sock, _ReadBufferedSocket):
+                client._sock = _ReadBufferedSocket(sock)  # see the class: paho reads through it
         except (OSError, ssl.SSLError, ValueError) as err:
             self._stats.last_error = (
                 f"cannot reach broker {self.settings.mqtt_host}:{self.settings.mqtt_port}: {err}"
@@ -1101,7 +1190,7 @@ class AsyncMQTTService:
                 self._on_link_down()
                 return
             may_read = self._may_read()
-            pending = may_read and isinstance(sock, ssl.SSLSocket) and sock.pending()
+            pending = may_read and isinstance(sock, _ReadBufferedSocket) and sock.pending() > 0
             wlist = [sock] if client.want_write() else []
             rlist = [sock, self._wake_r] if may_read else [self._wake_r]
             try:
@@ -1114,6 +1203,16 @@ class AsyncMQTTService:
                 self._drain_wake()
             if sock in readable or pending:
                 client.loop_read()
+                # paho handles one packet per loop_read; go on while it is already buffered.
+                for _ in range(_PACKETS_PER_READ):
+                    if not (
+                        isinstance(sock, _ReadBufferedSocket)
+                        and sock.buffered
+                        and client.socket() is sock
+                        and self._may_read()
+                    ):
+                        break
+                    client.loop_read()
                 if self._acked_since_notify:
                     self._acked_since_notify = False
                     self._notify_waiters()  # once per read batch, not once per PUBACK
@@ -1471,12 +1570,16 @@ class AsyncMQTTService:
             while True:
                 batch = inbound.take(_DISPATCH_BATCH)
                 if not batch:
+                    if self._after_batch:  # asked again while the queue ran dry: run them now
+                        self._run_after_batch()
+                        continue
                     break
                 for waiting in batch:
                     message = waiting.message
                     if waiting.superseded:
                         message = replace(message, superseded=waiting.superseded)
                     self._dispatch(message)
+                self._run_after_batch()
                 if inbound.paused:
                     self._wake_network()  # the reader checks whether it may read again
             if self._stopping.is_set():

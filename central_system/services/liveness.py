@@ -14,7 +14,11 @@ This service owns the desk-reported columns of ``Faculty`` (``status``,
 ``desk_online``, ``last_seen``) and the heartbeat/diagnostics of ``DeskUnit``.
 To keep the database quiet with hundreds of desks, routine updates (``last_seen``,
 heartbeats) are kept in memory and written in one transaction per check; only
-changes that students see (online/offline, presence) are written at once.
+changes that students see (online/offline, presence) are written at once. "At
+once" means at the end of the MQTT handlers' current batch
+(``AsyncMQTTService.call_after_batch``): one message when they trickle in, one
+transaction for hundreds of desks when all of them reconnect after a broker
+restart. The change's event and any re-send follow that write.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -44,7 +49,7 @@ from ..controllers.schemas import (
     inbound_stats,
     parse_inbound,
 )
-from ..models import DeskUnit, Faculty, FacultyStatus, utcnow
+from ..models import Consultation, ConsultationStatus, DeskUnit, Faculty, FacultyStatus, utcnow
 from ..utils import topics
 
 if TYPE_CHECKING:
@@ -58,6 +63,9 @@ _MAX_UNKNOWN_CACHE: Final = 10_000
 # A desk that says it booted later than this after our last message from it has rebooted
 # (its uptime and our clock disagree by network delays, never by seconds).
 REBOOT_TOLERANCE: Final = timedelta(seconds=2)
+# Under a burst, changes students see are written together: at most this many, this late.
+VISIBLE_BATCH_ROWS: Final = 2000
+VISIBLE_BATCH_WAIT_S: Final = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +135,10 @@ class LivenessService(ControllerBase):
         self._unsubscribers: list[Callable[[], None]] = []
         self.checks = 0
         self.db_writes = 0
+        # Changes students see, waiting for the end of the handlers' batch (faculty id -> when).
+        self._visible: dict[int, datetime] = {}
+        self._visible_since = 0.0
+        self._resends: list[tuple[int, Callable[[], None]]] = []  # dispatch thread only
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -134,7 +146,7 @@ class LivenessService(ControllerBase):
         """Load known desks, subscribe to heartbeats and diagnostics, start the periodic check."""
         if self._thread is not None:
             return
-        self._load_online_desks()
+        self._load_desks()
         self._unsubscribers = [
             # State reports: under a burst only the newest per desk is handled (coalesce).
             self.mqtt.subscribe(
@@ -157,6 +169,7 @@ class LivenessService(ControllerBase):
             self._thread.join(timeout=5.0)
             self._thread = None
         try:
+            self._flush_visible()
             self._flush()
         except SQLAlchemyError:
             logger.exception("final liveness flush failed")
@@ -450,10 +463,10 @@ class LivenessService(ControllerBase):
             last_seen_mono=mono,
         )
 
-    def _load_online_desks(self) -> None:
+    def _load_desks(self) -> None:
+        """Every faculty member's desk state in one query (not one query per desk on its first message)."""
         with self._lock, self.session() as session:
-            rows = session.scalars(select(Faculty).where(Faculty.desk_online.is_(True))).all()
-            for faculty in rows:
+            for faculty in session.scalars(select(Faculty)).all():
                 if faculty.id not in self._desks:
                     self._desks[faculty.id] = self._state_from_row(faculty)
             for fid in session.scalars(select(DeskUnit.faculty_id)).all():
@@ -461,19 +474,68 @@ class LivenessService(ControllerBase):
                     self._desks[fid].has_desk_row = True
 
     def _write_change(self, desk: DeskState, now: datetime) -> None:
-        """Write a change students see at once (one short transaction)."""
-        with self.session() as session:
-            faculty = session.get(Faculty, desk.faculty_id)
-            if faculty is None:
-                self._desks.pop(desk.faculty_id, None)
+        """Write a change students see: now, or with the rest of the handlers' batch (one transaction)."""
+        first = not self._visible
+        self._visible[desk.faculty_id] = now
+        if not self.mqtt.on_dispatch_thread:
+            self._flush_visible()
+        elif first:
+            self._visible_since = time.monotonic()
+            self.mqtt.call_after_batch(self._flush_visible_when_due)
+
+    def _flush_visible_when_due(self) -> None:
+        """After a batch: write when the burst is over, or enough has gathered, or it waited enough."""
+        if (
+            self.mqtt.inbound_waiting == 0
+            or len(self._visible) >= VISIBLE_BATCH_ROWS
+            or time.monotonic() - self._visible_since >= VISIBLE_BATCH_WAIT_S
+        ):
+            self._flush_visible()
+        else:
+            self.mqtt.call_after_batch(self._flush_visible_when_due)
+
+    def _flush_visible(self) -> None:
+        """One ``UPDATE`` run (executemany) for every desk whose visible state changed."""
+        with self._lock:
+            changed, self._visible = self._visible, {}
+            desks = [(self._desks.get(fid), when) for fid, when in changed.items()]
+            rows = [(d, when) for d, when in desks if d is not None]
+            if not rows:
                 return
-            if faculty.status != desk.shown:
-                faculty.status = desk.shown
-                faculty.status_changed_at = now
-            faculty.desk_online = desk.online
-            if desk.last_seen is not None:
-                faculty.last_seen = desk.last_seen
-            desk.seen_dirty = False
+            fac = cast(Table, Faculty.__table__)
+            status = bindparam("v_status", type_=fac.c.status.type)
+            statement = (
+                update(fac)
+                .where(fac.c.id == bindparam("k_"))
+                .values(
+                    status=status,
+                    # SET expressions see the row as it was: the stamp moves only on a real change.
+                    status_changed_at=case(
+                        (fac.c.status != status, bindparam("v_when", type_=fac.c.last_seen.type)),
+                        else_=fac.c.status_changed_at,
+                    ),
+                    desk_online=bindparam("v_online", type_=fac.c.desk_online.type),
+                    last_seen=func.coalesce(
+                        bindparam("v_seen", type_=fac.c.last_seen.type), fac.c.last_seen
+                    ),
+                )
+            )
+            with self.session() as session:
+                session.execute(
+                    statement,
+                    [
+                        {
+                            "k_": d.faculty_id,
+                            "v_status": d.shown,
+                            "v_when": when,
+                            "v_online": d.online,
+                            "v_seen": d.last_seen,
+                        }
+                        for d, when in rows
+                    ],
+                )
+            for d, _when in rows:
+                d.seen_dirty = False
             self.db_writes += 1
 
     def _flush(self, offline: list[DeskState] | None = None, now: datetime | None = None) -> None:
@@ -582,12 +644,57 @@ class LivenessService(ControllerBase):
     def _notify(self, event: FacultyEvent) -> None:
         if self.on_faculty_change is None:
             return
+        # After the batch's write (scheduled before it): a listener that reads the row sees the change.
+        self.mqtt.call_after_batch(partial(self._notify_now, event))
+
+    def _notify_now(self, event: FacultyEvent) -> None:
+        listener = self.on_faculty_change
+        if listener is None:
+            return
         try:
-            self.on_faculty_change(event)
+            listener(event)
         except Exception:
             logger.exception("faculty change listener failed")
 
     def _resend_pending(self, faculty_id: int, resend: Resend) -> None:
+        call = partial(self._resend_now, faculty_id, resend)
+        if not self.mqtt.on_dispatch_thread:
+            call()
+            return
+        self._resends.append((faculty_id, call))
+        if len(self._resends) == 1:
+            self.mqtt.call_after_batch(self._resend_batch)
+
+    def _resend_batch(self) -> None:
+        """The batch's re-sends, after its write; one query first finds who has anything pending."""
+        todo, self._resends = self._resends, []
+        if len(todo) > 1:
+            try:
+                waiting = self._faculty_with_pending([fid for fid, _ in todo])
+            except SQLAlchemyError:
+                logger.exception("finding pending requests failed; re-sending to every desk")
+            else:
+                todo = [(fid, call) for fid, call in todo if fid in waiting]
+        for _fid, call in todo:
+            call()
+
+    def _faculty_with_pending(self, faculty_ids: list[int]) -> set[int]:
+        found: set[int] = set()
+        with self.session() as session:
+            for i in range(0, len(faculty_ids), 500):
+                found.update(
+                    session.scalars(
+                        select(Consultation.faculty_id)
+                        .where(
+                            Consultation.faculty_id.in_(faculty_ids[i : i + 500]),
+                            Consultation.status == ConsultationStatus.PENDING.value,
+                        )
+                        .distinct()
+                    )
+                )
+        return found
+
+    def _resend_now(self, faculty_id: int, resend: Resend) -> None:
         resend_fn = self._resend
         if resend_fn is None:
             from ..controllers.consultation_controller import ConsultationController
