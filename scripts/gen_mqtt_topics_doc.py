@@ -148,6 +148,9 @@ def render() -> str:
     withdrawal = outbound.withdrawal_message(consultation)
     cancel = outbound.cancellation_message(consultation, student, AT)
     expired = outbound.cancellation_message(consultation, student, AT, reason="expired")
+    consultation.status = "accepted"
+    answered = outbound.answered_elsewhere_message(consultation, AT)
+    consultation.status = "pending"
     status = outbound.faculty_status_message(3, "away", timestamp=1764260729.12)
     event = outbound.consultation_event_message(
         consultation, "pending", AT, "consultease-central-kiosk1"
@@ -262,6 +265,16 @@ def render() -> str:
         _block(expired.payload),
         "",
         "Also carries the withdrawals above (`type: consultation_resend`).",
+        "",
+        "A request the faculty member answered in the web dashboard (issue 10: accept or "
+        "busy in the browser) leaves the desk's screen through the same topic. The deployed "
+        "firmware reads `/cancellations` without a JSON library and removes the request named "
+        "after `consultation_id` whatever the `type` (contract 3.1), so nothing changes for it; "
+        "JSON consumers see `consultation_answered` and the new status, not a cancellation. "
+        "The browser's answer is the same transition as the desk's button (contract 2.2 rules, "
+        "ownership, audit) and the kiosks hear it on `consultease/ui/consultations` as usual:",
+        "",
+        _block(answered.payload),
         "",
         f"### `{status.topic}` (published by the central system)",
         "",

@@ -55,11 +55,16 @@ class FacultyView(_Answer):
     email: str | None
     status: str  # available / busy / away / offline
     desk_online: bool
+    # Set by hand in the web dashboard while the desk is offline ("available" / "away");
+    # never shown over an online desk's own presence.
+    manual_status: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def availability(self) -> str:
         """The label the kiosk shows: available, busy, away or desk offline."""
+        if not self.desk_online and self.manual_status:
+            return f"{self.manual_status} (set by hand)"
         if not self.desk_online or self.status == "offline":
             return "desk offline"
         return self.status
@@ -68,7 +73,9 @@ class FacultyView(_Answer):
     @property
     def can_request(self) -> bool:
         """A request may be sent now (contract 3: the firmware drops requests while away)."""
-        return self.desk_online and self.status == "available"
+        if not self.desk_online:
+            return self.manual_status == "available"
+        return self.status == "available"
 
 
 class StudentView(_Answer):

@@ -34,6 +34,9 @@ MIN_PASSWORD_LENGTH: Final = 12
 MAX_PASSWORD_LENGTH: Final = 256
 _USERNAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$")
 _DETAILS_MAX_CHARS: Final = 2000
+# An account's role: an administrator, or a faculty member's web login (tied to a faculty row).
+ROLE_ADMIN: Final = "admin"
+ROLE_FACULTY: Final = "faculty"
 
 # A small deny-list: the passwords every guessing attack tries first. Compared
 # case-insensitively after removing trailing digits and punctuation, so
@@ -130,6 +133,8 @@ class AuthResult:
     admin_id: int | None = None
     must_change_password: bool = False
     locked_until: datetime | None = None
+    role: str = ROLE_ADMIN
+    faculty_id: int | None = None
 
     def __bool__(self) -> bool:
         return self.success
@@ -385,7 +390,7 @@ class AdminController:
     def needs_first_admin(self) -> bool:
         """True while no administrator account exists (the first run)."""
         with self._session() as s:
-            return not s.scalar(select(func.count(Admin.id)))
+            return not s.scalar(select(func.count(Admin.id)).where(Admin.role == ROLE_ADMIN))
 
     def create_first_admin(self, username: str, password: str) -> AdminInfo:
         """Create the first administrator; refused once any administrator exists."""
@@ -393,7 +398,7 @@ class AdminController:
         check_password_policy(password, name)
         password_hash = self.hash_password(password)
         with self._session() as s:
-            if s.scalar(select(func.count(Admin.id))):
+            if s.scalar(select(func.count(Admin.id)).where(Admin.role == ROLE_ADMIN)):
                 self.audit("setup", "admin.create_first", name, False, {"reason": "admin exists"})
                 raise AdminExistsError(
                     "An administrator already exists; sign in as an administrator to add accounts."
@@ -408,8 +413,15 @@ class AdminController:
 
     # ------------------------------------------------------------------ authentication
 
-    def authenticate(self, username: str, password: str) -> AuthResult:
-        """Check a login. Locked accounts are refused even with the right password."""
+    def authenticate(
+        self, username: str, password: str, roles: tuple[str, ...] = (ROLE_ADMIN,)
+    ) -> AuthResult:
+        """Check a login. Locked accounts are refused even with the right password.
+
+        Only accounts whose role is in ``roles`` may sign in (the kiosk and the API take
+        administrators only; the web dashboard takes faculty accounts too); any other
+        account is answered exactly like an unknown username.
+        """
         generic = "Wrong username or password."
         if not isinstance(username, str) or not isinstance(password, str):
             return AuthResult(False, generic)
@@ -422,11 +434,10 @@ class AdminController:
         now = self._clock()
         with self._session() as s:
             admin = s.scalar(select(Admin).where(Admin.username == name))
-            if admin is None:
+            if admin is None or admin.role not in roles:
                 self._burn_dummy_verify(password)
-                self.audit(
-                    f"login:{name}", "login", name, False, {"reason": "unknown user"}, session=s
-                )
+                reason = "unknown user" if admin is None else f"{admin.role} account not allowed"
+                self.audit(f"login:{name}", "login", name, False, {"reason": reason}, session=s)
                 return AuthResult(False, generic)
             if admin.locked_until is not None and admin.locked_until > now:
                 # Verify anyway so a locked account answers in the same time as any other.
@@ -487,7 +498,15 @@ class AdminController:
                 if admin.must_change_password
                 else "Signed in."
             )
-            return AuthResult(True, message, admin.username, admin.id, admin.must_change_password)
+            return AuthResult(
+                True,
+                message,
+                admin.username,
+                admin.id,
+                admin.must_change_password,
+                role=admin.role,
+                faculty_id=admin.faculty_id,
+            )
 
     def _record_failure(self, s: Session, admin: Admin, now: datetime, message: str) -> AuthResult:
         """Count a failed login; the fifth failure within the window locks the account."""
@@ -585,7 +604,10 @@ class AdminController:
     def list_admins(self) -> list[AdminInfo]:
         """Every administrator, by username."""
         with self._session() as s:
-            return [self._info(a) for a in s.scalars(select(Admin).order_by(Admin.username))]
+            rows = s.scalars(
+                select(Admin).where(Admin.role == ROLE_ADMIN).order_by(Admin.username)
+            )
+            return [self._info(a) for a in rows]
 
     def get_admin(self, username: str) -> AdminInfo | None:
         """The administrator with that username, or None."""
@@ -638,7 +660,7 @@ class AdminController:
             if not active and admin.is_active:
                 others = s.scalar(
                     select(func.count(Admin.id)).where(
-                        Admin.is_active.is_(True), Admin.id != admin.id
+                        Admin.is_active.is_(True), Admin.id != admin.id, Admin.role == ROLE_ADMIN
                     )
                 )
                 if not others:

@@ -162,6 +162,10 @@ class NotCancellableError(ConsultationError):
     """Only pending consultations can be cancelled."""
 
 
+class WebAnswerError(ConsultationError):
+    """A browser answer the consultation's state does not allow."""
+
+
 class ResponseOutcome(StrEnum):
     """What happened to a desk's response."""
 
@@ -572,6 +576,72 @@ class ConsultationController(ControllerBase):
         )
         self._emit(consultation, previous)
         return ResponseOutcome.APPLIED
+
+    def answer_from_web(
+        self, consultation_id: int, faculty_id: int, target: str, actor: str
+    ) -> Consultation:
+        """A faculty member's answer given in the browser: the desk's transition, audited.
+
+        The same rules as a desk's button (ownership, ``ALLOWED_TRANSITIONS``, the first
+        answer's time), then the desk is told on ``/cancellations`` so the request
+        leaves its screen: the deployed firmware removes the request named after
+        ``consultation_id`` whatever the rest of the JSON says (contract 3.1;
+        docs/mqtt-topics.md, ``consultation_answered``).
+        """
+        cid = _as_id(consultation_id, ConsultationNotFoundError, "consultation")
+        fid = _as_id(faculty_id, NotOwnConsultationError, "faculty")
+        try:
+            status = ConsultationStatus(target)
+        except ValueError:
+            raise WebAnswerError(f"Unknown answer {target!r}.") from None
+        with self.session() as session:
+            consultation = self._load_for_update(session, cid)
+            if consultation is None or consultation.faculty_id != fid:
+                audit(
+                    session,
+                    actor,
+                    "consultation.web_answer",
+                    f"consultation:{cid}",
+                    success=False,
+                    details={"reason": "not theirs or missing", "target": target},
+                )
+                session.commit()
+                raise ConsultationNotFoundError("No such request of yours.")
+            previous = str(consultation.status)
+            if status not in ALLOWED_TRANSITIONS.get(previous, frozenset()):
+                audit(
+                    session,
+                    actor,
+                    "consultation.web_answer",
+                    f"consultation:{cid}",
+                    success=False,
+                    details={"reason": f"{previous} -> {status.value} not allowed"},
+                )
+                session.commit()
+                raise WebAnswerError(
+                    f"This request is already {previous}; it cannot be marked {status.value}."
+                )
+            at = utcnow()
+            consultation.status = status.value
+            setattr(consultation, f"{status.value}_at", at)
+            if previous == ConsultationStatus.PENDING and status in ANSWER_STATUSES:
+                consultation.answered_at = at
+                consultation.answer_s = max(0.0, (at - consultation.created_at).total_seconds())
+            messages = [self._event_message(consultation, previous)]
+            if previous == ConsultationStatus.PENDING:
+                messages.insert(0, outbound.answered_elsewhere_message(consultation, at))
+            self.stage(session, messages)
+            audit(
+                session,
+                actor,
+                "consultation.web_answer",
+                f"consultation:{cid}",
+                success=True,
+                details={"from": previous, "to": status.value},
+            )
+        logger.info("consultation %d: %s -> %s (web, %s)", cid, previous, status.value, actor)
+        self._emit(consultation, previous)
+        return consultation
 
     def _reject(self, session: Session, fid: int, response: ResponsePayload, reason: str) -> None:
         logger.warning(

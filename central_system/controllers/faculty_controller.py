@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from ..models import Faculty, FacultyStatus, utcnow
 from ..utils import topics
 from . import outbound, roster
-from .base import ControllerBase, DbSource, FacultyEvent, Listeners
+from .base import ControllerBase, DbSource, FacultyEvent, Listeners, audit
 from .schemas import (
     InboundStats,
     MacStatusPayload,
@@ -217,6 +217,43 @@ class FacultyController(ControllerBase):
         self.publish_faculty_status(int(faculty_id), value.value)
         faculty = self.get_faculty(faculty_id)
         assert faculty is not None
+        return faculty
+
+    def set_manual_status(self, faculty_id: int, status: str | None, *, actor: str) -> Faculty:
+        """A faculty member's hand-set "available" / "away" (None clears it). Audited.
+
+        It is what the kiosk shows while the desk is offline (marked as set by hand);
+        an online desk's own presence always wins (``Faculty.is_available``).
+        """
+        if status is not None and status not in (FacultyStatus.AVAILABLE, FacultyStatus.AWAY):
+            raise FacultyValidationError("Choose available or away.")
+        with self.session() as session:
+            faculty = session.get(Faculty, int(faculty_id))
+            if faculty is None:
+                raise FacultyNotFoundError(f"No faculty member with id {faculty_id}.")
+            previous = faculty.manual_status
+            faculty.manual_status = status
+            faculty.manual_status_at = utcnow()
+            audit(
+                session,
+                actor,
+                "faculty.manual_status",
+                f"faculty:{faculty.id}",
+                success=True,
+                details={"from": previous, "to": status, "desk_online": bool(faculty.desk_online)},
+            )
+            session.flush()
+            session.expunge(faculty)
+        self._listeners.emit(
+            FacultyEvent(
+                faculty_id=faculty.id,
+                status=str(status or faculty.status),
+                desk_online=bool(faculty.desk_online),
+                previous_status=previous,
+                previous_desk_online=bool(faculty.desk_online),
+                at=utcnow(),
+            )
+        )
         return faculty
 
     # ------------------------------------------------------------------ CRUD

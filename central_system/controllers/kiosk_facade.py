@@ -56,6 +56,7 @@ def _faculty_view(f: Faculty) -> FacultyView:
         email=f.email,
         status=str(f.status),
         desk_online=bool(f.desk_online),
+        manual_status=None if f.desk_online else f.manual_status,
     )
 
 
@@ -282,7 +283,11 @@ class KioskBackend:
     def admin_exists(self) -> bool:
         """True when at least one administrator account exists."""
         with db.session_scope() as session:
-            return bool(session.scalar(select(func.count()).select_from(Admin)))
+            return bool(
+                session.scalar(
+                    select(func.count()).select_from(Admin).where(Admin.role == "admin")
+                )
+            )
 
     def admin_login(self, username: str, password: str) -> AdminSession:
         """Authenticate an administrator; raises KioskError with a showable reason."""

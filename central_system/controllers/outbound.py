@@ -214,6 +214,26 @@ def cancellation_message(
     return Outgoing(topics.faculty_cancellations_topic(consultation.faculty_id), payload, JSON_QOS)
 
 
+def answered_elsewhere_message(consultation: Consultation, at: datetime) -> Outgoing:
+    """Take a request answered in the web dashboard off the desk (docs/mqtt-topics.md).
+
+    The deployed firmware reads ``/cancellations`` without a JSON library and removes
+    the request named after ``consultation_id`` whatever the ``type`` (contract 3.1);
+    JSON consumers see ``consultation_answered`` with the new status, not a cancellation.
+    """
+    return Outgoing(
+        topics.faculty_cancellations_topic(consultation.faculty_id),
+        {
+            "consultation_id": consultation.id,
+            "type": "consultation_answered",
+            "status": str(consultation.status),
+            "source": "web",
+            "answered_at": iso(at),
+        },
+        JSON_QOS,
+    )
+
+
 def faculty_status_message(
     faculty_id: int, status: str, timestamp: float | None = None
 ) -> Outgoing:

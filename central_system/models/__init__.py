@@ -9,10 +9,12 @@ from .kiosk import AdminSessionToken, KioskToken
 from .legacy import LegacyDeskLogin, LegacyImportMap
 from .outbox import OutboxMessage
 from .student import Student
+from .web import AccountInvite, WebSession
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
     "ANSWER_STATUSES",
+    "AccountInvite",
     "Admin",
     "AdminSessionToken",
     "AnalyticsRollupState",
@@ -30,5 +32,6 @@ __all__ = [
     "LegacyImportMap",
     "OutboxMessage",
     "Student",
+    "WebSession",
     "utcnow",
 ]

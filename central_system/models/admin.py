@@ -11,7 +11,12 @@ from .base import Base, utcnow
 
 
 class Admin(Base):
-    """An administrator. Passwords are argon2id hashes; there is no default account."""
+    """An account: an administrator, or (``role`` faculty) a faculty member's web login.
+
+    Passwords are argon2id hashes; there is no default account. A faculty account is
+    tied to one faculty row and is never an administrator (the kiosk and the API
+    refuse it).
+    """
 
     __tablename__ = "admins"
 
@@ -24,6 +29,10 @@ class Admin(Base):
     locked_until: Mapped[datetime | None] = mapped_column(default=None)
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    role: Mapped[str] = mapped_column(String(16), default="admin", server_default="admin")
+    faculty_id: Mapped[int | None] = mapped_column(
+        ForeignKey("faculty.id", ondelete="CASCADE"), unique=True, default=None
+    )
 
 
 class AuditLog(Base):

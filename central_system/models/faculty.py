@@ -41,12 +41,22 @@ class Faculty(Base):
     desk_online: Mapped[bool] = mapped_column(Boolean, default=False)
     last_seen: Mapped[datetime | None] = mapped_column(default=None)
     status_changed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Set by hand in the web dashboard ("available" / "away") for when the desk is offline
+    # or missing; an online desk's own presence always wins (docs/web.md).
+    manual_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    manual_status_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property
     def is_available(self) -> bool:
-        """True when a student may send this faculty member a request now."""
-        return self.desk_online and self.status == FacultyStatus.AVAILABLE
+        """True when a student may send this faculty member a request now.
+
+        An online desk's presence decides; with the desk offline, the availability
+        the faculty member set by hand in the web dashboard (they answer there).
+        """
+        if self.desk_online:
+            return self.status == FacultyStatus.AVAILABLE
+        return self.manual_status == FacultyStatus.AVAILABLE
 
     def __repr__(self) -> str:
         return f"Faculty(id={self.id!r}, status={self.status!r}, desk_online={self.desk_online!r})"

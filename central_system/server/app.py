@@ -16,6 +16,7 @@ from .central import CentralServer
 from .errors import install_error_handlers
 from .routes import api_router
 from .routes.health import router as health_router
+from .web import mount_web
 
 # The largest request body the API takes (the biggest real one, a request text, is ~2 KiB).
 MAX_BODY_BYTES: Final = 64 * 1024
@@ -120,5 +121,6 @@ def create_app(server: CentralServer) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(api_router)
+    mount_web(app)  # the web dashboard's pages (issue 10, server/web/)
     app.add_middleware(LimitsAndRole, server=server)
     return app
