@@ -1,7 +1,7 @@
 """web dashboard: faculty accounts, browser sessions, invitations, manual availability
 
-Revision ID: 0006_web_dashboard
-Revises: 0005_legacy_desk_login
+Revision ID: 0008_web_dashboard
+Revises: 0007_answer_histograms
 Create Date: 2026-12-01 11:00:00
 
 An account (table ``admins``) gets a ``role`` (``admin`` or ``faculty``) and, for a
@@ -17,8 +17,8 @@ from alembic import op
 
 import central_system.models.base
 
-revision = "0006_web_dashboard"
-down_revision = "0005_legacy_desk_login"
+revision = "0008_web_dashboard"
+down_revision = "0007_answer_histograms"
 branch_labels = None
 depends_on = None
 
