@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, func, select, text
 from central_system import db as dbmod
 from central_system.cli import main as cli_main
 from central_system.config import reset_settings_cache
-from central_system.controllers import FacultyController
+from central_system.controllers import FacultyController, StudentController
 from central_system.controllers.admin_controller import AdminController
 from central_system.models import Admin, AuditLog, Consultation, Faculty, LegacyImportMap, Student
 from central_system.services.legacy_import import (
@@ -155,6 +155,9 @@ def test_import_keeps_what_it_should_refuses_what_it_must_and_a_rerun_adds_nothi
     # The next faculty member added here does not collide with a kept id (PG sequence moved).
     dbmod.dispose_db()
     dbmod.init_db(db_url)
+    # A card tapped at the kiosk (as the reader sends it) finds the imported student.
+    tapped = StudentController().get_by_rfid("a1:b2:c3:d4")
+    assert tapped is not None and tapped.name == "María Clara de los Santos"
     assert FacultyController().create_faculty("Dr. New", email="new@uni.edu").id == 13
 
 
@@ -431,3 +434,13 @@ def test_sqlite_indexes_rebuilt_after_a_big_import_and_restored_when_it_fails(
     assert _consultation_indexes(db_url) == indexes
     rebuilt = any("indexes rebuilt" in m for m in messages)
     assert rebuilt is db_url.startswith("sqlite"), messages  # the path was taken on SQLite
+
+
+def test_legacy_cards_are_normalised_exactly_as_the_kiosk_reader_does() -> None:
+    """The import's normalisation (the student controller's) is the reader's, so an imported
+    card is found when it is tapped."""
+    from central_system.controllers.student_controller import normalize_rfid_uid
+    from central_system.services.rfid import normalize_uid
+
+    for raw in ("a1b2c3d4", "04:AB:CD:EF", "0x0a0b0c0d", " de-ad-be-ef ", "04 a1 b2 c3 d4 e5 f6"):
+        assert normalize_rfid_uid(raw) == normalize_uid(raw)
