@@ -270,6 +270,8 @@ class ConsultationController(ControllerBase):
         fid = _as_id(faculty_id, FacultyNotFoundError, "faculty member")
         text = normalize_message(message)
         code = normalize_course_code(course_code)
+        # Asked before the transaction: nothing may wait on liveness while holding the write lock.
+        utf8 = self._desk_shows_utf8(fid)
         with self.session() as session:
             row = session.execute(_CREATE_LOOKUP, {"sid": sid, "fid": fid}).first()
             if row is None:
@@ -309,9 +311,7 @@ class ConsultationController(ControllerBase):
             consultation = Consultation(id=cid, **values)
             consultation.student = student
             consultation.faculty = faculty
-            messages = outbound.consultation_messages(
-                consultation, student, faculty, utf8=self._desk_shows_utf8(fid)
-            )
+            messages = outbound.consultation_messages(consultation, student, faculty, utf8=utf8)
             messages.append(self._event_message(consultation, None))
             self.stage(session, messages)
         logger.info("consultation %d created: student %d -> faculty %d", consultation.id, sid, fid)

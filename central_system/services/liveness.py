@@ -281,7 +281,12 @@ class LivenessService(ControllerBase):
             if desk.online == before_online and desk.shown == before_shown:
                 event = None
             else:
-                self._write_change(desk, now)
+                try:
+                    self._write_change(desk, now)
+                except Exception:
+                    if resend is not None:  # kept for the desk's next message, not lost
+                        self._keep_doubt(desk, resend)
+                    raise
                 event = FacultyEvent(
                     faculty_id, desk.shown, desk.online, before_shown, before_online, now
                 )
@@ -292,6 +297,14 @@ class LivenessService(ControllerBase):
         if resend is not None:
             self._resend_pending(faculty_id, resend)
         return True
+
+    @staticmethod
+    def _keep_doubt(desk: DeskState, resend: Resend) -> None:
+        """Undo taking ``resend`` from ``desk``: a later message decides again."""
+        if resend.since is None:
+            desk.rebooted = True
+        else:
+            desk.doubt_since = min(desk.doubt_since or resend.since, resend.since)
 
     @staticmethod
     def _new_presence_stamp(
@@ -365,10 +378,13 @@ class LivenessService(ControllerBase):
             self._unknown.pop(faculty_id, None)
 
     def shows_utf8(self, faculty_id: int) -> bool:
-        """True when the desk said it draws UTF-8 (an improved desk); the firmware's font is ASCII."""
-        with self._lock:
-            desk = self._desks.get(faculty_id)
-            return desk is not None and desk.utf8
+        """True when the desk said it draws UTF-8 (an improved desk); the firmware's font is ASCII.
+
+        Lock-free (one dict lookup, one attribute): callers may be inside a database
+        transaction, and the lock is held while liveness itself writes.
+        """
+        desk = self._desks.get(faculty_id)
+        return desk is not None and desk.utf8
 
     def is_online(self, faculty_id: int) -> bool:
         """Whether the desk of ``faculty_id`` is online as far as this service knows."""
@@ -704,7 +720,14 @@ class LivenessService(ControllerBase):
         try:
             resend_fn(faculty_id, resend.since)
         except Exception:
-            logger.exception("re-sending pending requests to faculty %d failed", faculty_id)
+            logger.exception(
+                "re-sending pending requests to faculty %d failed; trying again at its next message",
+                faculty_id,
+            )
+            with self._lock:
+                desk = self._desks.get(faculty_id)
+                if desk is not None:
+                    self._keep_doubt(desk, resend)
 
 
 def _update_many(
