@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..controllers.base import audit
@@ -35,6 +35,11 @@ LAST_USED_EVERY_S: Final = 60.0
 AUDIT_REFUSAL_EVERY_S: Final = 10.0
 MAX_TOKEN_CHARS: Final = 128
 KIOSK_NAME_CHARS: Final = 64
+
+
+_KIOSK_BY_HASH: Final = select(KioskToken.id, KioskToken.name, KioskToken.revoked_at).where(
+    KioskToken.token_hash == bindparam("digest")
+)
 
 
 class EnrollmentError(ValueError):
@@ -150,23 +155,31 @@ class Authenticator:
     # ------------------------------------------------------------------ kiosks
 
     def kiosk(self, token: str) -> KioskPrincipal:
-        """The kiosk holding ``token``; raises :class:`Refused`."""
+        """The kiosk holding ``token``; raises :class:`Refused`.
+
+        One indexed read per call (Core, not the ORM: this runs on every request), so a
+        token revoked by ``consultease kiosk revoke`` in another process is refused at once.
+        """
         if not token.startswith(KIOSK_PREFIX) or len(token) > MAX_TOKEN_CHARS:
             raise Refused("not a kiosk token")
         digest = token_hash(token)
         if self._local_hash is not None and hmac.compare_digest(digest, self._local_hash):
             return KioskPrincipal(None, "local")
         with self._sessions() as s:
-            row = s.scalar(select(KioskToken).where(KioskToken.token_hash == digest))
+            row = s.execute(_KIOSK_BY_HASH, {"digest": digest}).first()
             if row is None:
                 raise Refused("unknown kiosk token")
-            if row.revoked_at is not None:
-                raise Refused("revoked kiosk token", audit_actor=f"kiosk:{row.name}")
-            principal = KioskPrincipal(row.id, row.name)
-            if self._due(row.id):
-                row.last_used_at = utcnow()
+            kiosk_id, name, revoked_at = row
+            if revoked_at is not None:
+                raise Refused("revoked kiosk token", audit_actor=f"kiosk:{name}")
+            if self._due(kiosk_id):
+                s.execute(
+                    update(KioskToken)
+                    .where(KioskToken.id == kiosk_id)
+                    .values(last_used_at=utcnow())
+                )
                 s.commit()
-        return principal
+        return KioskPrincipal(kiosk_id, name)
 
     def _due(self, kiosk_id: int) -> bool:
         now = time.monotonic()

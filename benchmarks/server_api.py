@@ -1,0 +1,253 @@
+"""The server under kiosk load: API latency, event fan-out, server RSS (issue 9, "Numbers").
+
+Real processes: Mosquitto, one ``consultease server`` (SQLite by default, ``--pg URL``
+for PostgreSQL), and this process as the kiosks (asyncio + httpx, so 20 kiosks do
+not queue behind one interpreter lock the way 20 threads would).
+
+  (1) 20 kiosk clients at once, each making the kiosk's calls in a loop at a
+      touchscreen's pace (a card tap, the faculty list, waiting counts, My
+      consultations, and a request every fifth round) for ``--seconds``; p50/p99/max
+      per call and overall. Target: p99 <= 10 ms on loopback.
+  (2) 50 event-stream subscribers; a desk's presence changes (MQTT, as a real desk
+      sends it) ``--changes`` times; for each change, the time from the desk's
+      publish to the event's arrival at each subscriber. Target: p99 <= 100 ms.
+  (3) The server's RSS after the load.
+
+    flock /tmp/consultease-bench.lock .venv/bin/python benchmarks/server_api.py [--pg URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from central_system.utils import topics  # noqa: E402
+from tests.brokers import MosquittoBroker  # noqa: E402
+from tests.mqtt_probe import publish_raw  # noqa: E402
+from tests.server_helpers import (  # noqa: E402
+    ServerProcess,
+    admin_client,
+    bring_online,
+    create_admin,
+    db_engine,
+    enroll,
+)
+
+KIOSKS = 20
+SUBSCRIBERS = 50
+FACULTY = 10
+# A kiosk's pace: a touch every 100 ms at most (people tap, they do not loop).
+KIOSK_PAUSE_S = 0.1
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (nearest rank)."""
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
+
+
+def line(name: str, ms: list[float]) -> str:
+    """One printed row of p50/p99/max in ms."""
+    return f"  {name:<22} n={len(ms):>5}  p50 {pct(ms, 0.5):6.2f}  p99 {pct(ms, 0.99):6.2f}  max {max(ms):7.2f} ms"
+
+
+def reset_pg(url: str) -> None:
+    """An empty schema on the benchmark's PostgreSQL database."""
+    eng = create_engine(url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    eng.dispose()
+
+
+async def kiosk_loop(
+    url: str, token: str, card: str, fids: list[int], seconds: float, out: dict[str, list[float]]
+) -> None:
+    """One kiosk's calls, paced, for ``seconds``."""
+    headers = {"Authorization": f"Bearer {token}"}
+    student = {**headers, "X-Card-UID": card}
+    async with httpx.AsyncClient(base_url=url, timeout=10.0) as client:
+        await client.get("/api/v1/faculty", headers=headers)  # connect before measuring
+        end = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < end:
+            calls = [
+                ("tap (students/me)", "GET", "/api/v1/students/me", student, None),
+                ("faculty list", "GET", "/api/v1/faculty", headers, None),
+                ("waiting counts", "GET", "/api/v1/faculty/waiting", headers, None),
+                ("my consultations", "GET", "/api/v1/students/me/consultations", student, None),
+            ]
+            if n % 5 == 4:
+                body = {"faculty_id": random.choice(fids), "message": "Benchmark request, please."}
+                calls.append(("send request", "POST", "/api/v1/consultations", student, body))
+            for name, method, path, h, body in calls:
+                t0 = time.perf_counter()
+                r = await client.request(method, path, headers=h, json=body)
+                ms = (time.perf_counter() - t0) * 1000
+                if r.status_code < 500:
+                    out.setdefault(name, []).append(ms)
+                else:
+                    out.setdefault("5xx", []).append(ms)
+                await asyncio.sleep(KIOSK_PAUSE_S * random.uniform(0.5, 1.5))
+            n += 1
+
+
+async def subscriber(
+    url: str, token: str, ready: asyncio.Event, got: list[tuple[int, float]], count: list[int]
+) -> None:
+    """One event-stream subscriber: records (faculty id, arrival time) of faculty events."""
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(60.0)) as client,
+        client.stream("GET", "/api/v1/events", headers=headers) as r,
+    ):
+        count[0] += 1
+        if count[0] == SUBSCRIBERS:
+            ready.set()
+        async for raw in r.aiter_lines():
+            if raw.startswith("data:"):
+                event = json.loads(raw[5:])
+                if event.get("kind") == "faculty":
+                    got.append((int(event["id"]), time.perf_counter()))
+
+
+async def fan_out(
+    url: str, token: str, mqtt_port: int, fids: list[int], changes: int
+) -> list[float]:
+    """Publish presence changes; the delay from each publish to each subscriber's event."""
+    ready = asyncio.Event()
+    got: list[tuple[int, float]] = []
+    count = [0]
+    tasks = [
+        asyncio.create_task(subscriber(url, token, ready, got, count)) for _ in range(SUBSCRIBERS)
+    ]
+    await asyncio.wait_for(ready.wait(), 30)
+    await asyncio.sleep(0.5)
+    delays: list[float] = []
+    loop = asyncio.get_running_loop()
+    fid = fids[0]
+    for i in range(changes):
+        got.clear()
+        status = "AWAY" if i % 2 == 0 else "AVAILABLE"
+        payload = json.dumps(
+            {"faculty_id": fid, "present": status == "AVAILABLE", "status": status}
+        ).encode()
+        t0 = time.perf_counter()
+        await loop.run_in_executor(
+            None,
+            lambda p=payload: publish_raw(mqtt_port, topics.faculty_status_topic(fid), p, qos=0),
+        )
+        # publish_raw connects, publishes and disconnects: count from its return (a lower bound
+        # on the publish moment would flatter us; this one can only add the client's teardown).
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len([g for g in got if g[0] == fid]) < SUBSCRIBERS:
+            await asyncio.sleep(0.005)
+        arrivals = [t for f, t in got if f == fid][:SUBSCRIBERS]
+        if len(arrivals) < SUBSCRIBERS:
+            print(
+                f"  change {i}: only {len(arrivals)} of {SUBSCRIBERS} subscribers got it",
+                flush=True,
+            )
+        delays.extend((t - t0) * 1000 for t in arrivals)
+        await asyncio.sleep(0.3)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return delays
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--pg", default=None, help="a PostgreSQL URL to use (its schema is emptied)"
+    )
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--changes", type=int, default=20)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="consultease-serverbench-"))
+    if args.pg:
+        reset_pg(args.pg)
+        db_url = args.pg
+    else:
+        db_url = f"sqlite:///{tmp / 'consultease.db'}"
+    broker = MosquittoBroker().start()
+    server = ServerProcess(db_url, broker.port, tmp, client_id=f"bench-{uuid.uuid4().hex[:6]}")
+    server.env["CONSULTEASE_LOG_LEVEL"] = "WARNING"
+    server.start()
+    try:
+        server.wait_role("active")
+        with db_engine(db_url) as engine:
+            create_admin(engine)
+            tokens = [enroll(engine, f"bench-{i}") for i in range(KIOSKS)]
+        admin = admin_client(server.url)
+        fids = [admin.save_faculty(None, f"Dr. Bench {i}", "CS", None).id for i in range(FACULTY)]
+        cards = [f"B0{i:06X}" for i in range(KIOSKS)]
+        for i, card in enumerate(cards):
+            admin.register_student(f"Student {i}", f"B-{i:05d}", "CS", card)
+        for fid in fids:
+            bring_online(admin, broker.port, fid)
+        proc = psutil.Process(server.proc.pid)
+        rss_idle = proc.memory_info().rss / 2**20
+        db = "PostgreSQL" if args.pg else "SQLite"
+        print(
+            f"server API benchmark: {db}, {KIOSKS} kiosks, {os.cpu_count()} CPUs, "
+            f"load average {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
+
+        # (1) 20 kiosks
+        out: dict[str, list[float]] = {}
+
+        async def kiosks() -> None:
+            await asyncio.gather(
+                *(
+                    kiosk_loop(server.url, tokens[i], cards[i], fids, args.seconds, out)
+                    for i in range(KIOSKS)
+                )
+            )
+
+        asyncio.run(kiosks())
+        print(f"(1) {KIOSKS} kiosk clients for {args.seconds:.0f} s:", flush=True)
+        every: list[float] = []
+        for name, ms in sorted(out.items()):
+            print(line(name, ms), flush=True)
+            every.extend(ms)
+        print(line("all calls", every), flush=True)
+        rate = len(every) / args.seconds
+        print(f"  {rate:.0f} calls/s; 5xx answers: {len(out.get('5xx', []))}", flush=True)
+
+        # (2) fan-out
+        delays = asyncio.run(fan_out(server.url, tokens[0], broker.port, fids, args.changes))
+        print(f"(2) one change to {SUBSCRIBERS} subscribers, {args.changes} changes:", flush=True)
+        print(line("desk publish -> event", delays), flush=True)
+
+        rss = proc.memory_info().rss / 2**20
+        print(
+            f"(3) server RSS: {rss_idle:.0f} MiB idle after start, {rss:.0f} MiB after the load",
+            flush=True,
+        )
+        print(f"api p99 ms: {pct(every, 0.99):.2f}", flush=True)
+        print(f"fan-out p99 ms: {pct(delays, 0.99):.2f}", flush=True)
+    finally:
+        server.stop()
+        broker.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
