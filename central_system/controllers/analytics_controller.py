@@ -225,7 +225,7 @@ class AnalyticsController(ControllerBase):
         with self.session() as session:
             totals = self._hourly(session, start, end, "total").get(None)
             by_name = dict(zip(HOURLY_COUNTERS, totals or [0] * len(HOURLY_COUNTERS), strict=True))
-            stats = self._answer_percentiles(session, start, end, None, by_name["answered"])
+            stats = self._answer_percentiles(session, start, end, None)
         median, p90 = stats.get(None, (None, None))
         columns = (
             "requests",
@@ -250,12 +250,13 @@ class AnalyticsController(ControllerBase):
         """Per faculty member: requests, answered, expired, cancelled, answer rate, median/p90."""
         self._check(start, end)
         with self.session() as session:
-            counts = self._daily_by_faculty(session, start, end)
-            answered = sum(v[1] for v in counts.values())
-            stats = self._answer_percentiles(session, start, end, Consultation.faculty_id, answered)
+            by_faculty = self._by_faculty(session, start, end)
             people = self._faculty(session)
+            stats = self._answer_percentiles(
+                session, start, end, Consultation.faculty_id, by_faculty, people
+            )
         rows = []
-        for fid, (n, a, x, c) in counts.items():
+        for fid, (n, a, x, c, *_buckets) in by_faculty.items():
             name, dept = people.get(fid, ("(deleted)", ""))
             median, p90 = stats.get(fid, (None, None))
             rows.append((fid, name, dept, n, a, x, c, _rate(a, x), median, p90))
@@ -270,15 +271,16 @@ class AnalyticsController(ControllerBase):
         """Per department: requests, answered, expired, cancelled, answer rate, median/p90."""
         self._check(start, end)
         with self.session() as session:
-            by_faculty = self._daily_by_faculty(session, start, end)
-            answered = sum(v[1] for v in by_faculty.values())
-            stats = self._answer_percentiles(session, start, end, Faculty.department, answered)
+            by_faculty = self._by_faculty(session, start, end)
             people = self._faculty(session)
+            stats = self._answer_percentiles(
+                session, start, end, Faculty.department, by_faculty, people
+            )
         counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
         for fid, values in by_faculty.items():
-            sums = counts[people.get(fid, ("", ""))[1] or ""]
-            for i, v in enumerate(values):
-                sums[i] += v
+            sums = counts[people.get(fid, ("", ""))[1]]
+            for i in range(4):
+                sums[i] += values[i]
         rows = []
         for dept, (n, a, x, c) in counts.items():
             median, p90 = stats.get(dept, (None, None))
@@ -461,22 +463,26 @@ class AnalyticsController(ControllerBase):
         slots = self._hourly(session, start, end, "week")
         return [(WEEKDAYS[d], h, counts[0]) for (d, h), counts in slots.items() if counts[0]]
 
-    def _daily_by_faculty(
-        self, session: Session, start: datetime, end: datetime
-    ) -> dict[int, tuple[int, int, int, int]]:
-        """``(requests, answered, expired, cancelled)`` per faculty id: rollups and raw edges."""
+    def _by_faculty(self, session: Session, start: datetime, end: datetime) -> dict[int, list[int]]:
+        """Per faculty id: requests, answered, expired, cancelled, then the 24 histogram buckets.
+
+        One grouped scan of the daily rollup for the whole UTC days, and of the
+        consultations at the edges.
+        """
         rolled, raw = self._split(session, start, end, DAY)
-        result: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        width = len(DAILY_COUNTERS) + len(BUCKET_COLUMNS)
+        result: dict[int, list[int]] = {}
 
         def add(fid: int, counts: Sequence[Any]) -> None:
-            sums = result[int(fid)]
+            sums = result.setdefault(int(fid), [0] * width)
             for i, c in enumerate(counts):
                 sums[i] += int(c or 0)
 
         if rolled is not None:
             table = ConsultationStatsDaily
+            columns = (*DAILY_COUNTERS, *BUCKET_COLUMNS)
             stmt = (
-                select(table.faculty_id, *(func.sum(getattr(table, n)) for n in DAILY_COUNTERS))
+                select(table.faculty_id, *(func.sum(getattr(table, n)) for n in columns))
                 .where(table.day >= rolled[0], table.day < rolled[1])
                 .group_by(table.faculty_id)
             )
@@ -484,13 +490,13 @@ class AnalyticsController(ControllerBase):
                 add(fid, counts)
         for a, b in raw:
             stmt = (
-                select(Consultation.faculty_id, *_counters(DAILY_COUNTERS))
+                select(Consultation.faculty_id, *_counters(DAILY_COUNTERS), *_bucket_counters())
                 .where(*self._in_range(a, b))
                 .group_by(Consultation.faculty_id)
             )
             for fid, *counts in session.execute(stmt):
                 add(fid, counts)
-        return {fid: (v[0], v[1], v[2], v[3]) for fid, v in result.items() if v[0]}
+        return {fid: v for fid, v in result.items() if v[0]}
 
     @staticmethod
     def _faculty(session: Session) -> dict[int, tuple[str, str]]:
@@ -498,20 +504,45 @@ class AnalyticsController(ControllerBase):
         return {int(fid): (name, dept or "") for fid, name, dept in rows}
 
     def _answer_percentiles(
-        self, session: Session, start: datetime, end: datetime, key: Any | None, answered: int
+        self,
+        session: Session,
+        start: datetime,
+        end: datetime,
+        key: Any | None,
+        by_faculty: dict[int, list[int]] | None = None,
+        people: dict[int, tuple[str, str]] | None = None,
     ) -> dict[Any, tuple[float | None, float | None]]:
         """Median and 90th percentile of ``answer_s`` per ``key`` (None: overall).
 
-        Exact up to :data:`EXACT_PERCENTILES_MAX` answers in the range; beyond, read from
-        the rollup's answer-time histograms (approximate, docs/analytics.md).
+        Exact up to :attr:`exact_percentiles_max` answers in the range; beyond, read from
+        the answer-time histograms of ``by_faculty`` (approximate, docs/analytics.md).
         """
+        if by_faculty is None:
+            by_faculty = self._by_faculty(session, start, end)
+        answered = sum(v[1] for v in by_faculty.values())
         if answered > self.exact_percentiles_max:
-            return self._histogram_percentiles(session, start, end, key)
+            people = people if people is not None else self._faculty(session)
+            histograms: dict[Any, list[int]] = {}
+            for fid, counters in by_faculty.items():
+                if key is Consultation.faculty_id:
+                    group: Any = fid
+                elif key is Faculty.department:
+                    group = people.get(fid, ("", ""))[1]
+                else:
+                    group = None
+                sums = histograms.setdefault(group, [0] * len(BUCKET_COLUMNS))
+                for i, v in enumerate(counters[len(DAILY_COUNTERS) :]):
+                    sums[i] += v
+            return {
+                g: (histogram_percentile(h, 0.5), histogram_percentile(h, 0.9))
+                for g, h in histograms.items()
+                if sum(h)
+            }
         where = [*self._in_range(start, end), Consultation.answer_s.is_not(None)]
-        group = key if key is not None else literal(None)
+        group_by = key if key is not None else literal(None)
         if session.get_bind().dialect.name == "postgresql":
             stmt: Select[Any] = select(
-                group,
+                group_by,
                 func.percentile_cont(0.5).within_group(Consultation.answer_s),
                 func.percentile_cont(0.9).within_group(Consultation.answer_s),
             ).where(*where)
@@ -524,58 +555,13 @@ class AnalyticsController(ControllerBase):
                 for k, m, p in session.execute(stmt)
             }
         # SQLite has no percentile function: read the values sorted.
-        values_stmt: Select[Any] = select(group, Consultation.answer_s).where(*where)
+        values_stmt: Select[Any] = select(group_by, Consultation.answer_s).where(*where)
         if key is Faculty.department:
             values_stmt = values_stmt.join(Faculty, Faculty.id == Consultation.faculty_id)
         values: dict[Any, list[float]] = defaultdict(list)
         for k, v in session.execute(values_stmt.order_by(Consultation.answer_s)):
             values[k].append(float(v))
         return {k: (percentile(vs, 0.5), percentile(vs, 0.9)) for k, vs in values.items()}
-
-    def _histogram_percentiles(
-        self, session: Session, start: datetime, end: datetime, key: Any | None
-    ) -> dict[Any, tuple[float | None, float | None]]:
-        """Percentiles from answer-time histograms: rollup days, plus the raw edges bucketed."""
-        rolled, raw = self._split(session, start, end, DAY)
-        counts: dict[Any, list[int]] = {}
-
-        def merge(k: Any, values: Sequence[Any]) -> None:
-            sums = counts.setdefault(k, [0] * len(ANSWER_BUCKETS_S))
-            for i, v in enumerate(values):
-                sums[i] += int(v or 0)
-
-        def grouped(stmt: Select[Any], faculty_id: Any) -> Select[Any]:
-            if key is Faculty.department:
-                stmt = stmt.join(Faculty, Faculty.id == faculty_id)
-            return stmt.group_by(key) if key is not None else stmt
-
-        group = key if key is not None else literal(None)
-        if rolled is not None:
-            table = ConsultationStatsDaily
-            stmt = select(group, *(func.sum(getattr(table, c)) for c in BUCKET_COLUMNS)).where(
-                table.day >= rolled[0], table.day < rolled[1]
-            )
-            if key is Consultation.faculty_id:
-                stmt = select(
-                    table.faculty_id, *(func.sum(getattr(table, c)) for c in BUCKET_COLUMNS)
-                ).where(table.day >= rolled[0], table.day < rolled[1])
-                stmt = stmt.group_by(table.faculty_id)
-            else:
-                stmt = grouped(stmt, table.faculty_id)
-            for k, *values in session.execute(stmt):
-                merge(k, values)
-        for a, b in raw:
-            stmt = grouped(
-                select(group, *_bucket_counters()).where(*self._in_range(a, b)),
-                Consultation.faculty_id,
-            )
-            for k, *values in session.execute(stmt):
-                merge(k, values)
-        return {
-            k: (histogram_percentile(c, 0.5), histogram_percentile(c, 0.9))
-            for k, c in counts.items()
-            if sum(c)
-        }
 
 
 def _counters(names: Sequence[str]) -> list[Any]:
