@@ -604,9 +604,7 @@ class AdminController:
     def list_admins(self) -> list[AdminInfo]:
         """Every administrator, by username."""
         with self._session() as s:
-            rows = s.scalars(
-                select(Admin).where(Admin.role == ROLE_ADMIN).order_by(Admin.username)
-            )
+            rows = s.scalars(select(Admin).where(Admin.role == ROLE_ADMIN).order_by(Admin.username))
             return [self._info(a) for a in rows]
 
     def get_admin(self, username: str) -> AdminInfo | None:

@@ -284,9 +284,7 @@ class KioskBackend:
         """True when at least one administrator account exists."""
         with db.session_scope() as session:
             return bool(
-                session.scalar(
-                    select(func.count()).select_from(Admin).where(Admin.role == "admin")
-                )
+                session.scalar(select(func.count()).select_from(Admin).where(Admin.role == "admin"))
             )
 
     def admin_login(self, username: str, password: str) -> AdminSession:

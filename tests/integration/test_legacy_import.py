@@ -408,10 +408,10 @@ def _consultation_indexes(url: str) -> list[str]:
         engine.dispose()
 
 
-def test_sqlite_indexes_rebuilt_after_a_big_import_and_restored_when_it_fails(
+def test_indexes_rebuilt_after_a_big_import_and_restored_when_it_fails(
     db_url: str, legacy_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A big import into SQLite drops the consultation indexes and builds them once at the end;
+    """A big import drops the consultation indexes and builds them once at the end;
     a failure (or a dry run) gives them back with the rest of the transaction."""
     from central_system.services import legacy_import as module
 
@@ -432,8 +432,7 @@ def test_sqlite_indexes_rebuilt_after_a_big_import_and_restored_when_it_fails(
     report = _import(legacy_url, db_url, progress=messages.append)
     assert report.tables["consultations"].imported == 6  # type: ignore[attr-defined]
     assert _consultation_indexes(db_url) == indexes
-    rebuilt = any("indexes rebuilt" in m for m in messages)
-    assert rebuilt is db_url.startswith("sqlite"), messages  # the path was taken on SQLite
+    assert any(f"{len(indexes)} indexes rebuilt" in m for m in messages), messages  # taken
 
 
 def test_legacy_cards_are_normalised_exactly_as_the_kiosk_reader_does() -> None:
