@@ -116,7 +116,9 @@ class Settings(BaseSettings):
     # Where the kiosk runs the central system (database, MQTT service, controllers):
     # "process" (a child process, so MQTT bursts never hold the Qt thread's interpreter
     # lock) or "thread" (the kiosk's own process; tests and tools that need one process).
-    kiosk_backend: Literal["process", "thread"] = "process"
+    # "server": a ``consultease server`` child on a Unix socket, spoken to over the API
+    # (issue 9; the same client as for CONSULTEASE_SERVER_URL).
+    kiosk_backend: Literal["process", "thread", "server"] = "process"
     # The backend process's niceness above the kiosk's: when both want the CPU, the screen
     # goes first (the backend's work waits a few ms, it is never dropped).
     kiosk_backend_nice: int = Field(default=5, ge=0, le=19)

@@ -85,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
         except (KioskError, ValueError) as err:
             print(f"consultease run: {err}", file=sys.stderr)
             return 2
+    elif settings.kiosk_backend == "server":
+        # The central system as a server child on a Unix socket, spoken to over the API.
+        from ..kiosk.api_backend import ApiBackend
+
+        backend = ApiBackend.local_server(settings)
     elif settings.kiosk_backend == "process":
         # The central system in a child process: its MQTT bursts cannot stall the screen.
         # Started after the window shows, and retried until it is up (a database or

@@ -25,6 +25,27 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+PARENT_CHECK_S = 0.5
+
+
+def _follow_parent(parent: str | None) -> None:
+    """A kiosk's own server ends when the kiosk does (even SIGKILLed): SIGTERM to itself."""
+    if not parent:
+        return
+    import os
+    import signal
+    import threading
+
+    expected = int(parent)
+
+    def watch() -> None:
+        while os.getppid() == expected:
+            threading.Event().wait(PARENT_CHECK_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; exit 2 when another server holds the SQLite database."""
     import os
@@ -39,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # A kiosk that starts its own server passes the token it will use (never stored).
     local_token = os.environ.pop("CONSULTEASE_SERVER_LOCAL_TOKEN", None)
+    _follow_parent(os.environ.pop("CONSULTEASE_SERVER_PARENT_PID", None))
+    nice = int(os.environ.pop("CONSULTEASE_SERVER_NICE", "0") or 0)
+    if nice > 0:
+        # Before any thread starts (threads inherit it): the kiosk's screen goes first.
+        os.nice(nice)
     try:
         return serve(
             settings,

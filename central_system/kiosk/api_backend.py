@@ -40,9 +40,13 @@ TAP_AGAIN = "Please tap your card again."
 class ApiBackend:
     """The kiosk's calls, each one an API call; the server's events to the bridge."""
 
-    def __init__(self, client: ApiClient, settings: Any = None) -> None:
+    def __init__(self, client: ApiClient, settings: Any = None, *, local: Any = None) -> None:
         self.client = client
         self.settings = settings
+        # The kiosk's own server (``LocalServer``) when it runs one, else None.
+        self.local = local
+        if local is not None:
+            local.on_state = self._set_state
         self.mqtt_state = "starting"
         self._cards: dict[int, str] = {}
         self._last_card: str | None = None
@@ -112,13 +116,59 @@ class ApiBackend:
                 logger.info("event stream lost (%s); reconnecting", err)
             if self._stop.is_set():
                 return
-            self._set_state(UNREACHABLE_STATE)
+            self._set_state(self._down_state())
             self.reconnects += 1
             delay = RECONNECT_DELAYS_S[min(attempt, len(RECONNECT_DELAYS_S) - 1)]
             attempt += 1
             if self._stop.wait(delay):
                 return
             self._resync()
+
+    def _down_state(self) -> str:
+        """What the header says while the stream is down."""
+        local = self.local
+        if local is None:
+            return UNREACHABLE_STATE
+        if local.state in ("starting", "backend_failed"):
+            return str(local.state)
+        return "backend_down"  # the kiosk's own central system is restarting
+
+    @classmethod
+    def local_server(cls, settings: Any) -> ApiBackend:
+        """A backend on a server of the kiosk's own (``LocalServer``), not yet started."""
+        from .local_server import LocalServer
+
+        local = LocalServer(settings)
+        client = ApiClient("http://kiosk", local.token, uds=str(local.socket_path))
+        return cls(client, settings, local=local)
+
+    @property
+    def pid(self) -> int | None:
+        """The kiosk's own server's pid (None with a remote server)."""
+        return self.local.pid if self.local is not None else None
+
+    @property
+    def restarts(self) -> int:
+        """How often the kiosk's own server was restarted."""
+        return int(self.local.restarts) if self.local is not None else 0
+
+    def start(self) -> ApiBackend:
+        """Start the kiosk's own server and wait until it answers (no-op with a remote one)."""
+        if self.local is not None:
+            self.local.start()
+        return self
+
+    def start_in_background(self) -> ApiBackend:
+        """Start the kiosk's own server without waiting (retried until it is up)."""
+        if self.local is not None:
+            self.local.start_in_background()
+        return self
+
+    def close(self) -> None:
+        """Stop following events; stop the kiosk's own server."""
+        self.disconnect_events()
+        if self.local is not None:
+            self.local.close()
 
     def _resync(self) -> None:
         """After a gap in the stream: every faculty card may have changed; say so."""
@@ -255,7 +305,10 @@ class ApiBackend:
     def system_stats(self) -> dict[str, Any]:
         """The central system's statistics, and which server answered."""
         stats = self.client.system_stats()
-        stats["backend"] = f"{stats.get('backend', 'server')} at {self.client.active_url}"
+        if self.local is not None:
+            stats["backend"] = f"child process {self.pid}, restarts {self.restarts}"
+        else:
+            stats["backend"] = f"{stats.get('backend', 'server')} at {self.client.active_url}"
         return stats
 
     def backup_available(self) -> bool:
