@@ -411,6 +411,7 @@ def setup_flap(b: Bench) -> subprocess.Popen[bytes]:
         "--port",
         str(b.broker.port),
         "--flap",
+        "--flap-presence-only",  # presence changes, as measured before --flap also dropped Wi-Fi
         "--flap-interval",
         "0.5",
         "--connect-spread",
