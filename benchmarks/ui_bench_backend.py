@@ -8,6 +8,7 @@ in the backend's child process (``--backend process``, what ``consultease run`` 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from central_system.views.backend import KioskBackend
@@ -72,4 +73,91 @@ class BenchBackend(KioskBackend):
         """Every one of ``faculty_ids`` is shown available."""
         return all(
             (v := self.get_faculty(fid)) is not None and v.can_request for fid in faculty_ids
+        )
+
+
+class ServerBenchBackend(BenchBackend):
+    """In a ``consultease server`` child (``--backend server``): echo the benchmark's topic.
+
+    The kiosk has no MQTT connection in that design, so it cannot ask for the echo: the
+    topic comes in ``CONSULTEASE_BENCH_ECHO_TOPIC`` and every message on it becomes a
+    consultation event on the server's event stream.
+    """
+
+    def connect_events(self, bridge: Any) -> None:
+        super().connect_events(bridge)
+        topic = os.environ.get("CONSULTEASE_BENCH_ECHO_TOPIC")
+        if topic:
+            self.bench_echo(topic)
+
+
+class ServerBenchClient:
+    """The kiosk's ``ApiBackend`` plus the benchmark's calls, made through the API."""
+
+    def __init__(self, backend: Any, echo_topic: str, mqtt_port: int) -> None:
+        import subprocess
+        import sys
+
+        self._backend = backend
+        self.echo_topic = echo_topic
+        # The load generator: a publisher process the kiosk's worker feeds ranges to (the
+        # kiosk itself holds no MQTT connection in this design).
+        script = (
+            "import sys, paho.mqtt.client as m\n"
+            "from paho.mqtt.enums import CallbackAPIVersion as V\n"
+            "c = m.Client(V.VERSION2); c.connect('127.0.0.1', int(sys.argv[1])); c.loop_start()\n"
+            "for line in sys.stdin:\n"
+            "    a, n = map(int, line.split())\n"
+            "    for i in range(a, a + n):\n"
+            "        c.publish(sys.argv[2], '{\"i\": %d}' % i, qos=1)\n"
+        )
+        self._publisher = subprocess.Popen(
+            [sys.executable, "-c", script, str(mqtt_port), echo_topic],
+            stdin=subprocess.PIPE,
+            text=True,
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def close(self) -> None:
+        if self._publisher.stdin is not None:
+            self._publisher.stdin.close()
+        self._publisher.wait(10)
+        self._backend.close()
+
+    def bench_seed(
+        self, faculty_names: list[str], department: str, student: tuple[str, str, str]
+    ) -> dict[str, Any]:
+        b = self._backend
+        ids = [b.save_faculty(None, n, department, None, "bench").id for n in faculty_names]
+        sid = None
+        if student[0]:
+            sid = b.register_student(student[0], student[1], "", student[2], "bench").id
+        return {"faculty": ids, "student": sid}
+
+    def bench_echo(self, topic: str) -> None:
+        if topic != self.echo_topic:
+            raise ValueError("the server echoes only the topic it was started with")
+
+    def bench_unecho(self) -> None:
+        return None
+
+    def bench_publish(self, topic: str, start: int, count: int) -> int:
+        assert self._publisher.stdin is not None
+        self._publisher.stdin.write(f"{start} {count}\n")
+        self._publisher.stdin.flush()
+        return count
+
+    def bench_desks_online(self, faculty_ids: list[int]) -> int:
+        return sum(
+            1
+            for fid in faculty_ids
+            if (v := self._backend.get_faculty(fid)) is not None and v.desk_online
+        )
+
+    def bench_available(self, faculty_ids: list[int]) -> bool:
+        return all(
+            (v := self._backend.get_faculty(fid)) is not None and v.can_request
+            for fid in faculty_ids
         )

@@ -157,9 +157,11 @@ class Bench:
             kiosk_inactivity_timeout_s=3600,
         )
         self.system = None
-        self.process: BackendProcess | None = None
+        self.process: Any = None
         self.backend: Any
-        if backend_mode == "process":
+        if backend_mode == "server":
+            self._start_server_mode(settings)
+        elif backend_mode == "process":
             # The child imports the bench backend from this checkout.
             os.environ["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
@@ -192,6 +194,32 @@ class Bench:
         while time.monotonic() < deadline and not self.backend.bench_available(self.faculty_ids):
             time.sleep(0.05)
 
+    def _start_server_mode(self, settings: Settings) -> None:
+        """A ``consultease server`` child on a Unix socket, the kiosk its API client (issue 9)."""
+        from benchmarks.ui_bench_backend import ServerBenchClient
+        from central_system.controllers.admin_controller import AdminController
+        from central_system.db import create_db_engine
+        from central_system.kiosk.api_backend import ApiBackend
+
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
+        topic = f"bench/ui/{uuid.uuid4().hex[:6]}"
+        api = ApiBackend.local_server(settings.model_copy(update={"kiosk_backend": "server"}))
+        api.local.log_level = "ERROR"
+        api.local.extra_env = {
+            "CONSULTEASE_SERVER_BACKEND_FACTORY": "benchmarks.ui_bench_backend:ServerBenchBackend",
+            "CONSULTEASE_BENCH_ECHO_TOPIC": topic,
+        }
+        api.start()
+        engine = create_db_engine(settings.effective_database_url)
+        password = AdminController.generate_password()
+        AdminController(db=engine).create_first_admin("bench-admin", password)
+        engine.dispose()
+        api.admin_login("bench-admin", password)
+        self.process = api
+        self.backend = ServerBenchClient(api, topic, self.broker.port)
+
     @property
     def connected(self) -> bool:
         return bool(self.backend.mqtt_state == "connected")
@@ -207,7 +235,9 @@ class Bench:
         self.kiosk.close()
         for d in self.desks:
             d.stop()
-        if self.process is not None:
+        if self.mode == "server":
+            self.backend.close()
+        elif self.process is not None:
             self.process.close()
         if self.system is not None:
             self.system.stop()
@@ -219,7 +249,8 @@ class Bench:
 
 def scenario_a(b: Bench) -> list[float]:
     """10,000 messages out through the worker and back in through the bridge."""
-    topic = f"bench/ui/{uuid.uuid4().hex[:6]}"
+    # The server child echoes only the topic it was started with (``--backend server``).
+    topic = getattr(b.backend, "echo_topic", None) or f"bench/ui/{uuid.uuid4().hex[:6]}"
     received = {"n": 0, "done_tasks": 0}
     b.kiosk.bridge.consultation_changed.connect(
         lambda _cid, _s: received.__setitem__("n", received["n"] + 1)
@@ -476,7 +507,7 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
     """``--backend process|thread`` (also used by ui_lag_diagnose.py)."""
     parser.add_argument(
         "--backend",
-        choices=("process", "thread"),
+        choices=("process", "server", "thread"),
         default="process",
         help="where the central system runs: a child process (consultease run) or the kiosk's process",
     )
@@ -496,7 +527,12 @@ def main() -> int:
     try:
         print(
             f"60 Hz probe on the Qt thread; lateness in ms (tick {TICK_MS} ms); "
-            f"central system: {'child process' if args.backend == 'process' else 'kiosk process'}",
+            "central system: "
+            + {
+                "process": "child process",
+                "server": "server child over the API",
+                "thread": "kiosk process",
+            }[args.backend],
             flush=True,
         )
         if "a" in only:

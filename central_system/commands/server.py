@@ -65,9 +65,18 @@ def run(args: argparse.Namespace) -> int:
     if nice > 0:
         # Before any thread starts (threads inherit it): the kiosk's screen goes first.
         os.nice(nice)
+    # Tests and benchmarks only: a subclass of the facade with their hooks ("module:attr").
+    factory_path = os.environ.pop("CONSULTEASE_SERVER_BACKEND_FACTORY", "")
+    factory = None
+    if factory_path:
+        import importlib
+
+        module_name, _, attr = factory_path.partition(":")
+        factory = getattr(importlib.import_module(module_name), attr)
     try:
         return serve(
             settings,
+            backend_factory=factory,
             host=args.host,
             port=args.port,
             uds=args.uds,

@@ -75,8 +75,10 @@ class LocalServer:
         start_timeout: float = START_TIMEOUT_S,
         restart: bool = True,
         log_level: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
+        self.extra_env = dict(extra_env or {})
         self.token = "cek_" + secrets.token_urlsafe(32)
         self.socket_path = Path(settings.data_dir) / "run" / f"kiosk-{os.getpid()}.sock"
         if len(str(self.socket_path)) > MAX_SOCKET_PATH:
@@ -137,6 +139,7 @@ class LocalServer:
             TOKEN_ENV: self.token,
             PARENT_ENV: str(os.getpid()),
             NICE_ENV: str(int(getattr(self.settings, "kiosk_backend_nice", 0))),
+            **self.extra_env,
         }
         cmd = [
             sys.executable,
