@@ -33,20 +33,14 @@ def _faculty(ctx: WebCtx, faculty_id: int) -> Faculty:
 def _queue_context(ctx: WebCtx, faculty_id: int) -> dict[str, Any]:
     with ctx.db() as s:
         pending, accepted = queries.faculty_queue(s, faculty_id)
-    return {"pending": pending, "accepted": accepted}
+    return {"pending": pending, "accepted": accepted, "faculty": _faculty(ctx, faculty_id)}
 
 
 @router.get("")
 def queue_page(request: Request, ctx: WebCtx, user: FacultyUser) -> Response:
     """The live queue with availability."""
     assert user.faculty_id is not None
-    return render(
-        request,
-        "faculty_queue.html",
-        user,
-        faculty=_faculty(ctx, user.faculty_id),
-        **_queue_context(ctx, user.faculty_id),
-    )
+    return render(request, "faculty_queue.html", user, **_queue_context(ctx, user.faculty_id))
 
 
 @router.get("/queue")

@@ -35,7 +35,7 @@
   var events = new EventSource(box.getAttribute("data-events"));
   events.addEventListener("open", function () { say("Live: new requests appear here by themselves."); reload(); });
   events.addEventListener("consultation", reload);
-  events.addEventListener("faculty", function () { window.location.reload(); });
+  events.addEventListener("faculty", reload);
   events.addEventListener("overflow", function () { events.close(); window.location.reload(); });
   events.addEventListener("error", function () { say("Live updates reconnecting…"); });
   // Waiting times tick on the server's clock: refresh them every half minute.
