@@ -107,6 +107,8 @@ _FIRST_ANSWER_UPDATES: Final = {
 # The expiry sweep takes at most this many requests per transaction (bounded work).
 EXPIRE_BATCH: Final = 200
 
+# The largest consultation id each database's key holds (models: INTEGER primary key).
+_MAX_KEY: Final = {"postgresql": 2**31 - 1}
 MIN_MESSAGE_CHARS: Final = 10
 MAX_MESSAGE_CHARS: Final = 500
 DEFAULT_MAX_PENDING_PER_FACULTY: Final = 3
@@ -524,7 +526,10 @@ class ConsultationController(ControllerBase):
         with self.session() as session:
             # Core, not the ORM: a desk response needs four columns and one UPDATE, and it
             # runs for every request under load (no unit of work, no joined student/faculty).
-            found = session.execute(_RESPONSE_LOOKUP, {"cid": cid}).first()
+            # An id beyond what this database's key can hold names no consultation (PostgreSQL's
+            # INTEGER key stops at 2**31 - 1; SQLite's reaches 2**63 - 1): never sent to it.
+            fits = cid <= _MAX_KEY.get(session.get_bind().dialect.name, 2**63 - 1)
+            found = session.execute(_RESPONSE_LOOKUP, {"cid": cid}).first() if fits else None
             reason: str | None = None
             if response.faculty_id != topic_faculty_id:
                 reason = (

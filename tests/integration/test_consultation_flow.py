@@ -277,6 +277,25 @@ def test_foreign_or_late_responses_change_nothing_and_are_audited(
     assert [e.status for e in events] == ["pending", "declined"]
 
 
+def test_a_response_with_an_id_beyond_2_31_reaches_the_database_and_is_refused_cleanly(
+    central: ConsultEaseApp, world: dict[str, Any], broker
+) -> None:
+    # SQLite can create such ids; the parser used to drop them as out of range before
+    # they were looked up. No such consultation here: refused with an audit entry, on
+    # PostgreSQL too (an int4 key compared with a larger number), never a handler error.
+    fid = world["fid"]
+    stats = central.controllers["inbound_stats"]
+    handler_errors = central.async_mqtt_service.get_stats()["handler_errors"]
+    for cid in (2**31, 2**40, 2**63 - 1):
+        publish_raw(broker.port, topics.faculty_responses_topic(fid), response_payload(fid, cid))
+    assert wait_until(lambda: len(_audit_rows()) == 3)
+    assert {row.target for row in _audit_rows()} == {
+        f"consultation:{cid}" for cid in (2**31, 2**40, 2**63 - 1)
+    }
+    assert stats.dropped.get("invalid", 0) == 0
+    assert central.async_mqtt_service.get_stats()["handler_errors"] == handler_errors
+
+
 def test_silent_desk_goes_offline_and_gets_its_pending_request_again(
     central: ConsultEaseApp, world: dict[str, Any], broker
 ) -> None:
