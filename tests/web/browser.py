@@ -43,6 +43,12 @@ def chromium(width: int = 1280, height: int = 800) -> Iterator[webdriver.Chrome]
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         driver.set_page_load_timeout(30)
+        # The viewport exactly (a window's size includes its frame, and Chromium has a
+        # minimum window width): 390 px wide is a phone, with its touch and meta viewport.
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+        )
         yield driver
     finally:
         with contextlib.suppress(Exception):
