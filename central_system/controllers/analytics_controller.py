@@ -40,6 +40,7 @@ from ..models import (
     Consultation,
     ConsultationStatsDaily,
     ConsultationStatsHourly,
+    ConsultationStatsWeekly,
     ConsultationStatus,
     Faculty,
 )
@@ -53,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 HOUR: Final = timedelta(hours=1)
 DAY: Final = timedelta(days=1)
+WEEK: Final = timedelta(days=7)
 # UTC days older than this are counted into the rollup tables (models/analytics.py); a
 # request made then has long left "pending" (expiry), so its counts no longer change.
 ROLLUP_LAG: Final = timedelta(days=2)
@@ -166,6 +168,8 @@ class AnalyticsController(ControllerBase):
         self.timezone = timezone
         self._rolled_until: datetime | None = None
         self.exact_percentiles_max = EXACT_PERCENTILES_MAX
+        # Refresh the rollups before a report (tests turn it off to read raw rows only).
+        self.auto_refresh = True
         self.reports: dict[str, Callable[[datetime, datetime], Table]] = {
             "requests_per_day": self.requests_per_day,
             "requests_by_hour_of_week": self.requests_by_hour_of_week,
@@ -340,11 +344,29 @@ class AnalyticsController(ControllerBase):
                 .group_by(day, Consultation.faculty_id),
             )
         )
+        # Whole UTC weeks (Monday 00:00) now complete in the daily rows, summed once more.
+        first_week, last_week = _floor_week(since), _floor_week(until)
+        if first_week < last_week:
+            weekly = ConsultationStatsWeekly
+            week = _week_of(dialect, daily.day)
+            columns = (*DAILY_COUNTERS, *BUCKET_COLUMNS)
+            session.execute(
+                delete(weekly).where(weekly.week >= first_week, weekly.week < last_week)
+            )
+            session.execute(
+                insert(weekly).from_select(
+                    ["week", "faculty_id", *columns],
+                    select(week, daily.faculty_id, *(func.sum(getattr(daily, c)) for c in columns))
+                    .where(daily.day >= first_week, daily.day < last_week)
+                    .group_by(week, daily.faculty_id),
+                )
+            )
 
     def _rollup_until(self, session: Session) -> datetime | None:
         """Where the rollups end (refreshing them first when a day has finished)."""
         try:
-            self.refresh_rollups()
+            if self.auto_refresh:
+                self.refresh_rollups()
         except SQLAlchemyError:
             # Another kiosk or thread rolled the same days up at the same moment: theirs
             # counts; the report reads whatever is committed.
@@ -466,10 +488,24 @@ class AnalyticsController(ControllerBase):
     def _by_faculty(self, session: Session, start: datetime, end: datetime) -> dict[int, list[int]]:
         """Per faculty id: requests, answered, expired, cancelled, then the 24 histogram buckets.
 
-        One grouped scan of the daily rollup for the whole UTC days, and of the
-        consultations at the edges.
+        Grouped scans of the weekly rollup for the whole UTC weeks, of the daily rollup for
+        the other whole days, and of the consultations at the edges.
         """
         rolled, raw = self._split(session, start, end, DAY)
+        periods: list[tuple[Any, Any, datetime, datetime]] = []
+        if rolled is not None:
+            week_start = _floor_week(rolled[0])
+            if week_start < rolled[0]:
+                week_start += WEEK
+            # rolled[1] <= the rollups' end: every whole week before it is in the weekly table.
+            week_end = _floor_week(rolled[1])
+            daily, weekly = ConsultationStatsDaily, ConsultationStatsWeekly
+            if week_start < week_end:
+                periods.append((weekly, weekly.week, week_start, week_end))
+                days = [(rolled[0], week_start), (week_end, rolled[1])]
+            else:
+                days = [rolled]
+            periods += [(daily, daily.day, a, b) for a, b in days if a < b]
         width = len(DAILY_COUNTERS) + len(BUCKET_COLUMNS)
         result: dict[int, list[int]] = {}
 
@@ -478,12 +514,11 @@ class AnalyticsController(ControllerBase):
             for i, c in enumerate(counts):
                 sums[i] += int(c or 0)
 
-        if rolled is not None:
-            table = ConsultationStatsDaily
-            columns = (*DAILY_COUNTERS, *BUCKET_COLUMNS)
+        columns = (*DAILY_COUNTERS, *BUCKET_COLUMNS)
+        for table, key, a, b in periods:
             stmt = (
                 select(table.faculty_id, *(func.sum(getattr(table, n)) for n in columns))
-                .where(table.day >= rolled[0], table.day < rolled[1])
+                .where(key >= a, key < b)
                 .group_by(table.faculty_id)
             )
             for fid, *counts in session.execute(stmt):
@@ -609,6 +644,18 @@ def _as_utc(value: Any) -> datetime:
 
 def _floor_hour(when: datetime) -> datetime:
     return when.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _floor_week(when: datetime) -> datetime:
+    day = _floor_day(when)
+    return day - timedelta(days=day.weekday())
+
+
+def _week_of(dialect: str, column: Any) -> Any:
+    """The Monday 00:00 UTC of a UTC-midnight ``column``, as the database stores it."""
+    if dialect == "postgresql":
+        return func.timezone("UTC", func.date_trunc("week", func.timezone("UTC", column)))
+    return func.strftime("%Y-%m-%d 00:00:00.000000", column, "weekday 0", "-6 days")
 
 
 def _floor_day(when: datetime) -> datetime:

@@ -1,7 +1,12 @@
 """SQLAlchemy 2 models of ConsultEase, one module per aggregate, plus the outbox table."""
 
 from .admin import Admin, AuditLog
-from .analytics import AnalyticsRollupState, ConsultationStatsDaily, ConsultationStatsHourly
+from .analytics import (
+    AnalyticsRollupState,
+    ConsultationStatsDaily,
+    ConsultationStatsHourly,
+    ConsultationStatsWeekly,
+)
 from .base import Base, utcnow
 from .consultation import ALLOWED_TRANSITIONS, ANSWER_STATUSES, Consultation, ConsultationStatus
 from .faculty import DeskUnit, Faculty, FacultyStatus
@@ -23,6 +28,7 @@ __all__ = [
     "Consultation",
     "ConsultationStatsDaily",
     "ConsultationStatsHourly",
+    "ConsultationStatsWeekly",
     "ConsultationStatus",
     "DeskUnit",
     "Faculty",

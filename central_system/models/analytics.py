@@ -55,18 +55,15 @@ class ConsultationStatsHourly(Base):
     expired: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class ConsultationStatsDaily(Base):
-    """Consultations made in one UTC day for one faculty member (no foreign key: history stays)."""
+class FacultyStatsColumns:
+    """The counters and answer-time histogram of one faculty member over one period."""
 
-    __tablename__ = "consultation_stats_daily"
-
-    day: Mapped[datetime] = mapped_column(primary_key=True)
     faculty_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     requests: Mapped[int] = mapped_column(Integer, default=0)
     answered: Mapped[int] = mapped_column(Integer, default=0)
     expired: Mapped[int] = mapped_column(Integer, default=0)
     cancelled: Mapped[int] = mapped_column(Integer, default=0)
-    # The answer-time histogram (ANSWER_BUCKETS_S): answers of that day in each bucket.
+    # The answer-time histogram (ANSWER_BUCKETS_S): answers of the period in each bucket.
     h00: Mapped[int] = mapped_column(Integer, default=0)
     h01: Mapped[int] = mapped_column(Integer, default=0)
     h02: Mapped[int] = mapped_column(Integer, default=0)
@@ -91,6 +88,22 @@ class ConsultationStatsDaily(Base):
     h21: Mapped[int] = mapped_column(Integer, default=0)
     h22: Mapped[int] = mapped_column(Integer, default=0)
     h23: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ConsultationStatsDaily(FacultyStatsColumns, Base):
+    """Consultations made in one UTC day for one faculty member (no foreign key: history stays)."""
+
+    __tablename__ = "consultation_stats_daily"
+
+    day: Mapped[datetime] = mapped_column(primary_key=True)
+
+
+class ConsultationStatsWeekly(FacultyStatsColumns, Base):
+    """The same for one UTC week (Monday 00:00 UTC), summed from the daily rows of whole weeks."""
+
+    __tablename__ = "consultation_stats_weekly"
+
+    week: Mapped[datetime] = mapped_column(primary_key=True)
 
 
 class AnalyticsRollupState(Base):

@@ -20,6 +20,7 @@ from central_system.models import (
     Consultation,
     ConsultationStatsDaily,
     ConsultationStatsHourly,
+    ConsultationStatsWeekly,
     Faculty,
     Student,
 )
@@ -211,6 +212,55 @@ def test_long_ranges_read_percentiles_from_answer_time_histograms(
         for r in analytics.answer_times_by_department(START, END).as_dicts()
     }
     assert by_department == {"CS": (105, 180), "Physics": (None, None)}
+
+
+def test_weekly_daily_and_raw_paths_agree(engine: Engine) -> None:
+    """Six weeks of requests: reports from rollups (weeks, days, raw edges) equal raw reports."""
+    first_day = datetime(2026, 10, 5, tzinfo=UTC)  # a Monday
+    statuses = ("accepted", "busy", "expired", "cancelled", "declined", "completed", "pending")
+    with session_scope() as session:
+        student = Student(name="S", student_id="1", rfid_uid="AABBCCDD")
+        people = [
+            Faculty(name=f"Dr. {n}", department=d)
+            for n, d in (("A", "CS"), ("B", "CS"), ("C", "Math"))
+        ]
+        session.add_all([student, *people])
+        session.flush()
+        for d in range(42):
+            for k, f in enumerate(people):
+                for j in range(3):
+                    created = first_day + timedelta(days=d, hours=1 + 7 * j, minutes=13 * k)
+                    status = statuses[(d + k + j) % len(statuses)]
+                    row = Consultation(
+                        student_id=student.id,
+                        faculty_id=f.id,
+                        message="A question over six weeks",
+                        status=status,
+                        created_at=created,
+                    )
+                    if status in ("accepted", "busy", "declined", "completed"):
+                        seconds = float((d * 37 + k * 11 + j * 101) % 4000 + 5)
+                        row.answer_s = seconds
+                        row.answered_at = created + timedelta(seconds=seconds)
+                    session.add(row)
+    # Mid-day Wednesday to mid-day Friday five weeks later: partial days and weeks at both ends.
+    start = datetime(2026, 10, 7, 13, 30, tzinfo=UTC)
+    end = datetime(2026, 11, 13, 7, 0, tzinfo=UTC)
+    raw = AnalyticsController(db=engine, timezone="Asia/Manila")
+    raw.auto_refresh = False  # no rollups at all: every number from the consultations
+    rolled = AnalyticsController(db=engine, timezone="Asia/Manila")
+    for controller in (raw, rolled):
+        controller.exact_percentiles_max = 0  # histograms on both paths
+    expected = raw.summary(start, end)
+    assert expected["outcomes"].rows[0][0] > 300
+    assert rolled.refresh_rollups(now=datetime(2026, 12, 1, tzinfo=UTC))
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(ConsultationStatsWeekly)) == 3 * 6
+    got = rolled.summary(start, end)
+    assert got == expected
+    # And the exact percentiles (below the threshold) agree too.
+    raw.exact_percentiles_max = rolled.exact_percentiles_max = 10**9
+    assert rolled.summary(start, end) == raw.summary(start, end)
 
 
 @pytest.mark.parametrize(
