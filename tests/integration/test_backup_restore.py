@@ -22,6 +22,7 @@ from central_system.models import (
     Consultation,
     ConsultationStatsDaily,
     ConsultationStatsHourly,
+    ConsultationStatsWeekly,
     DeskUnit,
     Faculty,
     KioskToken,
@@ -83,6 +84,7 @@ def _populate(engine: Engine) -> None:
         s.add(ConsultationStatsHourly(hour=day, requests=3, answered=2, accepted=2, expired=1))
         s.add(ConsultationStatsDaily(day=day, faculty_id=faculty.id, requests=3, answered=2))
         s.add(AnalyticsRollupState(name="consultations", until=day))
+        s.add(ConsultationStatsWeekly(week=day, faculty_id=faculty.id, requests=3, h05=2))
 
 
 def _snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
