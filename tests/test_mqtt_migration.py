@@ -100,7 +100,9 @@ def test_consultation_publishing(broker, make_settings, sqlite_url, topic_prefix
             )
             text = next(x.payload for x in probe.messages if x.topic.endswith("/messages")).decode()
             assert re.fullmatch(
-                rf"CID:{consultation.id} From:Maria Santos \(SID:\d+\): Please review my thesis outline",
+                # The course code leads the text (a firmware desk shows 125 bytes of it).
+                rf"CID:{consultation.id} From:Maria Santos \(SID:\d+\): "
+                r"\[CS 101\] Please review my thesis outline",
                 text,
             )
             body = json.loads(
