@@ -31,6 +31,15 @@ comes back and the script waits for stragglers, then prints the requests lost at
 the desk (created, never put on the desk: target 0) and the duplicates shown (a
 copy queued next to the request the desk held: target 0). Latency figures then
 include requests that waited for a desk to come back.
+
+``--storm`` (issue 15) SIGKILLs the broker half way through the request phase and
+starts it again at once (no persistence: every retained status is gone). Every desk
+reconnects (the firmware-like fleet, with its own jittered back-off) and publishes
+its presence again while the central system reconnects and requests keep being
+created. Printed: the time from the kill until the central system has heard every
+desk again and shows every one available (target <= 30 s), the requests delivered
+in the end, and the desks' responses the central system did not receive (target 0).
+Latency figures then include the requests created while the broker was down.
 """
 
 from __future__ import annotations
@@ -61,6 +70,11 @@ STRAGGLER_WAIT_S = 3.0
 # With --flap: lost requests may come back after a long outage (longer than --offline-after).
 FLAP_STRAGGLER_EXTRA_S = 45.0
 IDLE_SAMPLE_S = 5.0
+TARGET_STORM_S = 30.0
+STORM_WATCH_TIMEOUT_S = 180.0
+# Central CPU target by fleet size: 25 % of a core up to 2,000 desks; 50 % at campus scale (issue 15).
+CAMPUS_DESKS = 5000
+TARGET_CPU_CAMPUS_PCT = 50.0
 
 
 # ---------------------------------------------------------------------- central process
@@ -112,7 +126,7 @@ def run_central(args: argparse.Namespace) -> int:
     ]
     _emit("ready", faculty_ids=faculty_ids)
 
-    deadline = time.monotonic() + AVAILABLE_TIMEOUT_S
+    deadline = time.monotonic() + AVAILABLE_TIMEOUT_S + 0.02 * args.desks
     available = 0
     while time.monotonic() < deadline:
         with _session(app) as session:
@@ -123,18 +137,63 @@ def run_central(args: argparse.Namespace) -> int:
         time.sleep(0.5)
     _emit("available", count=available)
 
+    def go() -> None:
+        sampler = _ThreadCpu() if args.profile else None
+        _request_loop(consultation_ctl, faculty_ids, student_ids, args.rate, args.duration)
+        if sampler is not None:
+            _emit("profile", top=sampler.stop())
+        _emit("done")
+
+    workers: list[threading.Thread] = []
     for line in sys.stdin:
-        command = line.strip()
-        if command == "go":
-            sampler = _ThreadCpu() if args.profile else None
-            _request_loop(consultation_ctl, faculty_ids, student_ids, args.rate, args.duration)
-            if sampler is not None:
-                _emit("profile", top=sampler.stop())
-            _emit("done")
+        command, _, arg = line.strip().partition(" ")
+        if command == "go":  # in a thread, so that "watch" is read while requests flow
+            workers.append(threading.Thread(target=go, name="bench-requests"))
+        elif command == "watch":
+            workers.append(
+                threading.Thread(
+                    target=_watch_recovery,
+                    args=(faculty_ctl.liveness, faculty_ids, float(arg)),
+                    name="bench-watch",
+                )
+            )
+        elif command == "stats":
+            stats = app.async_mqtt_service.get_stats()
+            _emit("stats", mqtt={k: v for k, v in stats.items() if not k.endswith("_policy")})
+            continue
         elif command == "quit":
             break
+        else:
+            continue
+        workers[-1].start()
+    for worker in workers:
+        worker.join(STORM_WATCH_TIMEOUT_S)
     app.stop()
     return 0
+
+
+def _watch_recovery(liveness: Any, faculty_ids: list[int], killed_at: float) -> None:
+    """Emit ``recovered`` once every desk was heard from after ``killed_at`` and shows available."""
+    from datetime import UTC, datetime
+
+    since = datetime.fromtimestamp(killed_at, UTC)
+    deadline = time.monotonic() + STORM_WATCH_TIMEOUT_S
+    waiting = list(faculty_ids)
+    while waiting and time.monotonic() < deadline:
+        still = []
+        for fid in waiting:
+            desk = liveness.desk_state(fid)
+            if (
+                desk is None
+                or desk.last_seen is None
+                or desk.last_seen < since
+                or not desk.available
+            ):
+                still.append(fid)
+        waiting = still
+        if waiting:
+            time.sleep(0.2)
+    _emit("recovered", at=time.time() if not waiting else None, missing=len(waiting))
 
 
 class _ThreadCpu:
@@ -317,7 +376,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         cmd += ["--offline-after", str(args.offline_after)] if args.offline_after else []
         cmd += ["--profile"] if args.profile else []
         central = _CentralProcess(cmd, env)
-        faculty_ids = central.wait_for("ready", READY_TIMEOUT_S)["faculty_ids"]
+        # Seeding goes through the controllers, one commit per row: allow for 10,000 desks.
+        faculty_ids = central.wait_for("ready", READY_TIMEOUT_S + 0.05 * args.desks)["faculty_ids"]
 
         def on_request(_desk: Any, request: Any) -> None:
             received.setdefault(request.cid, request.received_at)
@@ -331,7 +391,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             faculty_ids=faculty_ids,
             names=lambda fid: f"Faculty Member {fid}",
             auto_ack=args.auto_ack,
-            connect_spread=1.0,
+            # A thousand desks a second: the steady state is measured here; --storm and
+            # tests/integration/test_inbound_storm.py measure the herd.
+            connect_spread=max(1.0, len(faculty_ids) / 1000),
             on_request=on_request,
             flap_interval=args.flap,
             # Longer than --offline-after, so the central system marks such a desk offline.
@@ -339,10 +401,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         )
         connect_started = time.monotonic()
         fleet.start()
-        if not fleet.wait_all_connected(60):
+        if not fleet.wait_all_connected(60 + 0.01 * len(faculty_ids)):
             raise RuntimeError(f"only {fleet.connected_count()} desks connected")
         connect_s = time.monotonic() - connect_started
-        available = central.wait_for("available", AVAILABLE_TIMEOUT_S)["count"]
+        available = central.wait_for("available", AVAILABLE_TIMEOUT_S + 0.02 * args.desks)["count"]
         if available != len(faculty_ids):
             raise RuntimeError(f"only {available}/{len(faculty_ids)} faculty shown available")
 
@@ -355,6 +417,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         me = psutil.Process()
         cpu0, own0, t0 = _cpu_seconds(ps), _cpu_seconds(me), time.monotonic()
         central.send("go")
+        killed_at: float | None = None
+        if args.storm:
+            time.sleep(args.duration / 2)
+            killed_at = time.time()
+            broker.kill()  # SIGKILL: no goodbye, no persistence
+            broker.start()
+            central.send(f"watch {killed_at}")
         central.wait_for("done", args.duration * 3 + 60)
         wall = time.monotonic() - t0
         busy_pct = 100 * (_cpu_seconds(ps) - cpu0) / wall
@@ -370,6 +439,18 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and len(received) < len(sent):
             time.sleep(0.1)
+        storm_s: float | None = None
+        storm_missing = 0
+        if killed_at is not None:
+            recovered = central.wait_for("recovered", STORM_WATCH_TIMEOUT_S + 10)
+            storm_missing = recovered["missing"]
+            storm_s = None if recovered["at"] is None else recovered["at"] - killed_at
+            deadline = time.monotonic() + STRAGGLER_WAIT_S + 10
+            while time.monotonic() < deadline and len(received) < len(sent):
+                time.sleep(0.1)
+        time.sleep(args.auto_ack + 1.0)  # the last acknowledgements reach the central system
+        central.send("stats")
+        mqtt_stats = central.wait_for("stats", 30)["mqtt"]
         deliveries = fleet.deliveries()
         lost = [item["cid"] for item in sent if deliveries.get(str(item["cid"]), 0) == 0]
         latencies = [
@@ -380,8 +461,21 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         create_ms = [(item["t1"] - item["t0"]) * 1000 for item in sent]
         totals = fleet.totals()
         profile = next((item["top"] for item in central.lines if item["kind"] == "profile"), None)
+        inbound = mqtt_stats.get("inbound", {})
+        responses_in = inbound.get("consultease/faculty/+/responses", {})
         return {
             "profile": profile,
+            "storm": bool(args.storm),
+            "storm_recovery_s": storm_s,
+            "storm_missing": storm_missing,
+            "responses_received": responses_in.get("received", 0),
+            "responses_handled": responses_in.get("handled", 0),
+            "responses_superseded": responses_in.get("superseded", 0),
+            "inbound_superseded": mqtt_stats.get("inbound_superseded", 0),
+            "inbound_pauses": mqtt_stats.get("inbound_pauses", 0),
+            "dropped_inbound": mqtt_stats.get("dropped_inbound", 0),
+            "messages_received": mqtt_stats.get("messages_received", 0),
+            "central_reconnects": mqtt_stats.get("reconnects", 0),
             "desks": len(faculty_ids),
             "heartbeat_s": args.heartbeat,
             "rate": args.rate,
@@ -461,15 +555,36 @@ def report(r: dict[str, Any]) -> None:
             f"duplicates shown: {r['copies_shown']} (target 0): "
             f"{'PASS' if r['lost_at_desk'] == 0 and r['copies_shown'] == 0 else 'FAIL'}"
         )
+    dropped_responses = r["responses"] - r["responses_received"]
+    print(
+        f"  central inbound: {r['messages_received']} received, {r['inbound_superseded']} superseded "
+        f"by a newer report, {r['dropped_inbound']} dropped, {r['inbound_pauses']} read pauses; "
+        f"responses: {r['responses']} sent by desks, {r['responses_received']} received, "
+        f"{r['responses_handled']} handled, {r['responses_superseded']} superseded"
+    )
+    print(
+        f"  responses the central system did not receive: {dropped_responses} (target 0): "
+        f"{'PASS' if dropped_responses <= 0 and r['responses_superseded'] == 0 else 'FAIL'}"
+    )
+    if r.get("storm"):
+        took = r["storm_recovery_s"]
+        print(
+            f"  storm: broker SIGKILLed and restarted half way; every desk heard again and shown "
+            f"available after {'never' if took is None else f'{took:.1f} s'} "
+            f"({r['storm_missing']} missing; central reconnects {r['central_reconnects']}) "
+            f"(target <= {TARGET_STORM_S:g} s): "
+            f"{'PASS' if took is not None and took <= TARGET_STORM_S else 'FAIL'}"
+        )
     if r.get("profile"):
         print("  central process CPU by thread (% of one core):")
         for key, pct in r["profile"]:
             print(f"    {pct:5.1f} %  {key}")
     ok_latency = r["p99_ms"] <= TARGET_P99_MS and r["delivered"] == r["sent"]
-    ok_cpu = r["cpu_busy_pct"] < TARGET_CPU_PCT
+    cpu_target = TARGET_CPU_CAMPUS_PCT if r["desks"] >= CAMPUS_DESKS else TARGET_CPU_PCT
+    ok_cpu = r["cpu_busy_pct"] < cpu_target
     print(
         f"  target p99 <= {TARGET_P99_MS:g} ms with every request delivered: {'PASS' if ok_latency else 'FAIL'}; "
-        f"central CPU < {TARGET_CPU_PCT:g} %: {'PASS' if ok_cpu else 'FAIL'}"
+        f"central CPU < {cpu_target:g} %: {'PASS' if ok_cpu else 'FAIL'}"
     )
 
 
@@ -501,6 +616,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="SECONDS",
         help="the central system's desk_offline_after_s (default 90; use with a short --heartbeat)",
+    )
+    parser.add_argument(
+        "--storm",
+        action="store_true",
+        help="SIGKILL and restart the broker half way; time until every desk is right again",
     )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     parser.add_argument(

@@ -10,8 +10,10 @@ The desks are bare connections (``faculty_desk_unit.herd``), all at once.
 from __future__ import annotations
 
 import random
+import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +22,18 @@ from sqlalchemy import Engine, func, insert, select
 from central_system.controllers.schemas import inbound_stats
 from central_system.main import ConsultEaseApp
 from central_system.models import Consultation, Faculty, Student
+from central_system.services.provisioning import render_mosquitto_conf
 from central_system.utils import topics
-from faculty_desk_unit.herd import DeskHerd, presence_packets, response_packet
-from tests.brokers import TcpGate
+from faculty_desk_unit.herd import (
+    DeskHerd,
+    connect_packet,
+    presence_packets,
+    publish_packet,
+    response_packet,
+)
+from tests.brokers import MosquittoBroker, TcpGate
 from tests.integration.controller_helpers import db_url_of, running_app, wait_until
+from tests.integration.service_helpers import running_service
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -235,3 +245,117 @@ def test_after_a_broker_sigkill_ten_thousand_desks_reconnect_and_the_central_get
     stats = service.get_stats()
     assert stats["messages_received"] - received_before == 2 * DESKS + 3 * RESPONSES
     _check_accounting(stats, RESPONSES)
+
+
+def _count_publishes(sock: socket.socket, quiet_s: float = 5.0, limit_s: float = 60.0) -> int:
+    """Read PUBLISH packets until the socket is quiet for ``quiet_s`` (bounded by ``limit_s``)."""
+    sock.settimeout(quiet_s)
+    buf, count = bytearray(), 0
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(1 << 16)
+        except TimeoutError:
+            break
+        if not data:
+            break
+        buf += data
+        i = 0
+        while len(buf) - i >= 2:
+            length, mult, j = 0, 1, i + 1
+            while j < len(buf):
+                length += (buf[j] & 127) * mult
+                mult *= 128
+                j += 1
+                if not buf[j - 1] & 128:
+                    break
+            else:
+                break
+            if j + length > len(buf):
+                break
+            count += buf[i] >> 4 == 3
+            i = j + length
+        del buf[:i]
+    return count
+
+
+# 8 MB: more than the kernel's socket buffers hold, so the broker itself must queue the rest.
+BURST = 20_000
+
+
+@pytest.mark.parametrize("generated", [True, False], ids=["generated_config", "mosquitto_default"])
+def test_the_generated_broker_config_queues_a_burst_for_a_subscriber_that_is_behind(
+    generated: bool,
+) -> None:
+    """A subscriber that is behind gets a 20,000-message QoS 0 burst with our setting; the default drops."""
+    line = next(
+        x for x in render_mosquitto_conf(Path("/tmp")).splitlines() if x.startswith("max_queued")
+    )
+    assert int(line.split()[1]) >= 4 * 10_000  # a 10,000-desk reconnect burst
+    with MosquittoBroker(extra_config=line if generated else "max_queued_messages 1000") as b:
+        sub = socket.create_connection(("127.0.0.1", b.port))
+        sub.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        body = b"\x00\x01" + b"\x00\x09burst/+/x" + b"\x00"
+        sub.sendall(connect_packet("slow-reader") + b"\x82" + bytes([len(body)]) + body)
+        time.sleep(0.5)  # SUBACK
+        with DeskHerd(b.port) as herd:
+            burst = b"".join(publish_packet(f"burst/{i}/x", b"x" * 400) for i in range(BURST))
+            assert not herd.send({1: burst}).failed
+            time.sleep(2.0)  # the reader is behind: the broker queues (or drops) for it
+            sub.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # now it catches up
+            got = _count_publishes(sub)
+        sub.close()
+    if generated:
+        assert got == BURST
+    else:
+        assert got < BURST  # the trap the generated setting avoids
+
+
+def test_messages_larger_than_the_read_buffer_arrive_whole_and_in_order(
+    broker: Any, make_settings: Any, sqlite_url: str, topic_prefix: str
+) -> None:
+    """paho reads through a 64 KiB buffer: a 200 KB message between small ones crosses it intact."""
+    got: list[bytes] = []
+    big = bytes(range(256)) * 800  # 204,800 bytes
+    with running_service(make_settings(), sqlite_url) as svc:
+        svc.subscribe(f"{topic_prefix}/+", lambda m: got.append(m.payload))
+        time.sleep(0.5)  # SUBACK
+        with DeskHerd(broker.port) as herd:
+            packets = b"".join(
+                publish_packet(f"{topic_prefix}/{i}", big if i % 3 == 1 else str(i).encode())
+                for i in range(30)
+            )
+            assert not herd.send({1: packets}).failed
+            assert wait_until(lambda: len(got) == 30, 15)
+    assert got == [big if i % 3 == 1 else str(i).encode() for i in range(30)]
+
+
+def test_at_the_bound_the_service_stops_reading_and_still_loses_nothing(
+    broker: Any, make_settings: Any, sqlite_url: str, topic_prefix: str
+) -> None:
+    """Slow handlers, a queue bound of 100: memory stays near the bound, every message is handled."""
+    seen: list[bytes] = []
+    most_waiting = 0
+
+    def slow(message: Any) -> None:
+        nonlocal most_waiting
+        most_waiting = max(most_waiting, svc.inbound_waiting)
+        seen.append(message.payload)
+        time.sleep(0.002)
+
+    with running_service(make_settings(mqtt_inbound_max_pending=100), sqlite_url) as svc:
+        svc.subscribe(f"{topic_prefix}/+/responses", slow)  # not coalescible: nothing may go
+        time.sleep(0.5)  # SUBACK
+        with DeskHerd(broker.port) as herd:
+            burst = b"".join(
+                publish_packet(f"{topic_prefix}/{i % 50}/responses", str(i).encode())
+                for i in range(2000)
+            )
+            assert not herd.send({1: burst}).failed
+            assert wait_until(lambda: len(seen) == 2000, 60)
+        stats = svc.get_stats()
+    assert seen == [str(i).encode() for i in range(2000)]
+    assert stats["inbound_pauses"] >= 1
+    # One read may overshoot by what paho handles in one call (at most the relay window).
+    assert most_waiting <= 100 + 1000
+    assert stats["inbound"][f"{topic_prefix}/+/responses"]["superseded"] == 0
