@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import ConfigurationError, get_settings
@@ -235,7 +236,10 @@ def normalize_database_url(url: str) -> str:
     ``postgres://`` is accepted too; a bare file path is a SQLite file."""
     if "://" not in url:
         return f"sqlite:///{Path(url).expanduser().resolve()}"
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ValueError as err:  # a port that is not a number; the message does not quote the URL
+        raise ArgumentError(f"the URL cannot be read: {err}") from err
     if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
@@ -265,7 +269,10 @@ def create_db_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+    try:
+        return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+    except ImportError as err:  # a dialect whose driver we do not ship (mysql://)
+        raise ArgumentError(f"its driver is not installed: {err}") from err
 
 
 def alembic_config(url: str) -> Any:

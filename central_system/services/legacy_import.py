@@ -201,13 +201,13 @@ class _Source:
                 raise LegacySourceError(f"{path} is not a file (the original's SQLite database).")
             url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
         self.display = parsed.render_as_string(hide_password=True)
-        self.engine: Engine = create_engine(url)
         try:
+            self.engine: Engine = create_engine(url)
             insp = inspect(self.engine)
             self.columns = {
                 t: {c["name"] for c in insp.get_columns(t)} for t in insp.get_table_names()
             }
-        except SQLAlchemyError as err:
+        except (SQLAlchemyError, ImportError) as err:  # ImportError: a driver we do not ship
             raise LegacySourceError(
                 f"cannot read {self.display}: {err.__class__.__name__}: {err}"
             ) from err

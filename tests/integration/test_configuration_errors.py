@@ -178,3 +178,24 @@ def test_an_unreachable_or_unusable_database_is_one_line_without_its_password(
             line = _one_error_line(_consultease(command, env, tmp_path))
             assert "cannot be used" in line and reason in line, line
             assert "pw-not-shown" not in line
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql://consultease:pw-not-shown@127.0.0.1:notaport/x", "notaport"),
+        ("mysql://consultease:pw-not-shown@127.0.0.1/x", "MySQLdb"),
+    ],
+    ids=["port", "driver"],
+)
+def test_a_bad_port_or_a_driver_not_installed_is_one_line_without_its_password(
+    url: str, reason: str, tmp_path: Path
+) -> None:
+    env = _env(tmp_path, CONSULTEASE_DATABASE_URL=url)
+    line = _one_error_line(_consultease(["faculty", "list"], env, tmp_path))
+    assert "cannot be used" in line and reason in line, line
+    assert "pw-not-shown" not in line
+    # The original's database given to import-legacy: the same mistakes, one line, exit 1.
+    result = _consultease(["import-legacy", "--from", url, "--dry-run"], _env(tmp_path), tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert reason in result.stderr and "pw-not-shown" not in result.stderr, result.stderr
