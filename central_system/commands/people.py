@@ -102,6 +102,21 @@ def _print_table(headers: list[str], rows: list[list[str]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
 
 
+def _print_list(
+    as_json: bool, records: list[dict[str, Any]], columns: dict[str, str], noun: str
+) -> int:
+    """``records`` as one JSON array, or as a table of ``columns`` (key: header) and a count."""
+    if as_json:
+        print(json.dumps(records, ensure_ascii=False, indent=1))
+        return 0
+    _print_table(
+        list(columns.values()),
+        [["" if r[k] is None else str(r[k]) for k in columns] for r in records],
+    )
+    print(f"{len(records)} {noun}", file=sys.stderr)
+    return 0
+
+
 def _consultation_count(**where: int) -> int:
     from sqlalchemy import func, select
 
@@ -137,27 +152,20 @@ def run_faculty_list(args: argparse.Namespace) -> int:
     from ..controllers.faculty_controller import FacultyController
 
     rows = FacultyController().list_faculty()
-    if args.json:
-        data = [
-            {
-                "id": f.id,
-                "name": f.name,
-                "department": f.department,
-                "email": f.email,
-                "ble_id": f.ble_id,
-                "status": f.status,
-                "desk_online": f.desk_online,
-            }
-            for f in rows
-        ]
-        print(json.dumps(data, ensure_ascii=False, indent=1))
-        return 0
-    _print_table(
-        ["id", "name", "department", "email", "status"],
-        [[str(f.id), f.name, f.department, f.email or "", f.status] for f in rows],
-    )
-    print(f"{len(rows)} faculty members", file=sys.stderr)
-    return 0
+    records = [
+        {
+            "id": f.id,
+            "name": f.name,
+            "department": f.department,
+            "email": f.email,
+            "ble_id": f.ble_id,
+            "status": f.status,
+            "desk_online": f.desk_online,
+        }
+        for f in rows
+    ]
+    columns = {k: k for k in ("id", "name", "department", "email", "status")}
+    return _print_list(args.json, records, columns, "faculty members")
 
 
 def run_faculty_remove(args: argparse.Namespace) -> int:
@@ -207,25 +215,24 @@ def run_students_list(args: argparse.Namespace) -> int:
     from ..controllers.student_controller import StudentController
 
     rows = StudentController().list_students()
-    if args.json:
-        data = [
-            {
-                "id": s.id,
-                "name": s.name,
-                "student_number": s.student_id,
-                "department": s.department,
-                "card_uid": s.rfid_uid,
-            }
-            for s in rows
-        ]
-        print(json.dumps(data, ensure_ascii=False, indent=1))
-        return 0
-    _print_table(
-        ["id", "name", "student number", "department", "card"],
-        [[str(s.id), s.name, s.student_id, s.department, s.rfid_uid] for s in rows],
-    )
-    print(f"{len(rows)} students", file=sys.stderr)
-    return 0
+    records = [
+        {
+            "id": s.id,
+            "name": s.name,
+            "student_number": s.student_id,
+            "department": s.department,
+            "card_uid": s.rfid_uid,
+        }
+        for s in rows
+    ]
+    columns = {
+        "id": "id",
+        "name": "name",
+        "student_number": "student number",
+        "department": "department",
+        "card_uid": "card",
+    }
+    return _print_list(args.json, records, columns, "students")
 
 
 def run_students_remove(args: argparse.Namespace) -> int:
