@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
             certfile=args.tls_cert,
             keyfile=args.tls_key,
             local_kiosk_token=local_token,
-            log_level=args.log_level,
+            # A kiosk's own server: uvicorn's start/stop lines are noise on the kiosk's console.
+            log_level="warning" if local_token else args.log_level,
         )
     except LeadershipError as err:
         print(f"consultease server: {err}", file=sys.stderr)

@@ -102,6 +102,42 @@ def remove_stale_demo_dirs(tmp_dir: Path | None = None) -> list[Path]:
     return removed
 
 
+def _seed_over_api(backend: Any, settings: Any) -> dict[str, Any]:
+    """The demo's data through the server's API, as an administrator would enter it.
+
+    The first administrator is created in the demo's own database (the API has no
+    endpoint that creates one without signing in); then the kiosk's client signs in,
+    adds faculty and students, and signs out again.
+    """
+    from ..controllers.admin_controller import AdminController
+    from ..db import create_db_engine
+
+    engine = create_db_engine(settings.effective_database_url)
+    try:
+        admins = AdminController(db=engine)
+        password = None
+        if admins.needs_first_admin():
+            password = admins.generate_password()
+            admins.create_first_admin(DEMO_ADMIN, password)
+    finally:
+        engine.dispose()
+    if password is None:
+        raise RuntimeError("the demo's fresh database already has an administrator")
+    backend.admin_login(DEMO_ADMIN, password)
+    try:
+        faculty = {
+            name: backend.save_faculty(None, name, dept, email, DEMO_ADMIN).id
+            for name, dept, email, _present in DEMO_FACULTY
+        }
+        students = {
+            name: backend.register_student(name, number, dept, uid, DEMO_ADMIN).id
+            for name, number, dept, uid in DEMO_STUDENTS
+        }
+    finally:
+        backend.client.sign_out()
+    return {"faculty": faculty, "students": students, "admin_password": password}
+
+
 @dataclass
 class DemoEnvironment:
     """Broker, database, seeded data and simulated desks for the demo and for screenshots."""
@@ -162,7 +198,14 @@ class DemoEnvironment:
         update.update(self.settings_overrides)
         settings = base.model_copy(update=update)
         self._settings = settings
-        if self.backend_mode == "process":
+        if self.backend_mode == "server":
+            # A `consultease server` child on a Unix socket, spoken to over the API (issue 9).
+            from ..kiosk.api_backend import ApiBackend
+
+            local = settings.model_copy(update={"kiosk_backend": "server"})
+            self.process = ApiBackend.local_server(local).start()
+            self.backend = self.process
+        elif self.backend_mode == "process":
             from .backend_process import BackendProcess
 
             self.process = BackendProcess(settings, DEMO_BACKEND).start()
@@ -180,7 +223,10 @@ class DemoEnvironment:
 
     def _seed(self) -> None:
         # No default password anywhere: a random one, shown once on the console.
-        seeded = self.backend.demo_seed(DEMO_FACULTY, DEMO_STUDENTS, DEMO_ADMIN)
+        if self.backend_mode == "server":
+            seeded = _seed_over_api(self.backend, self.settings)
+        else:
+            seeded = self.backend.demo_seed(DEMO_FACULTY, DEMO_STUDENTS, DEMO_ADMIN)
         self.faculty_ids = dict(seeded["faculty"])
         self.student_ids = dict(seeded["students"])
         self.admin_password = seeded["admin_password"]

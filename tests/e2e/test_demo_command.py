@@ -12,12 +12,16 @@ from tests.brokers import MosquittoBroker
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _demo(broker: MosquittoBroker, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _demo(
+    broker: MosquittoBroker, tmp_path: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    more = dict(env or {})
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("CONSULTEASE_") or k.startswith("CONSULTEASE_TEST_")
     }
+    env.update(more)
     env.update(
         QT_QPA_PLATFORM="offscreen",
         CONSULTEASE_MQTT_HOST="127.0.0.1",  # a configured broker replaces the embedded one
@@ -70,3 +74,17 @@ def test_headless_demo_fails_with_nonzero_exit_when_it_times_out(
     result = _demo(broker, tmp_path, "--timeout", "0.001")
     assert result.returncode != 0
     assert "TIMEOUT" in result.stdout and "DEMO FAILED" in result.stdout
+
+
+def test_headless_demo_runs_on_a_server_child_over_the_api(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    """CONSULTEASE_KIOSK_BACKEND=server: the demo's central system is a server child, seeded over the API."""
+    result = _demo(broker, tmp_path, "--timeout", "90", env={"CONSULTEASE_KIOSK_BACKEND": "server"})
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "Sent to Dr. Ana Reyes's desk" in out
+    assert "kiosk shows the request as accepted" in out
+    assert "admin login:    admin / " in out
+    assert out.rstrip().endswith("DEMO OK")
+    assert "Uvicorn running" not in result.stderr + out  # the child's start-up noise stays quiet
