@@ -161,8 +161,10 @@ def xcb_library_problem(
     if plugin is None:
         return None
     missing = missing_libraries(plugin, library_path=library_path, environ=env)
-    if not missing:
-        return None
+    return _missing_libraries_line(missing) if missing else None
+
+
+def _missing_libraries_line(missing: Sequence[str]) -> str:
     packages = sorted({debian_package(name) for name in missing})
     command = " ".join(apt_install_argv(packages, as_root=os.geteuid() == 0))
     return (
@@ -194,7 +196,7 @@ def ensure_xcb_libraries(environ: Mapping[str, str] | None = None) -> int:
         return 0
     packages = sorted({debian_package(name) for name in missing})
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        print(xcb_library_problem(env, plugin=plugin), file=sys.stderr)
+        print(_missing_libraries_line(missing), file=sys.stderr)
         return 1
     print(f"installing the window's system libraries: {' '.join(packages)}", file=sys.stderr)
     quiet_env = {**env, "DEBIAN_FRONTEND": "noninteractive"}
@@ -213,7 +215,7 @@ def ensure_xcb_libraries(environ: Mapping[str, str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``--ensure``: install or name the missing libraries; ``--check``: print the problem, if any."""
+    """``--ensure``: install or name the missing libraries; without it: print the problem, if any."""
     parser = argparse.ArgumentParser(prog="python -m central_system.services.display")
     parser.add_argument(
         "--ensure", action="store_true", help="install missing xcb libraries as root"
