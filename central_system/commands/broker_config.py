@@ -144,7 +144,15 @@ def _set_transition(session: Any, args: argparse.Namespace) -> None:
     if args.legacy_desk_login == "anonymous":
         provisioning.set_legacy_desk_access(session, None, None)
         return
-    password = os.environ.get("CONSULTEASE_LEGACY_DESK_PASSWORD") or getpass.getpass(
-        f"Password of the desks' shared login {args.legacy_desk_login!r}: "
-    )
+    password = os.environ.get("CONSULTEASE_LEGACY_DESK_PASSWORD")
+    if not password:
+        try:
+            password = getpass.getpass(
+                f"Password of the desks' shared login {args.legacy_desk_login!r}: "
+            )
+        except EOFError as err:  # no terminal (a script, systemd) and nothing on stdin
+            raise provisioning.ProvisioningError(
+                "no password for the shared login: type it at the prompt or set "
+                "CONSULTEASE_LEGACY_DESK_PASSWORD"
+            ) from err
     provisioning.set_legacy_desk_access(session, args.legacy_desk_login, password)

@@ -7,6 +7,9 @@ central system publishes, and `doctor` warns until the mode is turned off.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -134,3 +137,24 @@ def test_reserved_or_malformed_shared_logins_are_refused(deployment: Deployment)
                 provisioning.set_legacy_desk_access(s, bad, "x-password-1")
         with pytest.raises(provisioning.ProvisioningError):
             provisioning.set_legacy_desk_access(s, "shared", "")
+
+
+def test_no_terminal_and_no_password_variable_is_one_clear_line(tmp_path: Path) -> None:
+    """broker-config run by a script (no terminal to ask on) without the variable: no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSULTEASE_")}
+    env["CONSULTEASE_DATA_DIR"] = str(tmp_path / "data")
+    argv = ["broker-config", "--out", str(tmp_path / "broker"), "--legacy-desk-login", SHARED_USER]
+    result = subprocess.run(
+        [sys.executable, "-m", "central_system.cli", *argv],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # no controlling terminal: getpass reads the empty stdin
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "CONSULTEASE_LEGACY_DESK_PASSWORD" in result.stderr
+    assert not (tmp_path / "broker" / "acl").exists()  # nothing written
