@@ -66,6 +66,7 @@ class AdminPrincipal:
     id: int
     username: str
     session_id: int
+    must_change_password: bool = False
 
     @property
     def actor(self) -> str:
@@ -223,7 +224,7 @@ class Authenticator:
                 raise Refused("expired administrator session")
             if not admin.is_active:
                 raise Refused("deactivated administrator", audit_actor=f"admin:{admin.username}")
-            return AdminPrincipal(admin.id, admin.username, sess.id)
+            return AdminPrincipal(admin.id, admin.username, sess.id, admin.must_change_password)
 
     def close_admin_session(self, principal: AdminPrincipal) -> None:
         """Sign out: the session's token stops working at once."""

@@ -102,8 +102,8 @@ def current_kiosk(request: Request, auth: AuthDep, creds: Credentials) -> KioskP
     return _kiosk(auth, token, request.url.path)
 
 
-def current_admin(request: Request, auth: AuthDep, creds: Credentials) -> AdminPrincipal:
-    """A signed-in administrator. A kiosk token here is refused (403) and audited."""
+def signed_in_admin(request: Request, auth: AuthDep, creds: Credentials) -> AdminPrincipal:
+    """A signed-in administrator, even one who must still replace a temporary password."""
     token = _token(creds)
     if token.startswith(KIOSK_PREFIX):
         kiosk = _kiosk(auth, token, request.url.path)
@@ -129,7 +129,17 @@ def current_caller(
     return _kiosk(auth, token, request.url.path)
 
 
+def current_admin(
+    admin: Annotated[AdminPrincipal, Depends(signed_in_admin)],
+) -> AdminPrincipal:
+    """A signed-in administrator whose password is not a temporary one (403 until changed)."""
+    if admin.must_change_password:
+        raise ForbiddenError("Choose a new password first: your password is a temporary one.")
+    return admin
+
+
 CurrentKiosk = Annotated[KioskPrincipal, Depends(current_kiosk)]
+SignedInAdmin = Annotated[AdminPrincipal, Depends(signed_in_admin)]
 CurrentAdmin = Annotated[AdminPrincipal, Depends(current_admin)]
 CurrentCaller = Annotated[KioskPrincipal | AdminPrincipal, Depends(current_caller)]
 

@@ -270,3 +270,25 @@ def test_kiosk_enroll_prints_the_token_once_and_revoke_works_from_the_cli(
     with db_engine(sqlite_url) as engine:
         assert [a.success for a in _audit(engine, "kiosk.enroll")] == [True, False]
         assert [a.success for a in _audit(engine, "kiosk.revoke")] == [True]
+
+
+def test_an_administrator_with_a_temporary_password_may_only_change_it(
+    sqlite_url: str, broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    from central_system.controllers.admin_controller import AdminController
+    from tests.server_helpers import ADMIN_PASSWORD, ADMIN_USER
+
+    with (
+        running_server(sqlite_url, broker.port, tmp_path) as server,
+        db_engine(sqlite_url) as engine,
+    ):
+        create_admin(engine)
+        temporary = AdminController(db=engine).reset_password(ADMIN_USER, actor="test")
+        client = ApiClient(server.url, None)
+        session = client.sign_in(ADMIN_USER, temporary)
+        assert session.must_change_password
+        with pytest.raises(ForbiddenError, match="temporary"):
+            client.students()
+        assert client.request("GET", "/api/v1/admin/session", admin=True)["must_change_password"]
+        client.change_password(temporary, ADMIN_PASSWORD)
+        assert client.students() == []  # the same session, now with a password of their own

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from ...api.schemas import AdminExists, AdminLogin, AdminSession, PasswordChange
-from ..deps import AuthDep, BackendDep, CurrentAdmin, CurrentCaller
+from ..deps import AuthDep, BackendDep, CurrentCaller, SignedInAdmin
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -26,18 +26,23 @@ def sign_in(body: AdminLogin, backend: BackendDep, auth: AuthDep) -> AdminSessio
 
 
 @router.get("/session", response_model=AdminSession)
-def whoami(admin: CurrentAdmin, backend: BackendDep) -> AdminSession:
+def whoami(admin: SignedInAdmin, backend: BackendDep) -> AdminSession:
     """The signed-in administrator."""
-    return AdminSession(id=admin.id, username=admin.username)
+    return AdminSession(
+        id=admin.id, username=admin.username, must_change_password=admin.must_change_password
+    )
 
 
 @router.delete("/session", status_code=status.HTTP_204_NO_CONTENT)
-def sign_out(admin: CurrentAdmin, auth: AuthDep) -> None:
+def sign_out(admin: SignedInAdmin, auth: AuthDep) -> None:
     """Sign out: this session's token stops working."""
     auth.close_admin_session(admin)
 
 
 @router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
-def change_password(body: PasswordChange, admin: CurrentAdmin, backend: BackendDep) -> None:
-    """Replace the signed-in administrator's password (400 with the policy's reason)."""
+def change_password(body: PasswordChange, admin: SignedInAdmin, backend: BackendDep) -> None:
+    """Replace the signed-in administrator's password (400 with the policy's reason).
+
+    The only administrator call (besides signing out) a temporary password allows.
+    """
     backend.change_admin_password(admin.username, body.current_password, body.new_password)
