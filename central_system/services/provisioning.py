@@ -605,8 +605,8 @@ def write_broker_config(
             central_hash or "", central_password
         ):
             central_hash = None  # the two files disagree: new credentials
-    created = central_hash is None
-    if created or central_password is None:
+    created = central_hash is None  # a kept hash is one the kept password verifies
+    if created:
         central_password = generate_password()
         central_hash = mosquitto_hash(central_password)
     env_lines = [
@@ -621,16 +621,8 @@ def write_broker_config(
     _write_private(env_path, "\n".join(env_lines) + "\n", 0o600)
     del central_password
     assert central_hash is not None
-    desks = active_desk_accounts(session)
-    legacy = legacy_desk_access(session)
-    _write_private(
-        password_path,
-        render_password_file(_password_entries(central_user, central_hash, desks, legacy)),
-        0o640,
-        group,
-    )
+    desk_count, legacy = _write_access_files(session, out_dir, central_user, central_hash, group)
     acl_path = out_dir / ACL_FILE
-    _write_private(acl_path, render_acl(central_user, desks, legacy), 0o640, group)
     conf_path = out_dir / CONF_FILE
     _write_private(
         conf_path,
@@ -647,12 +639,28 @@ def write_broker_config(
     logger.info(
         "broker configuration written to %s (%d desk users, central credentials %s)",
         out_dir,
-        len(desks),
+        desk_count,
         "created" if created else "kept",
     )
     return BrokerConfig(
-        out_dir, conf_path, password_path, acl_path, env_path, central_user, created, len(desks)
+        out_dir, conf_path, password_path, acl_path, env_path, central_user, created, desk_count
     )
+
+
+def _write_access_files(
+    session: Session, out_dir: Path, central_user: str, central_hash: str, group: str | None
+) -> tuple[int, LegacyDeskAccess | None]:
+    """The password file and the ACL from the database; the desk count and the transition login."""
+    desks = active_desk_accounts(session)
+    legacy = legacy_desk_access(session)
+    _write_private(
+        out_dir / PASSWORD_FILE,
+        render_password_file(_password_entries(central_user, central_hash, desks, legacy)),
+        0o640,
+        group,
+    )
+    _write_private(out_dir / ACL_FILE, render_acl(central_user, desks, legacy), 0o640, group)
+    return len(desks), legacy
 
 
 def refresh_broker_files(session: Session, out_dir: Path, *, group: str | None = None) -> int:
@@ -673,13 +681,4 @@ def refresh_broker_files(session: Session, out_dir: Path, *, group: str | None =
         raise ProvisioningError(
             f"The central user is missing from {out_dir / PASSWORD_FILE}; run broker-config again."
         )
-    desks = active_desk_accounts(session)
-    legacy = legacy_desk_access(session)
-    _write_private(
-        out_dir / PASSWORD_FILE,
-        render_password_file(_password_entries(central_user, central_hash, desks, legacy)),
-        0o640,
-        group,
-    )
-    _write_private(out_dir / ACL_FILE, render_acl(central_user, desks, legacy), 0o640, group)
-    return len(desks)
+    return _write_access_files(session, out_dir, central_user, central_hash, group)[0]
