@@ -32,7 +32,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -208,7 +208,7 @@ def _unescape(cell: str) -> str:
 
 def _check_students(
     session: Session, rows: list[_Row], report: ImportReport
-) -> list[tuple[_Row, Student | None, dict[str, object]]]:
+) -> list[tuple[Student | None, dict[str, object]]]:
     from .student_controller import (
         StudentError,
         _department,
@@ -222,7 +222,7 @@ def _check_students(
     by_number = {s.student_id: s for s in existing}
     seen_uid: dict[str, int] = {}
     seen_number: dict[str, int] = {}
-    plan: list[tuple[_Row, Student | None, dict[str, object]]] = []
+    plan: list[tuple[Student | None, dict[str, object]]] = []
     for row in rows:
         v = row.values
         try:
@@ -258,20 +258,22 @@ def _check_students(
                 )
             )
             continue
-        plan.append((row, target, clean))
+        plan.append((target, clean))
     return plan
 
 
-def _plan_action(target: object | None, clean: dict[str, object], report: ImportReport) -> str:
-    """``new``, ``update`` or ``same``, counted in ``report``."""
+def _counts_as_change(
+    target: object | None, clean: dict[str, object], report: ImportReport
+) -> bool:
+    """True when the row adds or changes a record; counted in ``report`` as new, updated or unchanged."""
     if target is None:
         report.new += 1
-        return "new"
+        return True
     if any(getattr(target, k) != val for k, val in clean.items()):
         report.updated += 1
-        return "update"
+        return True
     report.unchanged += 1
-    return "same"
+    return False
 
 
 # --------------------------------------------------------------------------- faculty
@@ -279,7 +281,7 @@ def _plan_action(target: object | None, clean: dict[str, object], report: Import
 
 def _check_faculty(
     session: Session, rows: list[_Row], report: ImportReport
-) -> list[tuple[_Row, Faculty | None, dict[str, object]]]:
+) -> list[tuple[Faculty | None, dict[str, object]]]:
     from .faculty_controller import (
         FacultyController,
         FacultyError,
@@ -290,7 +292,7 @@ def _check_faculty(
 
     by_email = {f.email: f for f in session.scalars(select(Faculty)) if f.email}
     seen: dict[str, int] = {}
-    plan: list[tuple[_Row, Faculty | None, dict[str, object]]] = []
+    plan: list[tuple[Faculty | None, dict[str, object]]] = []
     for row in rows:
         v = row.values
         try:
@@ -310,7 +312,7 @@ def _check_faculty(
             report.bad_rows.append(BadRow(row.line, f"{email} is also on line {seen[email]}"))
             continue
         seen[email] = row.line
-        plan.append((row, by_email.get(email), clean))
+        plan.append((by_email.get(email), clean))
     return plan
 
 
@@ -331,15 +333,12 @@ def import_rows(
     rows, report.bad_rows = _read_rows(data, columns, required, frozenset({"id"}))
     report.rows = len(rows) + len(report.bad_rows)
     with scope() as session:
-        plan: list[tuple[Student | Faculty | None, dict[str, object]]] = []
-        checked = (
+        checked: Sequence[tuple[Student | Faculty | None, dict[str, object]]] = (
             _check_students(session, rows, report)
             if kind == "students"
             else _check_faculty(session, rows, report)
         )
-        for _row, target, clean in checked:
-            if _plan_action(target, clean, report) != "same":
-                plan.append((target, clean))
+        plan = [(t, clean) for t, clean in checked if _counts_as_change(t, clean, report)]
         report.bad_rows.sort(key=lambda b: b.line)
         if not commit or report.bad_rows:
             session.rollback()
@@ -412,8 +411,7 @@ def import_csv(kind: Kind, data: bytes, *, commit: bool, actor: str) -> ImportRe
 
     if kind == "students":
         return StudentController().import_csv(data, commit=commit, actor=actor)
-    controller = FacultyController()
-    return controller.import_csv(data, commit=commit, actor=actor)
+    return FacultyController().import_csv(data, commit=commit, actor=actor)
 
 
 def export_csv(kind: Kind) -> str:
