@@ -62,7 +62,9 @@ ALIASES: Final = {
     "uid": "card_uid",
     "e-mail": "email",
 }
-_FORMULA_STARTS: Final = ("=", "+", "@")
+# OWASP CSV injection: a cell starting with one of these runs as a formula (tab and CR cannot
+# start a value here: names and departments are whitespace-trimmed).
+_FORMULA_STARTS: Final = ("=", "+", "-", "@")
 MAX_FILE_BYTES: Final = 50 * 1024 * 1024
 MAX_ROWS: Final = 200_000
 MAX_FIELD_CHARS: Final = 1000  # anything longer is refused before validation looks at it

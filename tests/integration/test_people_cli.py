@@ -207,3 +207,18 @@ def test_faculty_csv_export_then_import_round_trips_and_is_idempotent(
     missing = b"name,email\nDr. No Mail,\n"
     report = ctl.import_csv(missing, commit=True, actor="test")
     assert [b.line for b in report.bad_rows] == [2] and "required" in report.bad_rows[0].reason
+
+
+def test_a_name_starting_with_minus_is_exported_as_text_and_round_trips(
+    cli_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # OWASP's CSV injection list: a spreadsheet runs a cell starting with - as a formula too.
+    payload = "-2+3+cmd|' /C calc'!A0"
+    FacultyController().create_faculty(payload, "", "minus@uni.edu")
+    out = tmp_path / "faculty.csv"
+    assert cli_main(["faculty", "export", "-o", str(out)]) == 0
+    assert f"'{payload}" in out.read_text(encoding="utf-8")
+    capsys.readouterr()
+    assert cli_main(["faculty", "import", str(out), "--commit"]) == 0
+    assert "0 new faculty members, 0 updated, 1 unchanged, 0 bad" in capsys.readouterr().out
+    assert [f.name for f in FacultyController().list_faculty()] == [payload]
