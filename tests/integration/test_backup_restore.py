@@ -32,6 +32,7 @@ from central_system.models import (
     Student,
     utcnow,
 )
+from central_system.models.web import AccountInvite, WebSession
 from central_system.services.backup import BackupError, backup_database, restore_database
 
 
@@ -85,6 +86,17 @@ def _populate(engine: Engine) -> None:
         s.add(ConsultationStatsDaily(day=day, faculty_id=faculty.id, requests=3, answered=2))
         s.add(AnalyticsRollupState(name="consultations", until=day))
         s.add(ConsultationStatsWeekly(week=day, faculty_id=faculty.id, requests=3, h05=2))
+        later = utcnow() + timedelta(hours=1)
+        s.add(WebSession(token_hash="c" * 64, account_id=admin.id, expires_at=later))
+        s.add(
+            AccountInvite(
+                token_hash="d" * 64,
+                faculty_id=faculty.id,
+                username="ada",
+                created_by="admin:alice",
+                expires_at=later,
+            )
+        )
 
 
 def _snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
