@@ -461,10 +461,9 @@ class _Importer:
 
         rep = self.report.tables["faculty"]
         done = self.provenance["faculty"]
-        taken = {int(i): n for i, n in conn.execute(text("SELECT id, name FROM faculty"))}
-        emails_here = {
-            e: int(i) for i, e in conn.execute(text("SELECT id, email FROM faculty")) if e
-        }
+        here = conn.execute(text("SELECT id, name, email FROM faculty")).all()
+        taken = {int(i): n for i, n, _e in here}
+        emails_here = {e: int(i) for i, _n, e in here if e}
         conflicts: list[str] = []
         rows: list[dict[str, Any]] = []
         seen_email: dict[str, int] = {}
@@ -567,8 +566,9 @@ class _Importer:
 
         rep = self.report.tables["students"]
         done = self.provenance["student"]
-        here_uid = {u: int(i) for i, u in conn.execute(text("SELECT id, rfid_uid FROM students"))}
-        here_numbers = {n for (n,) in conn.execute(text("SELECT student_id FROM students"))}
+        here = conn.execute(text("SELECT id, rfid_uid, student_id FROM students")).all()
+        here_uid = {u: int(i) for i, u, _n in here}
+        here_numbers = {n for _i, _u, n in here}
         candidates: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in self.src.rows("students", ("id", "name", "department", "rfid_uid", "created_at")):
             rep.read += 1
