@@ -13,7 +13,7 @@ import tomllib
 from datetime import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -215,6 +215,19 @@ def _expectation(message: str) -> str:
     return message[:1].lower() + message[1:]
 
 
+def _is_secret(name: str) -> bool:
+    """A setting whose value is never quoted back: a password, a ``SecretStr`` (the kiosk's
+    token), or the database URL (it may hold a password)."""
+    field = Settings.model_fields.get(name)
+    annotation = field.annotation if field is not None else None
+    return (
+        "password" in name
+        or name == "database_url"
+        or annotation is SecretStr
+        or SecretStr in get_args(annotation)
+    )
+
+
 def describe_settings_error(err: ValidationError) -> str:
     """One line per bad setting, joined: the variable, the bad value, and what is expected.
 
@@ -226,7 +239,7 @@ def describe_settings_error(err: ValidationError) -> str:
         name = loc[0] if loc else "settings"
         where = _where(name) if name in Settings.model_fields else name
         value = error.get("input")
-        if "password" in name or isinstance(value, dict) or error.get("type") == "missing":
+        if _is_secret(name) or isinstance(value, dict) or error.get("type") == "missing":
             shown = ""
         else:
             text = repr(str(value))

@@ -118,6 +118,23 @@ def test_a_missing_settings_file_is_one_line(tmp_path: Path) -> None:
     assert f"CONSULTEASE_CONFIG={missing}" in line and "No such file" in line
 
 
+def test_a_secret_of_the_wrong_type_in_the_toml_file_is_never_quoted_back(
+    tmp_path: Path,
+) -> None:
+    # A kiosk token (or password) written without quotes is not a string: the error names
+    # the setting, never its value; so does a database URL, which may hold a password.
+    config = tmp_path / "consultease.toml"
+    config.write_text(
+        'server_token = 918273645546372819\nmqtt_password = ["pw-in-a-list"]\n'
+        'database_url = ["postgresql://u:db-pw-not-shown@h/x"]\n'
+    )
+    result = _consultease(["serve"], _env(tmp_path, CONSULTEASE_CONFIG=str(config)), tmp_path)
+    line = _one_error_line(result)
+    assert f"server_token in {config} is not valid" in line
+    for secret in ("918273645546372819", "pw-in-a-list", "db-pw-not-shown"):
+        assert secret not in line
+
+
 def test_a_bad_password_value_is_never_quoted_back(tmp_path: Path) -> None:
     # Any string is a valid password; force an error elsewhere and check the password stays out.
     secret = "s3cret-value-not-to-print"
