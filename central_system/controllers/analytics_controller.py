@@ -229,7 +229,9 @@ class AnalyticsController(ControllerBase):
         with self.session() as session:
             totals = self._hourly(session, start, end, "total").get(None)
             by_name = dict(zip(HOURLY_COUNTERS, totals or [0] * len(HOURLY_COUNTERS), strict=True))
-            stats = self._answer_percentiles(session, start, end, None)
+            # Below the threshold the exact path needs no per-faculty histograms.
+            small = by_name["answered"] <= self.exact_percentiles_max
+            stats = self._answer_percentiles(session, start, end, None, {} if small else None)
         median, p90 = stats.get(None, (None, None))
         columns = (
             "requests",
@@ -555,7 +557,7 @@ class AnalyticsController(ControllerBase):
         if by_faculty is None:
             by_faculty = self._by_faculty(session, start, end)
         answered = sum(v[1] for v in by_faculty.values())
-        if answered > self.exact_percentiles_max:
+        if by_faculty and answered > self.exact_percentiles_max:
             people = people if people is not None else self._faculty(session)
             histograms: dict[Any, list[int]] = {}
             for fid, counters in by_faculty.items():
