@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Final, Literal, TypeVar
 
@@ -328,6 +328,9 @@ UNKNOWN_DESK_LOG_INTERVAL_S: float = 300.0
 # Unknown desks remembered at once (bounded memory whatever arrives on the wire).
 _UNKNOWN_DESK_MAX_TRACKED: Final = 10_000
 _UNKNOWN_DESK_MAX_TOPICS: Final = 8
+# New unknown desks reported per interval; more are counted and reported in a later interval
+# (ever-new made-up ids, e.g. in the anonymous transition mode, must not flood the log).
+UNKNOWN_DESK_MAX_NEW_PER_INTERVAL: Final = 20
 
 
 class UnknownDeskLog:
@@ -350,6 +353,7 @@ class UnknownDeskLog:
         self._lock = threading.Lock()
         # faculty id -> [time of the last report, messages since, topics since]
         self._desks: dict[int, tuple[float, int, set[str]]] = {}
+        self._new_reported: deque[float] = deque()  # when each of the latest new desks was
 
     @property
     def interval_s(self) -> float:
@@ -367,8 +371,16 @@ class UnknownDeskLog:
                     seen.add(topic[:200])
                 self._desks[faculty_id] = (last, count + 1, seen)
                 return False
-            if entry is None and len(self._desks) >= _UNKNOWN_DESK_MAX_TRACKED:
-                self._desks.clear()  # a flood of made-up ids: start counting afresh
+            if entry is None:
+                if len(self._desks) >= _UNKNOWN_DESK_MAX_TRACKED:
+                    self._desks.clear()  # a flood of made-up ids: start counting afresh
+                recent = self._new_reported
+                while recent and now - recent[0] >= self.interval_s:
+                    recent.popleft()
+                if len(recent) >= UNKNOWN_DESK_MAX_NEW_PER_INTERVAL:
+                    self._desks[faculty_id] = (now, 1, {topic[:200]})  # reported next interval
+                    return False
+                recent.append(now)
             suppressed = entry[1] if entry is not None else 0
             topics_since = sorted(entry[2]) if entry is not None else []
             self._desks[faculty_id] = (now, 0, set())
@@ -392,6 +404,7 @@ class UnknownDeskLog:
         """Forget every desk (tests)."""
         with self._lock:
             self._desks.clear()
+            self._new_reported.clear()
 
 
 unknown_desk_log = UnknownDeskLog()

@@ -138,3 +138,16 @@ def test_the_next_report_says_how_many_were_dropped_since() -> None:
     text = record.getMessage()
     assert "5 more dropped since the last report" in text
     assert "consultease/faculty/7/heartbeat" in text and "faculty/7/status" in text
+
+
+def test_a_flood_of_made_up_faculty_ids_is_not_one_warning_each() -> None:
+    """Anyone may publish as any desk in the anonymous transition mode: ever-new ids stay rare."""
+    now = [1000.0]
+    log = UnknownDeskLog(interval_s=60.0, clock=lambda: now[0])
+    logged = [fid for fid in range(1, 5001) if log.report(fid, f"faculty/{fid}/status")]
+    assert logged == list(range(1, schemas.UNKNOWN_DESK_MAX_NEW_PER_INTERVAL + 1))
+    # The first unreported desk is reported in the next interval, with what it dropped.
+    unreported = schemas.UNKNOWN_DESK_MAX_NEW_PER_INTERVAL + 1
+    now[0] += 60.0
+    assert log.report(unreported, f"faculty/{unreported}/heartbeat")
+    assert log.report(9_000_001, "faculty/9000001/status")  # a new interval: new desks again
