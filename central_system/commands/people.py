@@ -130,6 +130,18 @@ def _consultation_count(**where: int) -> int:
         return int(s.scalar(stmt) or 0)
 
 
+def _refused_without_yes(who: str, consultations: int, yes: bool) -> bool:
+    """True (and says why) when removing ``who`` would delete consultations and --yes is absent."""
+    if consultations and not yes:
+        print(
+            f"{who} has {consultations} consultations, which would be deleted too. "
+            "Repeat with --yes to remove them.",
+            file=sys.stderr,
+        )
+        return True
+    return False
+
+
 # --------------------------------------------------------------------------- faculty
 
 
@@ -178,12 +190,7 @@ def run_faculty_remove(args: argparse.Namespace) -> int:
         print(f"No faculty member with id {args.faculty_id}.", file=sys.stderr)
         return 1
     count = _consultation_count(faculty_id=f.id)
-    if count and not args.yes:
-        print(
-            f"{f.name} (id {f.id}) has {count} consultations, which would be deleted too. "
-            "Repeat with --yes to remove them.",
-            file=sys.stderr,
-        )
+    if _refused_without_yes(f"{f.name} (id {f.id})", count, args.yes):
         return 1
     controller.delete_faculty(f.id)
     _audit("faculty.delete", f"faculty:{f.id}", {"name": f.name, "consultations": count})
@@ -253,12 +260,7 @@ def run_students_remove(args: argparse.Namespace) -> int:
         print(f"No student with {label}.", file=sys.stderr)
         return 1
     count = _consultation_count(student_id=s.id)
-    if count and not args.yes:
-        print(
-            f"{s.name} ({s.student_id}) has {count} consultations, which would be deleted too. "
-            "Repeat with --yes to remove them.",
-            file=sys.stderr,
-        )
+    if _refused_without_yes(f"{s.name} ({s.student_id})", count, args.yes):
         return 1
     controller.delete_student(s.id)
     _audit(
