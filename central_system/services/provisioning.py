@@ -310,6 +310,8 @@ def set_legacy_desk_access(session: Session, username: str | None, password: str
     if username is not None:
         if not username or ":" in username or any(c.isspace() for c in username):
             raise ProvisioningError(f"invalid broker username {username!r}")
+        if len(username) > 64:  # legacy_desk_login.username
+            raise ProvisioningError("the shared login's username is longer than 64 characters")
         if username == CENTRAL_USERNAME or username.startswith(DESK_USERNAME_PREFIX):
             raise ProvisioningError(f"{username!r} is reserved for ConsultEase's own accounts")
         if not password:

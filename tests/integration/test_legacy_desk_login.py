@@ -158,3 +158,9 @@ def test_no_terminal_and_no_password_variable_is_one_clear_line(tmp_path: Path) 
     assert "Traceback" not in result.stderr, result.stderr
     assert "CONSULTEASE_LEGACY_DESK_PASSWORD" in result.stderr
     assert not (tmp_path / "broker" / "acl").exists()  # nothing written
+
+
+def test_a_shared_login_longer_than_its_column_is_refused(deployment: Deployment) -> None:
+    # PostgreSQL would raise 'value too long' (a traceback); SQLite would store it silently.
+    with dbmod.session_scope() as s, pytest.raises(provisioning.ProvisioningError, match="64"):
+        provisioning.set_legacy_desk_access(s, "d" * 65, "x-password-1")
