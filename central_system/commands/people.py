@@ -278,7 +278,8 @@ def run_import(args: argparse.Namespace) -> int:
     from ..controllers import roster
 
     try:
-        data = args.file.read_bytes()
+        with args.file.open("rb") as fh:
+            data = fh.read(roster.MAX_FILE_BYTES + 1)  # a larger file is refused as such
     except OSError as err:
         print(f"cannot read {args.file}: {err.strerror or err}", file=sys.stderr)
         return 1

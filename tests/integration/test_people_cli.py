@@ -222,3 +222,29 @@ def test_a_name_starting_with_minus_is_exported_as_text_and_round_trips(
     assert cli_main(["faculty", "import", str(out), "--commit"]) == 0
     assert "0 new faculty members, 0 updated, 1 unchanged, 0 bad" in capsys.readouterr().out
     assert [f.name for f in FacultyController().list_faculty()] == [payload]
+
+
+def test_an_endless_file_is_refused_after_the_size_limit_not_read_whole(tmp_path: Path) -> None:
+    """/dev/zero as the CSV: the import reads no more than its 50 MiB limit, then says so."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def limit_memory() -> None:  # before the fix: a MemoryError here, not the machine's RAM
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 1024**3, 2 * 1024**3))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSULTEASE_")}
+    env["CONSULTEASE_DATA_DIR"] = str(tmp_path / "data")
+    result = subprocess.run(
+        [sys.executable, "-m", "central_system.cli", "students", "import", "/dev/zero"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_memory,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "larger than 50 MiB" in result.stderr
