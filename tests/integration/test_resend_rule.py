@@ -210,3 +210,28 @@ def test_improved_desk_gets_each_request_once_through_its_session(
     assert desk.stats.requests_duplicate == 0  # nothing arrived twice
     assert desk.stats.withdrawals == 0
     assert _held(desk) == sorted([before, in_gap])
+
+
+def test_a_resend_that_fails_is_tried_again_at_the_desks_next_message(
+    central: ConsultEaseApp, world: dict[str, Any], firmware_desk: DeskUnit
+) -> None:
+    desk = firmware_desk
+    controller: ConsultationController = central.controllers["consultation"]
+    calls: list[object] = []
+
+    def fails_once(faculty_id: int, since: object) -> int:
+        calls.append(since)
+        if len(calls) == 1:
+            raise RuntimeError("the database went away for a moment")
+        return controller.resend_pending(faculty_id, since)  # type: ignore[arg-type]
+
+    central.controllers["liveness"].set_resender(fails_once)
+    time.sleep(MARGIN_S + 4 * HEARTBEAT_S)
+    desk.kill_connection(reconnect_after=1.0)
+    in_gap = _request(central, world, 1, "Sent while the Wi-Fi was down")
+    assert desk.wait_connected(10)
+    # The failed attempt is kept: the next heartbeat (0.5 s later) re-sends it.
+    assert desk.wait_for(lambda d: d.deliveries[in_gap] == 1, 10), "lost after a failed re-send"
+    _available_again(central, world)
+    assert len(calls) == 2 and calls[0] == calls[1]
+    assert desk.deliveries[in_gap] == 1 and desk.stats.copies_shown == 0
