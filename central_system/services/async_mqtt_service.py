@@ -645,14 +645,16 @@ class AsyncMQTTService:
     @property
     def _has_local_echo_risk(self) -> bool:
         """True when some no_local handler could see our own publications (3.1.1 or a covering filter)."""
+        # A snapshot: subscribe() on another thread may change the dict while this runs
+        # on the network thread (it did: "dictionary changed size during iteration").
+        with self._subs_lock:
+            local = [(g, any(sub.no_local for sub in subs)) for g, subs in self._subs.items()]
         if self._protocol != MQTTProtocolVersion.MQTTv5:
-            return any(s.no_local for subs in self._subs.values() for s in subs)
+            return any(no_local for _g, no_local in local)
         return any(
             not n
-            for f, (_q, n) in self._broker_subs.items()
-            if any(
-                s.no_local for g, subs in self._subs.items() if filter_covers(f, g) for s in subs
-            )
+            for f, (_q, n) in list(self._broker_subs.items())
+            if any(no_local for g, no_local in local if filter_covers(f, g))
         )
 
     @property
