@@ -122,9 +122,11 @@ async def subscriber(
             ready.set()
         async for raw in r.aiter_lines():
             if raw.startswith("data:"):
-                event = json.loads(raw[5:])
-                if event.get("kind") == "faculty":
-                    got.append((int(event["id"]), time.perf_counter()))
+                data = json.loads(raw[5:])
+                now = time.perf_counter()
+                for event in data if isinstance(data, list) else [data]:  # a batch, or one
+                    if event.get("kind") == "faculty":
+                        got.append((int(event["id"]), now))
 
 
 async def fan_out(

@@ -407,7 +407,10 @@ def _event(text: str) -> Event | None:
     passes through the kiosk's process, whose interpreter lock the screen shares, and the
     server built each event from the same schema. Unknown kinds (a newer server) and
     fields are skipped; data that is not JSON raises ValueError (the stream is reopened)."""
-    raw = json.loads(text)
+    return _event_from(json.loads(text))
+
+
+def _event_from(raw: Any) -> Event | None:
     if not isinstance(raw, dict) or raw.get("kind") not in _KINDS:
         return None
     return Event.model_construct(**{k: v for k, v in raw.items() if k in _EVENT_FIELDS})
@@ -421,8 +424,15 @@ def _parse_sse(lines: Iterator[str]) -> Iterator[Event]:
     for line in lines:
         if line == "":
             if data:
-                event = _event("\n".join(data))
+                text = "\n".join(data)
                 data = []
+                if text.startswith("["):  # ``event: batch``: several events in one message
+                    for item in json.loads(text):
+                        event = _event_from(item)
+                        if event is not None:
+                            yield event
+                    continue
+                event = _event(text)
                 if event is not None:
                     yield event
             continue

@@ -23,6 +23,11 @@ SUBSCRIBER_QUEUE: Final = 1000
 # An SSE comment this often keeps proxies from closing an idle stream and lets a
 # client notice a dead server within its read timeout.
 KEEPALIVE_S: Final = 15.0
+# Events already waiting when one is sent gather this long and go out as one ``batch``
+# message: a burst costs a client one parse, not one per event (the kiosk's reader shares
+# the interpreter lock with its screen).
+BATCH_S: Final = 0.003
+MAX_BATCH: Final = 500
 
 
 class Subscriber:
@@ -110,8 +115,15 @@ class EventHub:
                 except TimeoutError:
                     yield ": keepalive\n\n"
                     continue
-                yield _sse(event)
-                if event.kind == "overflow":
+                batch = [event]
+                if not sub.queue.empty():
+                    # A burst: let it gather briefly, then send it as one message, the
+                    # newest event per consultation or faculty member winning.
+                    await asyncio.sleep(BATCH_S)
+                    while not sub.queue.empty() and len(batch) < MAX_BATCH:
+                        batch.append(sub.queue.get_nowait())
+                yield _sse_batch(batch)
+                if any(e.kind == "overflow" for e in batch):
                     return
         finally:
             self._subscribers.discard(sub)
@@ -119,3 +131,19 @@ class EventHub:
 
 def _sse(event: Event) -> str:
     return f"event: {event.kind}\ndata: {event.model_dump_json(exclude_none=True)}\n\n"
+
+
+def _key(event: Event) -> tuple[str, int | None]:
+    return (event.kind, event.id)
+
+
+def _sse_batch(batch: list[Event]) -> str:
+    """One event as itself; several as ``event: batch`` with a JSON array, newest per id."""
+    if len(batch) == 1:
+        return _sse(batch[0])
+    newest: dict[tuple[str, int | None], Event] = {}
+    for event in batch:
+        newest.pop(_key(event), None)  # re-insert: the newest goes last, in order
+        newest[_key(event)] = event
+    items = ",".join(e.model_dump_json(exclude_none=True) for e in newest.values())
+    return f"event: batch\ndata: [{items}]\n\n"
