@@ -564,9 +564,11 @@ class AdminController:
         name = validate_username(username)
         with self._session() as s:
             admin = self._get(s, name)
+            # A faculty member's web account changes its own password here too.
+            actor = f"{'faculty' if admin.role == ROLE_FACULTY else 'admin'}:{name}"
             if admin.locked_until is not None and admin.locked_until > self._clock():
                 self.audit(
-                    f"admin:{name}",
+                    actor,
                     "admin.change_password",
                     name,
                     False,
@@ -579,7 +581,7 @@ class AdminController:
                 admin.password_hash, current_password
             ):
                 self.audit(
-                    f"admin:{name}",
+                    actor,
                     "admin.change_password",
                     name,
                     False,
@@ -594,9 +596,7 @@ class AdminController:
                 raise PasswordPolicyError("The new password must differ from the current one.")
             admin.password_hash = self.hash_password(new_password)
             admin.must_change_password = False
-            self.audit(
-                f"admin:{name}", "admin.change_password", name, True, session=s, admin_id=admin.id
-            )
+            self.audit(actor, "admin.change_password", name, True, session=s, admin_id=admin.id)
         logger.info("administrator %r changed their password", name)
 
     # ------------------------------------------------------------------ accounts

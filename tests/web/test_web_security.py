@@ -295,3 +295,36 @@ def test_admin_pages_add_invite_register_enrol_and_show_secrets_once(web: Web) -
     assert "No consultations match" in listing
     overview = admin.get("/web/admin").text
     assert "connected" in overview and "Active server" in overview
+
+
+def test_a_faculty_member_changes_their_password_audited_as_themselves(web: Web) -> None:
+    ids = web.ids  # type: ignore[attr-defined]
+    faculty_account(web.engine, ids["ada"], "ada.cruz")
+    ada = web.client()
+    sign_in(ada, "ada.cruz", FACULTY_PASSWORD)
+    token = csrf_of(ada.get("/web/password").text)
+    new = "Another-Lecture-Lamp-77"
+    short = ada.post(
+        "/web/password",
+        data={
+            "csrf": token,
+            "current_password": FACULTY_PASSWORD,
+            "new_password": "short",
+            "confirm": "short",
+        },
+    )
+    assert short.status_code == 400 and "at least 12" in short.text
+    ok = ada.post(
+        "/web/password",
+        data={
+            "csrf": token,
+            "current_password": FACULTY_PASSWORD,
+            "new_password": new,
+            "confirm": new,
+        },
+    )
+    assert ok.status_code == 200 and "Password changed" in ok.text
+    changes = [a for a in web.audit("admin.change_password") if a.success]
+    assert [a.actor for a in changes] == ["faculty:ada.cruz"]
+    assert sign_in(web.client(), "ada.cruz", new).status_code == 303
+    assert sign_in(web.client(), "ada.cruz", FACULTY_PASSWORD).status_code == 401
