@@ -165,6 +165,7 @@ def main() -> int:
                             "/consultations",
                             "/kiosks",
                             "/audit",
+                            "/insight",
                         ):
                             driver.get(url + "/web/admin" + page)
                             shoot(

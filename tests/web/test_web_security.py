@@ -328,3 +328,26 @@ def test_a_faculty_member_changes_their_password_audited_as_themselves(web: Web)
     assert [a.actor for a in changes] == ["faculty:ada.cruz"]
     assert sign_in(web.client(), "ada.cruz", new).status_code == 303
     assert sign_in(web.client(), "ada.cruz", FACULTY_PASSWORD).status_code == 401
+
+
+def test_insight_draws_requests_per_day_and_exports_csv_for_administrators_only(web: Web) -> None:
+    ids = web.ids  # type: ignore[attr-defined]
+    for _ in range(3):
+        _pending(web, ids["ada"], ids["maria"])
+    admin = web.client()
+    sign_in(admin, ADMIN_USER, ADMIN_PASSWORD)
+    page = admin.get("/web/admin/insight?days=7")
+    assert page.status_code == 200
+    assert 'id="requests-chart"' in page.text and "<rect" in page.text
+    assert ": 3</title>" in page.text  # today's bar holds the three requests
+    assert "style=" not in page.text and "<script" not in page.text  # the CSP allows neither
+    csv = admin.get("/web/admin/insight/requests_per_day.csv?days=7")
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    assert csv.text.splitlines()[0].startswith("day,requests")
+    assert web.audit("analytics.export")[0].actor == f"admin:{ADMIN_USER}"
+    assert admin.get("/web/admin/insight/nope.csv").status_code == 404
+    faculty_account(web.engine, ids["ada"], "ada.cruz")
+    ada = web.client()
+    sign_in(ada, "ada.cruz", FACULTY_PASSWORD)
+    assert ada.get("/web/admin/insight").status_code == 403
+    assert ada.get("/web/admin/insight/requests_per_day.csv").status_code == 403

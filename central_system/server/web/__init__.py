@@ -40,7 +40,7 @@ TEMPLATES.env.filters["when"] = _when
 
 def mount_web(app: FastAPI) -> None:
     """Add the dashboard's pages, static files, error pages and headers to ``app``."""
-    from . import routes_admin, routes_auth, routes_faculty
+    from . import routes_admin, routes_auth, routes_faculty, routes_insight
 
     app.state.web_live = WebLive()
     app.mount(
@@ -51,6 +51,7 @@ def mount_web(app: FastAPI) -> None:
     app.include_router(routes_auth.router)
     app.include_router(routes_faculty.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_insight.router)
 
     @app.exception_handler(WebError)
     async def web_error(request: Request, exc: WebError) -> Response:
