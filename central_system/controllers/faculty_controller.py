@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ..models import Faculty, FacultyStatus, utcnow
@@ -333,8 +333,14 @@ class FacultyController(ControllerBase):
         """Every faculty member by name (only those students can ask now, if ``available_only``)."""
         stmt = select(Faculty).order_by(Faculty.name, Faculty.id)
         if available_only:
+            # The same rule as Faculty.is_available: an online desk's presence, else the
+            # availability set by hand in the web dashboard.
+            available = FacultyStatus.AVAILABLE.value
             stmt = stmt.where(
-                Faculty.desk_online.is_(True), Faculty.status == FacultyStatus.AVAILABLE.value
+                or_(
+                    and_(Faculty.desk_online.is_(True), Faculty.status == available),
+                    and_(Faculty.desk_online.is_(False), Faculty.manual_status == available),
+                )
             )
         with self.session() as session:
             return list(session.scalars(stmt))

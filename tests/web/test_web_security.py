@@ -203,6 +203,8 @@ def test_manual_availability_shows_on_the_kiosk_only_while_the_desk_is_offline(w
     backend = web.server.backend
     view = backend.get_faculty(ids["ada"])
     assert view.availability == "available (set by hand)" and view.can_request
+    listed = backend._controller("faculty").list_faculty(available_only=True)
+    assert [f.id for f in listed] == [ids["ada"]]
     # A student can now send a request (answered in the browser).
     created = backend.send_request(ids["maria"], ids["ada"], "Question about my project", "CS101")
     assert created.status == "pending"
@@ -213,6 +215,7 @@ def test_manual_availability_shows_on_the_kiosk_only_while_the_desk_is_offline(w
         s.commit()
     view = backend.get_faculty(ids["ada"])
     assert view.availability == "away" and not view.can_request
+    assert backend._controller("faculty").list_faculty(available_only=True) == []
     assert web.audit("faculty.manual_status")[0].actor == "faculty:ada.cruz"
     assert (
         ada.post("/web/faculty/availability", data={"csrf": token, "status": "busy"}).status_code
