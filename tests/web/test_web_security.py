@@ -354,3 +354,18 @@ def test_insight_draws_requests_per_day_and_exports_csv_for_administrators_only(
     sign_in(ada, "ada.cruz", FACULTY_PASSWORD)
     assert ada.get("/web/admin/insight").status_code == 403
     assert ada.get("/web/admin/insight/requests_per_day.csv").status_code == 403
+
+
+def test_unknown_pages_and_bad_values_get_html_pages_and_the_api_keeps_json(web: Web) -> None:
+    client = web.client()
+    missing = client.get("/web/nowhere")
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    assert "unsafe-inline" not in missing.headers["content-security-policy"]
+    faculty_account(web.engine, web.ids["ada"], "ada.cruz")  # type: ignore[attr-defined]
+    sign_in(client, "ada.cruz", FACULTY_PASSWORD)
+    bad = client.get("/web/faculty/history?page=-1")
+    assert bad.status_code == 400 and "bad value" in bad.text
+    api = client.get("/api/v1/nowhere")
+    assert api.status_code == 404 and api.json()["error"] == "http_404"
+    api_bad = client.get("/api/v1/consultations?limit=0")
+    assert api_bad.status_code in (401, 422) and "error" in api_bad.json()
