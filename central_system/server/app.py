@@ -14,8 +14,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from .central import CentralServer
 from .errors import install_error_handlers
+from .metrics import LatencyMiddleware, make_registry
 from .routes import api_router
 from .routes.health import router as health_router
+from .routes.metrics import router as metrics_router
 from .web import mount_web
 
 # The largest request body the API takes (the biggest real one, a request text, is ~2 KiB).
@@ -120,7 +122,10 @@ def create_app(server: CentralServer) -> FastAPI:
     app.state.server = server
     install_error_handlers(app)
     app.include_router(health_router)
+    app.include_router(metrics_router)  # GET /metrics for Prometheus (issue 12, no auth)
     app.include_router(api_router)
     mount_web(app)  # the web dashboard's pages (issue 10, server/web/)
     app.add_middleware(LimitsAndRole, server=server)
+    app.state.metrics_registry, latency = make_registry(server)  # per app: tests run several
+    app.add_middleware(LatencyMiddleware, histogram=latency)  # outermost: times 413/503 too
     return app
