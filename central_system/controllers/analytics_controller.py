@@ -46,6 +46,7 @@ from ..models import (
 )
 from ..models.analytics import ANSWER_BUCKETS_S, BUCKET_COLUMNS, DAILY_COUNTERS, HOURLY_COUNTERS
 from .base import ControllerBase, DbSource
+from .roster import spreadsheet_safe
 
 if TYPE_CHECKING:
     from ..services.async_mqtt_service import AsyncMQTTService
@@ -85,6 +86,18 @@ ANSWER_COLUMNS: Final = (
 )
 
 
+def _csv_cell(value: Any) -> Any:
+    """None as empty, floats to 3 decimals, text that a spreadsheet would run as a formula
+    (a faculty member or department named ``=HYPERLINK(…)``) defused."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, str):
+        return spreadsheet_safe(value)
+    return value
+
+
 class AnalyticsError(ValueError):
     """A report was asked for with a bad name or date range; ``str(err)`` says which."""
 
@@ -103,9 +116,7 @@ class Table:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(self.columns)
         for row in self.rows:
-            writer.writerow(
-                ["" if v is None else round(v, 3) if isinstance(v, float) else v for v in row]
-            )
+            writer.writerow([_csv_cell(v) for v in row])
         return out.getvalue()
 
     def as_dicts(self) -> list[dict[str, Any]]:

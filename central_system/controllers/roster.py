@@ -401,9 +401,13 @@ def export_rows(scope: SessionScope, kind: Kind) -> str:
     return out.getvalue()
 
 
+def spreadsheet_safe(cell: str) -> str:
+    """A cell a spreadsheet would run as a formula gets a leading apostrophe (CSV injection)."""
+    return "'" + cell if cell[:1] in _FORMULA_STARTS else cell
+
+
 def _safe(cells: list[str]) -> list[str]:
-    """Cells a spreadsheet would run as a formula get a leading apostrophe (CSV injection)."""
-    return ["'" + c if c[:1] in _FORMULA_STARTS else c for c in cells]
+    return [spreadsheet_safe(c) for c in cells]
 
 
 def import_csv(kind: Kind, data: bytes, *, commit: bool, actor: str) -> ImportReport:
