@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # Contract section 3: a desk silent this long is offline.
     desk_offline_after_s: float = Field(default=90.0, gt=0)
     liveness_check_interval_s: float = Field(default=5.0, gt=0)
+    # Issue 12: each desk's online/offline transitions are kept this many days (the uptime
+    # reports); older rows are pruned hourly by the liveness service, except each desk's
+    # newest one before the cut (docs/analytics.md "Desk uptime").
+    desk_history_days: int = Field(default=400, ge=1, le=10 * 366)
 
     kiosk_inactivity_timeout_s: float = Field(default=120.0, gt=0)
     kiosk_logout_warning_s: float = Field(default=15.0, ge=0)

@@ -9,6 +9,7 @@ from .analytics import (
 )
 from .base import Base, utcnow
 from .consultation import ALLOWED_TRANSITIONS, ANSWER_STATUSES, Consultation, ConsultationStatus
+from .desk_history import DeskConnectionEvent, DeskTransitionReason
 from .faculty import DeskUnit, Faculty, FacultyStatus
 from .kiosk import AdminSessionToken, KioskToken
 from .legacy import LegacyDeskLogin, LegacyImportMap
@@ -30,6 +31,8 @@ __all__ = [
     "ConsultationStatsHourly",
     "ConsultationStatsWeekly",
     "ConsultationStatus",
+    "DeskConnectionEvent",
+    "DeskTransitionReason",
     "DeskUnit",
     "Faculty",
     "FacultyStatus",

@@ -19,6 +19,14 @@ once" means at the end of the MQTT handlers' current batch
 (``AsyncMQTTService.call_after_batch``): one message when they trickle in, one
 transaction for hundreds of desks when all of them reconnect after a broker
 restart. The change's event and any re-send follow that write.
+
+Each desk's connection (issue 12) is tracked apart from ``desk_online``: a desk is
+connected from its first live message until its last will (an improved desk's
+``"status": "OFFLINE"``) or the heartbeat timeout, whichever comes first. Every
+change is one ``desk_connection_events`` row, inserted (executemany) in the same
+transaction as the write above or as the periodic check's offline marks: never a
+write of its own per message. The same check prunes rows older than
+``desk_history_days`` once an hour, keeping each desk's newest one before the cut.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from sqlalchemy import Table, bindparam, case, func, select, update
+from sqlalchemy import Table, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -49,7 +57,16 @@ from ..controllers.schemas import (
     inbound_stats,
     parse_inbound,
 )
-from ..models import Consultation, ConsultationStatus, DeskUnit, Faculty, FacultyStatus, utcnow
+from ..models import (
+    Consultation,
+    ConsultationStatus,
+    DeskConnectionEvent,
+    DeskTransitionReason,
+    DeskUnit,
+    Faculty,
+    FacultyStatus,
+    utcnow,
+)
 from ..utils import topics
 
 if TYPE_CHECKING:
@@ -66,6 +83,8 @@ REBOOT_TOLERANCE: Final = timedelta(seconds=2)
 # Under a burst, changes students see are written together: at most this many, this late.
 VISIBLE_BATCH_ROWS: Final = 2000
 VISIBLE_BATCH_WAIT_S: Final = 0.2
+# The connection history is pruned this often (by the periodic check's thread).
+PRUNE_EVERY_S: Final = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +116,7 @@ class DeskState:
     rebooted: bool = False  # it lost everything; re-send all once it is available
     persistent_session: bool = False  # an improved desk: the broker keeps what it misses
     utf8: bool = False  # an improved desk: its screen draws UTF-8
+    connected: bool = False  # as recorded in desk_connection_events (issue 12)
 
     @property
     def available(self) -> bool:
@@ -139,6 +159,11 @@ class LivenessService(ControllerBase):
         self._visible: dict[int, datetime] = {}
         self._visible_since = 0.0
         self._resends: list[tuple[int, Callable[[], None]]] = []  # dispatch thread only
+        # Connection transitions waiting for the next write (rows of desk_connection_events).
+        self._transitions: list[dict[str, Any]] = []
+        self.disconnections = 0  # since start: connected -> not (GET /metrics)
+        self.history_days = self.settings.desk_history_days
+        self._pruned_mono: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -180,6 +205,31 @@ class LivenessService(ControllerBase):
                 self.check()
             except Exception:
                 logger.exception("liveness check failed")
+            now = time.monotonic()
+            if self._pruned_mono is None or now - self._pruned_mono >= PRUNE_EVERY_S:
+                self._pruned_mono = now
+                try:
+                    self.prune_history()
+                except SQLAlchemyError:
+                    logger.exception("pruning the desk connection history failed")
+
+    def prune_history(self, now: datetime | None = None) -> int:
+        """Delete connection rows older than ``history_days``, except each desk's newest such row.
+
+        That row says what state the desk was in at the cut, which an uptime report over a
+        range starting later needs. Returns the number of rows deleted.
+        """
+        cutoff = (now or utcnow()) - timedelta(days=self.history_days)
+        ev = DeskConnectionEvent
+        keep = (
+            select(func.max(ev.id)).where(ev.at < cutoff).group_by(ev.faculty_id).scalar_subquery()
+        )
+        with self.session() as session:
+            result = session.execute(delete(ev).where(ev.at < cutoff, ev.id.not_in(keep)))
+        deleted = int(getattr(result, "rowcount", 0) or 0)
+        if deleted:
+            logger.info("desk connection history: %d rows older than %s pruned", deleted, cutoff)
+        return deleted
 
     def set_resender(self, resend_pending: Callable[[int, datetime | None], int]) -> None:
         """Use ``resend_pending(faculty_id, since) -> count`` when a desk may miss requests."""
@@ -247,6 +297,7 @@ class LivenessService(ControllerBase):
                 return False
             before_online, before_shown = desk.online, desk.shown
             before_presence, last_contact = desk.presence, desk.last_seen
+            before_connected = desk.connected
             now = utcnow()
             came_back = False
             if improved is not None:
@@ -278,15 +329,22 @@ class LivenessService(ControllerBase):
                 resend = self._what_to_resend(
                     desk, now, last_contact, uptime_ms, new_link, before_presence
                 )
-            if desk.online == before_online and desk.shown == before_shown:
-                event = None
-            else:
+            if not retained:
+                if presence == FacultyStatus.OFFLINE:
+                    # An improved desk's last will: the broker says it lost the connection.
+                    self._connection(desk, False, DeskTransitionReason.LWT, now)
+                else:
+                    self._connection(desk, True, _online_reason(presence, heartbeat), now)
+            visible = desk.online != before_online or desk.shown != before_shown
+            event = None
+            if visible or desk.connected != before_connected:
                 try:
                     self._write_change(desk, now)
                 except Exception:
                     if resend is not None:  # kept for the desk's next message, not lost
                         self._keep_doubt(desk, resend)
                     raise
+            if visible:
                 event = FacultyEvent(
                     faculty_id, desk.shown, desk.online, before_shown, before_online, now
                 )
@@ -297,6 +355,26 @@ class LivenessService(ControllerBase):
         if resend is not None:
             self._resend_pending(faculty_id, resend)
         return True
+
+    def _connection(
+        self, desk: DeskState, connected: bool, reason: DeskTransitionReason, now: datetime
+    ) -> None:
+        """Record a change of ``desk.connected`` for the next write; under the lock."""
+        if desk.connected == connected:
+            return
+        desk.connected = connected
+        if not connected:
+            self.disconnections += 1
+        self._transitions.append(
+            {"faculty_id": desk.faculty_id, "at": now, "online": connected, "reason": str(reason)}
+        )
+
+    def _insert_transitions(self, session: Session) -> None:
+        """Insert the waiting connection rows (one executemany) in ``session``; under the lock."""
+        if not self._transitions:
+            return
+        rows, self._transitions = self._transitions, []
+        session.execute(insert(DeskConnectionEvent), rows)
 
     @staticmethod
     def _keep_doubt(desk: DeskState, resend: Resend) -> None:
@@ -416,6 +494,7 @@ class LivenessService(ControllerBase):
             ]
             for desk in silent:
                 before_shown = desk.shown
+                self._connection(desk, False, DeskTransitionReason.HEARTBEAT_TIMEOUT, now)
                 desk.online = False
                 desk.shown = self._shown(desk)
                 events.append(
@@ -449,13 +528,15 @@ class LivenessService(ControllerBase):
         if expiry is not None and expiry > time.monotonic():
             return None
         with self.session() as session:
-            faculty = session.get(Faculty, faculty_id)
-            if faculty is None:
+            found = session.execute(
+                select(Faculty, _last_online()).where(Faculty.id == faculty_id)
+            ).first()
+            if found is None:
                 if len(self._unknown) >= _MAX_UNKNOWN_CACHE:
                     self._unknown.clear()
                 self._unknown[faculty_id] = time.monotonic() + UNKNOWN_FACULTY_TTL_S
                 return None
-            desk = self._state_from_row(faculty)
+            desk = self._state_from_row(found[0], found[1])
             desk.has_desk_row = (
                 session.scalar(select(DeskUnit.id).where(DeskUnit.faculty_id == faculty_id))
                 is not None
@@ -463,13 +544,16 @@ class LivenessService(ControllerBase):
         self._desks[faculty_id] = desk
         return desk
 
-    def _state_from_row(self, faculty: Faculty) -> DeskState:
+    def _state_from_row(self, faculty: Faculty, last_online: bool | None = None) -> DeskState:
+        """The state of a desk as stored; ``last_online``: its newest connection row (None: none)."""
         now = utcnow()
         age = (now - faculty.last_seen).total_seconds() if faculty.last_seen else None
         # A desk that was online when we last ran counts from its stored last_seen.
         mono = time.monotonic() - (age if age is not None else self.offline_after_s + 1)
         status = faculty.status
         presence = FacultyStatus(status) if status != FacultyStatus.OFFLINE else None
+        if last_online is None:
+            last_online = bool(faculty.desk_online) and status != FacultyStatus.OFFLINE
         return DeskState(
             faculty_id=faculty.id,
             online=bool(faculty.desk_online),
@@ -477,14 +561,15 @@ class LivenessService(ControllerBase):
             presence=presence,
             last_seen=faculty.last_seen,
             last_seen_mono=mono,
+            connected=bool(last_online),
         )
 
     def _load_desks(self) -> None:
         """Every faculty member's desk state in one query (not one query per desk on its first message)."""
         with self._lock, self.session() as session:
-            for faculty in session.scalars(select(Faculty)).all():
+            for faculty, last_online in session.execute(select(Faculty, _last_online())).all():
                 if faculty.id not in self._desks:
-                    self._desks[faculty.id] = self._state_from_row(faculty)
+                    self._desks[faculty.id] = self._state_from_row(faculty, last_online)
             for fid in session.scalars(select(DeskUnit.faculty_id)).all():
                 if fid in self._desks:
                     self._desks[fid].has_desk_row = True
@@ -516,7 +601,7 @@ class LivenessService(ControllerBase):
             changed, self._visible = self._visible, {}
             desks = [(self._desks.get(fid), when) for fid, when in changed.items()]
             rows = [(d, when) for d, when in desks if d is not None]
-            if not rows:
+            if not rows and not self._transitions:
                 return
             fac = cast(Table, Faculty.__table__)
             status = bindparam("v_status", type_=fac.c.status.type)
@@ -537,6 +622,9 @@ class LivenessService(ControllerBase):
                 )
             )
             with self.session() as session:
+                self._insert_transitions(session)
+                if not rows:
+                    return
                 session.execute(
                     statement,
                     [
@@ -564,7 +652,7 @@ class LivenessService(ControllerBase):
                 for d in self._desks.values()
                 if d.seen_dirty or d.heartbeat_at is not None or d.diagnostics_at is not None
             ]
-            if not dirty and not offline:
+            if not dirty and not offline and not self._transitions:
                 return
             try:
                 self._write_batch(dirty, offline, now)
@@ -582,6 +670,7 @@ class LivenessService(ControllerBase):
             [d for d in dirty if not d.has_desk_row and (d.heartbeat or d.diagnostics)]
         )
         with self.session() as session:
+            self._insert_transitions(session)
             for desk in offline:
                 session.execute(
                     update(Faculty)
@@ -728,6 +817,28 @@ class LivenessService(ControllerBase):
                 desk = self._desks.get(faculty_id)
                 if desk is not None:
                     self._keep_doubt(desk, resend)
+
+
+def _online_reason(
+    presence: FacultyStatus | None, heartbeat: dict[str, Any] | None
+) -> DeskTransitionReason:
+    if presence is not None:
+        return DeskTransitionReason.STATUS
+    if heartbeat is not None:
+        return DeskTransitionReason.HEARTBEAT
+    return DeskTransitionReason.MESSAGE
+
+
+def _last_online() -> Any:
+    """Per ``Faculty`` row: ``online`` of its desk's newest connection row (NULL: none)."""
+    ev = DeskConnectionEvent
+    return (
+        select(ev.online)
+        .where(ev.faculty_id == Faculty.id)
+        .order_by(ev.at.desc(), ev.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
 
 
 def _update_many(
