@@ -24,13 +24,19 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
+    and_,
+    bindparam,
     case,
     cast,
     delete,
+    false,
     func,
     insert,
     literal,
+    or_,
     select,
+    true,
+    union_all,
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -42,9 +48,11 @@ from ..models import (
     ConsultationStatsHourly,
     ConsultationStatsWeekly,
     ConsultationStatus,
+    DeskConnectionEvent,
     Faculty,
 )
 from ..models.analytics import ANSWER_BUCKETS_S, BUCKET_COLUMNS, DAILY_COUNTERS, HOURLY_COUNTERS
+from ..models.base import UTCDateTime
 from .base import ControllerBase, DbSource
 from .roster import spreadsheet_safe
 
@@ -188,6 +196,8 @@ class AnalyticsController(ControllerBase):
             "outcomes": self.outcomes,
             "answer_times_by_faculty": self.answer_times_by_faculty,
             "answer_times_by_department": self.answer_times_by_department,
+            "desk_uptime_by_faculty": self.desk_uptime_by_faculty,
+            "desk_uptime_by_department": self.desk_uptime_by_department,
         }
 
     # ------------------------------------------------------------------ reports
@@ -304,6 +314,149 @@ class AnalyticsController(ControllerBase):
             rows.append((dept, n, a, x, c, _rate(a, x), median, p90))
         rows.sort(key=lambda r: r[0])
         return Table("answer_times_by_department", ("department", *ANSWER_COLUMNS), rows)
+
+    def desk_uptime_by_faculty(
+        self, start: datetime, end: datetime, now: datetime | None = None
+    ) -> Table:
+        """Per faculty member's desk: uptime %, disconnections, longest outage, last seen.
+
+        Over ``[start, min(end, now))`` from ``desk_connection_events`` (docs/analytics.md
+        "Desk uptime"); a desk with no row at all in or before the range never connected.
+        """
+        self._check(start, end)
+        end = min(end, now or datetime.now(UTC))
+        with self.session() as session:
+            people = session.execute(
+                select(Faculty.id, Faculty.name, Faculty.department, Faculty.last_seen)
+            ).all()
+            desks = self._desk_uptime(session, start, end) if end > start else {}
+        span = max(0.0, (end - start).total_seconds())
+        rows = []
+        for fid, name, dept, last_seen in people:
+            online_s, drops, longest = desks.get(int(fid), (0.0, 0, None))
+            uptime = 100.0 * online_s / span if span else None
+            seen = last_seen.astimezone(UTC).isoformat(timespec="seconds") if last_seen else None
+            rows.append((int(fid), name, dept or "", uptime, drops, longest, seen))
+        rows.sort(key=lambda r: (r[1], r[0]))
+        return Table(
+            "desk_uptime_by_faculty",
+            (
+                "faculty_id",
+                "faculty",
+                "department",
+                "uptime_pct",
+                "disconnections",
+                "longest_outage_s",
+                "last_seen",
+            ),
+            rows,
+        )
+
+    def desk_uptime_by_department(
+        self, start: datetime, end: datetime, now: datetime | None = None
+    ) -> Table:
+        """Per department: desks, uptime % (all its desks' online time over theirs in the range),
+        disconnections, the longest outage of any of its desks, desks that never connected."""
+        per_desk = self.desk_uptime_by_faculty(start, end, now)
+        sums: dict[str, list[Any]] = {}
+        for _fid, _name, dept, uptime, drops, longest, _seen in per_desk.rows:
+            acc = sums.setdefault(dept, [0, 0.0, 0, None, 0])
+            acc[0] += 1
+            acc[1] += uptime or 0.0
+            acc[2] += drops
+            if longest is not None and (acc[3] is None or longest > acc[3]):
+                acc[3] = longest
+            if not uptime and not drops and longest is None:
+                acc[4] += 1
+        spanned = min(end, now or datetime.now(UTC)) > start
+        rows = [
+            (dept, n, total / n if spanned else None, drops, longest, never)
+            for dept, (n, total, drops, longest, never) in sorted(sums.items())
+        ]
+        return Table(
+            "desk_uptime_by_department",
+            (
+                "department",
+                "desks",
+                "uptime_pct",
+                "disconnections",
+                "longest_outage_s",
+                "never_connected",
+            ),
+            rows,
+        )
+
+    @staticmethod
+    def _desk_uptime(
+        session: Session, start: datetime, end: datetime
+    ) -> dict[int, tuple[float, int, float | None]]:
+        """Per faculty id: seconds online, disconnections, longest outage (s) in ``[start, end)``.
+
+        All in SQL, so only one row per desk travels: each desk's newest row before ``start``
+        (moved to ``start``) and its rows in the range; repeats of the same state dropped;
+        each remaining row lasts until the next one (or ``end``).
+        """
+        ev = DeskConnectionEvent
+        utc = UTCDateTime()
+        at_start = bindparam("range_start", start, type_=utc)
+        at_end = bindparam("range_end", end, type_=utc)
+        newest_before = (
+            select(ev.online)
+            .where(ev.faculty_id == Faculty.id, ev.at < at_start)
+            .order_by(ev.at.desc(), ev.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        initial = select(Faculty.id.label("faculty_id"), newest_before.label("online")).subquery()
+        rows = union_all(
+            select(
+                initial.c.faculty_id,
+                literal(0).label("id"),
+                at_start.label("at"),
+                initial.c.online,
+            ).where(initial.c.online.is_not(None)),
+            select(ev.faculty_id, ev.id, ev.at, ev.online).where(ev.at >= at_start, ev.at < at_end),
+        ).subquery()
+        order = (rows.c.at, rows.c.id)
+        with_prev = select(
+            rows.c.faculty_id,
+            rows.c.at,
+            rows.c.online,
+            func.lag(rows.c.online)
+            .over(partition_by=rows.c.faculty_id, order_by=order)
+            .label("prev"),
+            rows.c.id,
+        ).subquery()
+        changes = (
+            select(with_prev)
+            .where(or_(with_prev.c.prev.is_(None), with_prev.c.prev != with_prev.c.online))
+            .subquery()
+        )
+        segments = select(
+            changes.c.faculty_id,
+            changes.c.online,
+            changes.c.prev,
+            changes.c.at,
+            func.coalesce(
+                func.lead(changes.c.at).over(
+                    partition_by=changes.c.faculty_id, order_by=(changes.c.at, changes.c.id)
+                ),
+                at_end,
+            ).label("until"),
+        ).subquery()
+        seconds = _seconds_between(session.get_bind().dialect.name, segments.c.at, segments.c.until)
+        is_on = segments.c.online == true()
+        is_off = segments.c.online == false()
+        stmt = select(
+            segments.c.faculty_id,
+            func.coalesce(func.sum(case((is_on, seconds), else_=0.0)), 0.0),
+            func.coalesce(func.sum(case((and_(is_off, segments.c.prev == true()), 1), else_=0)), 0),
+            func.max(case((is_off, seconds), else_=None)),
+        ).group_by(segments.c.faculty_id)
+        return {
+            int(fid): (float(on_s), int(drops), None if longest is None else float(longest))
+            for fid, on_s, drops, longest in session.execute(stmt)
+        }
 
     # ------------------------------------------------------------------ rollups
 
@@ -610,6 +763,13 @@ class AnalyticsController(ControllerBase):
         for k, v in session.execute(values_stmt.order_by(Consultation.answer_s)):
             values[k].append(float(v))
         return {k: (percentile(vs, 0.5), percentile(vs, 0.9)) for k, vs in values.items()}
+
+
+def _seconds_between(dialect: str, a: Any, b: Any) -> Any:
+    """SQL for the seconds from datetime ``a`` to ``b``."""
+    if dialect == "postgresql":
+        return func.extract("epoch", b - a)
+    return (func.julianday(b) - func.julianday(a)) * 86400.0
 
 
 def _counters(names: Sequence[str]) -> list[Any]:

@@ -1,0 +1,167 @@
+"""Desk uptime and disconnections (issue 12) against a hand-computed fixture, SQLite and PostgreSQL.
+
+The range is [30 Sep 00:00, 2 Oct 00:00) UTC (in the past: a range is cut at now): 48 hours, 172,800 s. Every expected
+number below is worked out by hand in the comment beside it (docs/analytics.md
+"Desk uptime" gives the rules).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine
+
+from central_system.controllers.analytics_controller import AnalyticsController, AnalyticsError
+from central_system.db import session_scope
+from central_system.models import DeskConnectionEvent, Faculty
+
+START = datetime(2026, 9, 30, tzinfo=UTC)
+END = datetime(2026, 10, 2, tzinfo=UTC)
+H = 3600.0
+
+
+def _at(day: int, hour: int, minute: int = 0) -> datetime:
+    month = 9 if day > 2 else 10
+    return datetime(2026, month, day, hour, minute, tzinfo=UTC)
+
+
+# (faculty, at, online, reason)
+EVENTS: list[tuple[str, datetime, bool, str]] = [
+    # ana: online since before the range; out 06:00-08:00 on the 30th (lwt), out 12:00-13:00
+    # on the 1st (a timeout, then a repeated offline row at 12:10 that changes nothing).
+    ("ana", _at(29, 20), True, "status"),
+    ("ana", _at(30, 6), False, "lwt"),
+    ("ana", _at(30, 8), True, "status"),
+    ("ana", _at(1, 12), False, "heartbeat timeout"),
+    ("ana", _at(1, 12, 10), False, "lwt"),
+    ("ana", _at(1, 13), True, "heartbeat"),
+    # ben: the range starts mid-outage (offline since 22:00 the day before), back at 03:00,
+    # gone again at 23:00 on the 1st until the end.
+    ("ben", _at(28, 10), True, "status"),
+    ("ben", _at(29, 22), False, "heartbeat timeout"),
+    ("ben", _at(30, 3), True, "status"),
+    ("ben", _at(1, 23), False, "heartbeat timeout"),
+    # dee: first online exactly at the range's start, offline at noon; the row exactly at
+    # the range's end is outside it.
+    ("dee", _at(30, 0), True, "status"),
+    ("dee", _at(30, 12), False, "lwt"),
+    ("dee", _at(2, 0), True, "status"),
+    # cy: no row at all (a desk that never connected).
+]
+ANA_SEEN = datetime(2026, 10, 1, 23, 59, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def uptime(engine: Engine) -> tuple[AnalyticsController, dict[str, int]]:
+    with session_scope() as session:
+        people = {
+            "ana": Faculty(name="Dr. Ana", department="CS", last_seen=ANA_SEEN),
+            "ben": Faculty(name="Dr. Ben", department="CS"),
+            "cy": Faculty(name="Dr. Cy", department="Physics"),
+            "dee": Faculty(name="Dr. Dee", department="Physics"),
+        }
+        session.add_all(people.values())
+        session.flush()
+        ids = {key: f.id for key, f in people.items()}
+        session.add_all(
+            DeskConnectionEvent(faculty_id=ids[key], at=at, online=online, reason=reason)
+            for key, at, online, reason in EVENTS
+        )
+    return AnalyticsController(db=engine, timezone="UTC"), ids
+
+
+def test_uptime_disconnections_and_longest_outage_per_desk(
+    uptime: tuple[AnalyticsController, dict[str, int]],
+) -> None:
+    analytics, ids = uptime
+    table = analytics.desk_uptime_by_faculty(START, END)
+    assert table.columns == (
+        "faculty_id",
+        "faculty",
+        "department",
+        "uptime_pct",
+        "disconnections",
+        "longest_outage_s",
+        "last_seen",
+    )
+    rows = {r["faculty"]: r for r in table.as_dicts()}
+    assert list(rows) == ["Dr. Ana", "Dr. Ben", "Dr. Cy", "Dr. Dee"]
+    ana, ben, cy, dee = (rows[n] for n in ("Dr. Ana", "Dr. Ben", "Dr. Cy", "Dr. Dee"))
+    # ana online 00-06 (6 h), 08:00 on the 30th to 12:00 on the 1st (28 h), 13-24 (11 h):
+    # 45 of 48 h = 93.75 %; two disconnections (the repeated offline row is not a third);
+    # longest outage 2 h.
+    assert ana["faculty_id"] == ids["ana"]
+    assert ana["uptime_pct"] == pytest.approx(93.75, abs=1e-4)
+    assert (ana["disconnections"], ana["longest_outage_s"]) == (2, pytest.approx(2 * H, abs=0.01))
+    assert ana["last_seen"] == "2026-10-01T23:59:30+00:00"
+    # ben offline at the start (the last row before it), online 03:00 on the 30th to 23:00 on
+    # the 1st: 44 of 48 h; one disconnection inside the range (the one before it is not
+    # counted); the longest outage is the one the range starts in, cut at the start: 3 h.
+    assert ben["uptime_pct"] == pytest.approx(100 * 44 / 48, abs=1e-4)
+    assert (ben["disconnections"], ben["longest_outage_s"]) == (1, pytest.approx(3 * H, abs=0.01))
+    assert ben["last_seen"] is None
+    # cy never connected: 0 %, no disconnection, no outage to measure.
+    assert (cy["uptime_pct"], cy["disconnections"], cy["longest_outage_s"]) == (0.0, 0, None)
+    # dee online 00:00-12:00 on the 30th: 12 of 48 h; out from noon to the end: 36 h.
+    assert dee["uptime_pct"] == pytest.approx(25.0, abs=1e-4)
+    assert (dee["disconnections"], dee["longest_outage_s"]) == (1, pytest.approx(36 * H, abs=0.01))
+
+
+def test_uptime_per_department(uptime: tuple[AnalyticsController, dict[str, int]]) -> None:
+    analytics, _ids = uptime
+    table = analytics.desk_uptime_by_department(START, END)
+    assert table.columns == (
+        "department",
+        "desks",
+        "uptime_pct",
+        "disconnections",
+        "longest_outage_s",
+        "never_connected",
+    )
+    cs, physics = table.as_dicts()
+    # CS: (93.75 + 91.667) / 2; 2 + 1 disconnections; longest of 2 h and 3 h.
+    assert cs["department"] == "CS"
+    assert cs["uptime_pct"] == pytest.approx((93.75 + 100 * 44 / 48) / 2, abs=1e-4)
+    assert (cs["desks"], cs["disconnections"], cs["never_connected"]) == (2, 3, 0)
+    assert cs["longest_outage_s"] == pytest.approx(3 * H, abs=0.01)
+    # Physics: (0 + 25) / 2; dee's one disconnection; its 36 h outage; cy never connected.
+    assert physics["department"] == "Physics"
+    assert physics["uptime_pct"] == pytest.approx(12.5, abs=1e-4)
+    assert (physics["desks"], physics["disconnections"], physics["never_connected"]) == (2, 1, 1)
+    assert physics["longest_outage_s"] == pytest.approx(36 * H, abs=0.01)
+
+
+def test_a_range_ending_in_the_future_ends_now_and_a_later_range_starts_from_the_last_row(
+    uptime: tuple[AnalyticsController, dict[str, int]],
+) -> None:
+    analytics, _ids = uptime
+    # "Now" is 1 Oct 00:00: the 48 h range counts its first 24 h only. ana: 6 + 16 of 24 h.
+    table = analytics.desk_uptime_by_faculty(START, END, now=_at(1, 0))
+    rows = {r["faculty"]: r for r in table.as_dicts()}
+    assert rows["Dr. Ana"]["uptime_pct"] == pytest.approx(100 * 22 / 24, abs=1e-4)
+    assert rows["Dr. Ana"]["disconnections"] == 1
+    # 1 Oct 12:05 to 13:05: ana's state comes from the two rows before it (offline since
+    # 12:00; the 12:10 repeat changes nothing): online 5 of 60 minutes, no new disconnection.
+    table = analytics.desk_uptime_by_faculty(_at(1, 12, 5), _at(1, 13, 5))
+    ana = next(r for r in table.as_dicts() if r["faculty"] == "Dr. Ana")
+    assert ana["uptime_pct"] == pytest.approx(100 * 5 / 60, abs=1e-3)
+    assert ana["disconnections"] == 0
+    assert ana["longest_outage_s"] == pytest.approx(55 * 60, abs=0.01)
+    with pytest.raises(AnalyticsError):
+        analytics.desk_uptime_by_faculty(END, START)
+
+
+def test_the_reports_are_listed_and_export_csv(
+    uptime: tuple[AnalyticsController, dict[str, int]],
+) -> None:
+    analytics, _ids = uptime
+    tables = analytics.summary(START, END)
+    assert {"desk_uptime_by_faculty", "desk_uptime_by_department"} <= set(tables)
+    csv_text = analytics.report("desk_uptime_by_faculty", START, END).to_csv()
+    lines = csv_text.splitlines()
+    assert lines[0] == (
+        "faculty_id,faculty,department,uptime_pct,disconnections,longest_outage_s,last_seen"
+    )
+    assert lines[1].endswith(",Dr. Ana,CS,93.75,2,7200.0,2026-10-01T23:59:30+00:00")
+    assert ",Dr. Cy,Physics,0.0,0,," in csv_text
