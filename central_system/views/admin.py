@@ -442,6 +442,8 @@ INSIGHT_REPORTS = (
     ("busiest_hours", "Busiest hours"),
     ("requests_by_hour_of_week", "Hour of the week"),
     ("outcomes", "Outcomes"),
+    ("desk_uptime_by_faculty", "Desk uptime per faculty member"),
+    ("desk_uptime_by_department", "Desk uptime per department"),
 )
 
 
@@ -451,16 +453,19 @@ def _cell(column: str, value: Any) -> str:
         return "-"
     if column == "answer_rate":
         return f"{value:.0%}"
+    if column == "uptime_pct":
+        return f"{value:.1f} %"
     if column.endswith("_s"):
         return f"{value / 60:.1f} min"
     return str(value)
 
 
 def insight_summary(tables: dict[str, Any]) -> str:
-    """One paragraph from the outcomes and busiest-hours reports."""
+    """One paragraph from the outcomes, busiest-hours and desk-uptime reports."""
     outcomes = tables["outcomes"].as_dicts()[0]
+    desks = desk_summary(tables.get("desk_uptime_by_faculty"))
     if not outcomes["requests"]:
-        return "No requests in this period."
+        return " ".join(p for p in ("No requests in this period.", desks) if p)
     parts = [
         f"{outcomes['requests']} requests, {outcomes['answered']} answered "
         f"(answer rate {_cell('answer_rate', outcomes['answer_rate'])}), "
@@ -473,7 +478,28 @@ def insight_summary(tables: dict[str, Any]) -> str:
     if busiest:
         slots = ", ".join(f"{day} {hour:02d}:00 ({n})" for day, hour, n in busiest)
         parts.append(f"Busiest: {slots}.")
+    if desks:
+        parts.append(desks)
     return " ".join(parts)
+
+
+def desk_summary(table: Any) -> str:
+    """One sentence on the desks: mean uptime, disconnections, the least available desk."""
+    if table is None or not table.rows:
+        return ""
+    rows = [r for r in table.as_dicts() if r["uptime_pct"] is not None]
+    if not rows:
+        return ""
+    mean = sum(r["uptime_pct"] for r in rows) / len(rows)
+    drops = sum(r["disconnections"] for r in rows)
+    never = sum(1 for r in rows if not r["uptime_pct"] and r["longest_outage_s"] is None)
+    worst = min(rows, key=lambda r: (r["uptime_pct"], -r["disconnections"]))
+    text = f"Desks: {mean:.1f} % uptime on average, {drops} disconnections"
+    if never:
+        text += f", {never} never connected"
+    if worst["uptime_pct"] < 100.0:
+        text += f"; lowest: {worst['faculty']} ({_cell('uptime_pct', worst['uptime_pct'])})"
+    return text + "."
 
 
 class InsightTab(QWidget):

@@ -1,5 +1,6 @@
-"""Insight for administrators: the analytics reports as tables, a server-rendered SVG chart
-of requests per day, and each report as a CSV download (audited)."""
+"""Insight for administrators: the analytics reports as tables, server-rendered SVG charts
+(requests per day; the desks with the lowest uptime), and each report as a CSV download
+(audited)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ router = APIRouter(prefix="/web/admin/insight", include_in_schema=False)
 RANGES = {1: "Today", 7: "7 days", 30: "30 days", 90: "90 days"}
 Days = Annotated[int, Query(ge=1, le=90)]
 CHART_W, CHART_H, CHART_PAD = 720, 220, 28
+# The uptime chart: one horizontal bar per desk, the lowest uptime first.
+UPTIME_DESKS, UPTIME_ROW_H, UPTIME_LABEL_W = 20, 18, 200
 
 
 def bars(table: Any) -> dict[str, Any]:
@@ -39,6 +42,33 @@ def bars(table: Any) -> dict[str, Any]:
     return {"bars": out, "w": CHART_W, "h": CHART_H, "pad": CHART_PAD, "top": top}
 
 
+def uptime_bars(table: Any) -> dict[str, Any]:
+    """Bars for the ``UPTIME_DESKS`` desks with the lowest uptime in the range (0-100 %)."""
+    rows = []
+    if table is not None:
+        for r in table.as_dicts():
+            if r["uptime_pct"] is not None:
+                rows.append((str(r["faculty"]), float(r["uptime_pct"]), int(r["disconnections"])))
+    rows.sort(key=lambda r: (r[1], -r[2], r[0]))
+    rows = rows[:UPTIME_DESKS]
+    span = CHART_W - UPTIME_LABEL_W - CHART_PAD - 40
+    out = []
+    for i, (label, pct, drops) in enumerate(rows):
+        out.append(
+            {
+                "x": UPTIME_LABEL_W,
+                "y": CHART_PAD + i * UPTIME_ROW_H,
+                "w": round(span * max(0.0, min(pct, 100.0)) / 100.0, 1),
+                "h": UPTIME_ROW_H - 4,
+                "label": label[:32],
+                "pct": round(pct, 1),
+                "drops": drops,
+            }
+        )
+    height = 2 * CHART_PAD + len(out) * UPTIME_ROW_H
+    return {"bars": out, "w": CHART_W, "h": height, "label_w": UPTIME_LABEL_W, "span": span}
+
+
 @router.get("")
 def insight(request: Request, ctx: WebCtx, user: AdminUser, days: Days = 7) -> Response:
     """Every report for the range, with a chart of requests per day."""
@@ -55,6 +85,7 @@ def insight(request: Request, ctx: WebCtx, user: AdminUser, days: Days = 7) -> R
         days=days,
         ranges=RANGES,
         chart=bars(tables.get("requests_per_day")),
+        uptime=uptime_bars(tables.get("desk_uptime_by_faculty")),
     )
 
 
