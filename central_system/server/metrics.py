@@ -89,6 +89,12 @@ class ServerCollector(Collector):
             ("consultease_mqtt_reconnects_total", "reconnects", "reconnections to the broker"),
         ):
             yield _counter(name, doc, float(stats.get(key, 0)))
+        liveness = system.controllers.get("liveness")
+        yield _counter(
+            "consultease_desk_disconnections_total",
+            "desks that lost their connection (last will or heartbeat timeout) since start",
+            float(getattr(liveness, "disconnections", 0)),
+        )
         yield from self._database(server)
 
     def _database(self, server: CentralServer) -> Iterator[Metric]:

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from central_system.api.client import ApiClient
 from central_system.utils import topics
 from tests.brokers import MosquittoBroker
+from tests.integration.controller_helpers import presence_payload
 from tests.mqtt_probe import publish_raw
 from tests.server_helpers import (
     ROOT,
@@ -61,7 +62,7 @@ def test_metrics_expose_every_documented_name_and_follow_the_system(
     db_url: str, broker: MosquittoBroker, tmp_path: Path
 ) -> None:
     names = _documented_names()
-    assert len(names) == 14, names  # the table in docs/analytics.md
+    assert len(names) == 15, names  # the table in docs/analytics.md
     with running_server(db_url, broker.port, tmp_path) as server, db_engine(db_url) as engine:
         before = _scrape(server.url)
         missing = {n for n in names if _family_name(n) not in before}
@@ -132,3 +133,16 @@ def test_metrics_expose_every_documented_name_and_follow_the_system(
         body = httpx.get(server.url + "/metrics").text
         for secret in ("Maria", CARD, "recursion", "ada@example.edu"):
             assert secret not in body
+
+        # The desk's last will: one disconnection (issue 12).
+        drops = ("consultease_desk_disconnections_total", ())
+        assert after["consultease_desk_disconnections"][drops] == 0
+        publish_raw(
+            broker.port, topics.faculty_status_topic(fac.id), presence_payload(fac.id, "OFFLINE")
+        )
+        deadline = time.monotonic() + 15
+        gone = _scrape(server.url)
+        while gone["consultease_desk_disconnections"][drops] < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            gone = _scrape(server.url)
+        assert gone["consultease_desk_disconnections"][drops] == 1
