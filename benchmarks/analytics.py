@@ -21,6 +21,13 @@ What it does:
 4. prints p50 / p99 / max in ms per call and PASS/FAIL against the target
    (analytics p99 <= 200 ms). A ``SELECT 1`` round trip measured in the same run is
    printed as the machine's floor.
+
+``--uptime`` instead times the desk-uptime reports over a connection history, in the
+database ``consultease_bench_uptime``: ``--desks`` (2,000) faculty in 20 departments,
+``--history-days`` (120) of transitions: every desk online at the start, then per day
+2 disconnections (1 in 20 desks: 20) at random times, each back after up to 8 % of the
+interval between them; 1 desk in 100 never connected. Then ``desk_uptime_by_faculty``
+and ``desk_uptime_by_department`` over the last 7, 30 and 90 days.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from central_system.controllers.queue_controller import (  # noqa: E402
 )
 
 DB_NAME = "consultease_bench_analytics"
+UPTIME_DB_NAME = "consultease_bench_uptime"
 TARGET_P99_MS = 200.0
 FACULTY = 200
 STUDENTS = 5000
@@ -129,24 +137,28 @@ def _line(label: str, ms: list[float], target: float | None = None) -> bool:
     return target is None or p99 <= target
 
 
-def _bench_db_url(admin_url: str) -> str:
-    return admin_url.rsplit("/", 1)[0] + f"/{DB_NAME}"
+def _bench_db_url(admin_url: str, name: str = DB_NAME) -> str:
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-def _prepare_pg(admin_url: str, rows: int, keep: bool) -> Engine:
+def _create_pg(admin_url: str, name: str, keep: bool) -> Engine:
+    """The database ``name`` (dropped first unless ``keep``), migrated to the newest schema."""
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         exists = conn.execute(
-            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": DB_NAME}
+            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
         ).first()
         if exists and not keep:
-            conn.execute(text(f'DROP DATABASE "{DB_NAME}" WITH (FORCE)'))
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
             exists = None
         if not exists:
-            conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    url = _bench_db_url(admin_url)
-    engine = dbmod.init_db(url)
+    return dbmod.init_db(_bench_db_url(admin_url, name))
+
+
+def _prepare_pg(admin_url: str, rows: int, keep: bool) -> Engine:
+    engine = _create_pg(admin_url, DB_NAME, keep)
     with engine.connect() as conn:
         have = conn.execute(text("SELECT count(*) FROM consultations")).scalar_one()
     if have >= rows + PENDING:
@@ -247,14 +259,86 @@ def _queue_calls(engine: Engine, runs: int, label: str) -> None:
     _line("QueueController.waiting_counts (all faculty)", _times(queue.waiting_counts, runs))
 
 
+# Per desk d: online at the start of the history, then per day n disconnections (n = 20 for
+# 1 desk in 20, else 2) at random points of their slot, each back online after up to 8 % of
+# the slot; desks with d % 100 = 0 have no row (never connected).
+_UPTIME_SQL = """
+WITH slots AS (
+  SELECT d, n, j, interval '1 day' / n AS slot, random() AS r1, random() AS r2
+  FROM (SELECT d, CASE WHEN d % 20 = 0 THEN 20 ELSE 2 END AS n
+        FROM generate_series(1, :desks) d WHERE d % 100 <> 0) desks
+  CROSS JOIN LATERAL generate_series(0, :days * n - 1) j
+), outages AS (
+  SELECT d, now() - :days * interval '1 day' + j * slot + (0.05 + 0.85 * r1) * slot AS off_at,
+         slot * 0.08 * r2 AS down
+  FROM slots
+)
+INSERT INTO desk_connection_events (faculty_id, at, online, reason)
+SELECT d, now() - :days * interval '1 day', true, 'upgrade'
+FROM generate_series(1, :desks) d WHERE d % 100 <> 0
+UNION ALL SELECT d, off_at, false, 'heartbeat timeout' FROM outages
+UNION ALL SELECT d, off_at + down, true, 'status' FROM outages
+"""
+
+
+def _uptime(admin_url: str, desks: int, days: int, runs: int, keep: bool) -> bool:
+    engine = _create_pg(admin_url, UPTIME_DB_NAME, keep)
+    with engine.connect() as conn:
+        have = conn.execute(text("SELECT count(*) FROM faculty")).scalar_one()
+    if have != desks:
+        t0 = time.perf_counter()
+        with engine.begin() as conn:
+            conn.execute(text("TRUNCATE desk_connection_events, faculty RESTART IDENTITY CASCADE"))
+            conn.execute(
+                text(
+                    "INSERT INTO faculty (name, department, status, desk_online, created_at) "
+                    "SELECT 'Faculty ' || g, 'Department ' || (g % 20), 'available', true, now() "
+                    "FROM generate_series(1, :desks) g"
+                ),
+                {"desks": desks},
+            )
+            conn.execute(text(_UPTIME_SQL), {"desks": desks, "days": days})
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+        print(f"generated the connection history in {time.perf_counter() - t0:.1f} s")
+    with engine.connect() as conn:
+        events = conn.execute(text("SELECT count(*) FROM desk_connection_events")).scalar_one()
+        floor = _times(lambda: conn.execute(text("SELECT 1")).scalar_one(), runs)
+    print(f"{desks:,} desks, {events:,} transitions over {days} days; {runs} runs each:")
+    _line("SELECT 1 round trip (the floor)", floor)
+    analytics = AnalyticsController(db=engine)
+    now = datetime.now(UTC)
+    ok = True
+    for range_days in (7, 30, 90):
+        start = now - timedelta(days=range_days)
+        with engine.connect() as conn:
+            n = conn.execute(
+                text("SELECT count(*) FROM desk_connection_events WHERE at >= :s"), {"s": start}
+            ).scalar_one()
+        print(f"the last {range_days} days ({n:,} transitions in the range):")
+        for name in ("desk_uptime_by_faculty", "desk_uptime_by_department"):
+            ms = _times(lambda name=name, start=start: analytics.report(name, start, now), runs)
+            ok = _line(name, ms, TARGET_P99_MS) and ok
+    dbmod.dispose_db()
+    print("uptime target (p99 <= 200 ms):", "PASS" if ok else "FAIL")
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--keep", action="store_true", help="reuse the generated database")
+    parser.add_argument("--uptime", action="store_true", help="time the desk-uptime reports only")
+    parser.add_argument("--desks", type=int, default=2000)
+    parser.add_argument("--history-days", type=int, default=120)
     args = parser.parse_args()
     runs = max(5, min(args.runs, 1000))
+    if args.uptime:
+        desks = max(1, min(args.desks, 100_000))
+        days = max(1, min(args.history_days, 3 * 366))
+        return 0 if _uptime(args.pg, desks, days, runs, args.keep) else 1
 
     engine = _prepare_pg(args.pg, max(1, min(args.rows, 20_000_000)), args.keep)
     _queue_calls(engine, runs, "PostgreSQL")
