@@ -13,15 +13,15 @@ A 60 Hz QTimer on the Qt thread records how late each tick fires while:
       shows all of them.
 
 The kiosk runs as ``consultease run`` runs it: the central system (database, MQTT
-service, controllers) in a child process (``central_system.views.backend_process``),
-the Qt thread and the task worker in this one. ``--backend thread`` measures the
-earlier design instead, with the central system in the kiosk's own process.
+service, controllers) in a ``consultease server`` child on a Unix socket, the kiosk its
+API client, the Qt thread and the task worker in this one. ``--backend thread``
+measures the earlier design instead, with the central system in the kiosk's own process.
 
 Each scenario is also run with a naive synchronous design in the same process:
 controller calls on the Qt thread and a bare paho client that publishes and waits for
 the acknowledgement (``wait_for_publish``) on the Qt thread.
 
-    .venv/bin/python benchmarks/ui_responsiveness.py [--backend process|thread]
+    .venv/bin/python benchmarks/ui_responsiveness.py [--backend server|thread]
 
 Prints p50/p99/max lateness in ms per scenario; the last line is
 ``ui lag p99 ms: <worst p99 of the kiosk's scenarios>``.
@@ -56,7 +56,6 @@ from central_system.bootstrap import build_system  # noqa: E402
 from central_system.config import Settings  # noqa: E402
 from central_system.services.rfid import SimulatedRFIDReader  # noqa: E402
 from central_system.views.app import Kiosk, ensure_qapp  # noqa: E402
-from central_system.views.backend_process import BackendProcess  # noqa: E402
 from faculty_desk_unit.desk import DeskUnit  # noqa: E402
 from tests.brokers import MosquittoBroker  # noqa: E402
 
@@ -68,7 +67,6 @@ FLAP_DESKS = 200
 FLAP_S = 10.0
 NAIVE_ACK_TIMEOUT_S = 5.0
 STUDENT_UID = "B0B0CAFE"
-BENCH_FACTORY = "benchmarks.ui_bench_backend:BenchBackend"
 
 
 class LagProbe(QObject):
@@ -161,13 +159,6 @@ class Bench:
         self.backend: Any
         if backend_mode == "server":
             self._start_server_mode(settings)
-        elif backend_mode == "process":
-            # The child imports the bench backend from this checkout.
-            os.environ["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
-            )
-            self.process = BackendProcess(settings, BENCH_FACTORY, log_level="ERROR").start()
-            self.backend = self.process
         else:
             self.system = build_system(settings)
             self.system.start()
@@ -504,12 +495,12 @@ def _rss_mib(pid: int) -> float:
 
 
 def add_backend_argument(parser: argparse.ArgumentParser) -> None:
-    """``--backend process|thread`` (also used by ui_lag_diagnose.py)."""
+    """``--backend server|thread`` (also used by ui_lag_diagnose.py)."""
     parser.add_argument(
         "--backend",
-        choices=("process", "server", "thread"),
-        default="process",
-        help="where the central system runs: a child process (consultease run) or the kiosk's process",
+        choices=("server", "thread"),
+        default="server",
+        help="where the central system runs: a server child (consultease run) or the kiosk's process",
     )
 
 
@@ -529,7 +520,6 @@ def main() -> int:
             f"60 Hz probe on the Qt thread; lateness in ms (tick {TICK_MS} ms); "
             "central system: "
             + {
-                "process": "child process",
                 "server": "server child over the API",
                 "thread": "kiosk process",
             }[args.backend],

@@ -117,14 +117,10 @@ class Settings(BaseSettings):
     # A touch keyboard under the screens while a text field has focus (the request
     # message, admin login and forms); turn off where a physical keyboard is attached.
     kiosk_onscreen_keyboard: bool = True
-    # Where the kiosk runs the central system (database, MQTT service, controllers):
-    # "process" (a child process, so MQTT bursts never hold the Qt thread's interpreter
-    # lock) or "thread" (the kiosk's own process; tests and tools that need one process).
-    # "server": a ``consultease server`` child on a Unix socket, spoken to over the API
-    # (issue 9; the same client as for CONSULTEASE_SERVER_URL).
-    kiosk_backend: Literal["process", "thread", "server"] = "process"
-    # The backend process's niceness above the kiosk's: when both want the CPU, the screen
-    # goes first (the backend's work waits a few ms, it is never dropped).
+    # With no ``server_url`` the kiosk runs its own central system as a ``consultease
+    # server`` child on a Unix socket (``kiosk.local_server``), spoken to over the API:
+    # its niceness above the kiosk's, so when both want the CPU the screen goes first
+    # (the server's work waits a few ms, it is never dropped).
     kiosk_backend_nice: int = Field(default=5, ge=0, le=19)
 
     # Issue 12: a pending request nobody answers expires after this many seconds (0: never

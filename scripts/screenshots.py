@@ -39,9 +39,9 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     app = ensure_qapp(sys.argv[:1])
-    # As `consultease run` and the demo run it: the central system in a child process.
-    env = DemoEnvironment(backend_mode="process").start()
-    kiosk = Kiosk(env.system, SimulatedRFIDReader(), backend=env.backend)
+    # As `consultease run` and the demo run it: the central system in a server child.
+    env = DemoEnvironment().start()
+    kiosk = Kiosk(None, SimulatedRFIDReader(), backend=env.backend)
     win = kiosk.window
     win.resize(1024, 600)
     win.show()

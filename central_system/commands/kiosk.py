@@ -50,7 +50,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The kiosk against the configured broker and database."""
-    from ..bootstrap import build_system
     from ..config import get_settings
     from ..services.display import display_problem, xcb_library_problem
     from ..services.rfid import create_reader
@@ -73,46 +72,30 @@ def run(args: argparse.Namespace) -> int:
     app = ensure_qapp(sys.argv[:1])
     # Before anything starts: a SIGTERM during start-up (systemd stop) still ends cleanly.
     stopping = _quit_on_signals(app)
-    system = None
-    backend: Any = None
-    if settings.server_url:
-        # A client of the configured server(s): this kiosk runs no central system at all.
-        from ..api.errors import KioskError
-        from ..kiosk.api_backend import ApiBackend
+    # The kiosk is a client of the server's API, and only of it: the configured server(s),
+    # or a `consultease server` child of its own on a Unix socket (the single-Pi case).
+    from ..api.errors import KioskError
+    from ..kiosk.api_backend import ApiBackend
 
+    if settings.server_url:
         try:
             backend = ApiBackend.from_settings(settings)
         except (KioskError, ValueError) as err:
             print(f"consultease run: {err}", file=sys.stderr)
             return 2
-    elif settings.kiosk_backend == "server":
-        # The central system as a server child on a Unix socket, spoken to over the API.
-        from ..kiosk.api_backend import ApiBackend
-
-        backend = ApiBackend.local_server(settings)
-    elif settings.kiosk_backend == "process":
-        # The central system in a child process: its MQTT bursts cannot stall the screen.
+    else:
         # Started after the window shows, and retried until it is up (a database or
         # broker that is late at boot delays the kiosk, it does not crash it).
-        from ..views.backend_process import BackendProcess
-
-        backend = BackendProcess(settings)
-    else:
-        system = build_system(settings)
-        system.start()
+        backend = ApiBackend.local_server(settings)
     reader = create_reader(settings.rfid_device)
-    kiosk = Kiosk(system, reader, backend=backend)
+    kiosk = Kiosk(None, reader, backend=backend)
     kiosk.show(fullscreen=args.fullscreen or settings.fullscreen)
-    if backend is not None and hasattr(backend, "start_in_background"):
-        backend.start_in_background()
+    backend.start_in_background()
     try:
         return 0 if stopping.is_set() else int(app.exec())
     finally:
         kiosk.close()
-        if backend is not None and hasattr(backend, "close"):
-            backend.close()
-        if system is not None:
-            system.stop()
+        backend.close()
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -135,9 +118,7 @@ def demo(args: argparse.Namespace) -> int:
     from ..views.demo import DemoEnvironment
 
     print("Starting the ConsultEase demo…", flush=True)
-    from ..config import get_settings
-
-    env = DemoEnvironment(keep_data=args.keep_data, backend_mode=get_settings().kiosk_backend)
+    env = DemoEnvironment(keep_data=args.keep_data)
     # Until the Qt loop takes over the signals: SIGTERM and SIGHUP unwind like Ctrl+C, so
     # the finally below stops everything and removes the temporary data directory.
     _unwind_on_termination()
@@ -168,14 +149,13 @@ def _run_demo(args: argparse.Namespace, env: Any) -> int:
         flush=True,
     )
     print(f"  simulated desks: {len(env.faculty_ids)} (improved mode)", flush=True)
-    where = f"child process {env.process.pid}" if env.process is not None else "this process"
-    print(f"  central system: {where}", flush=True)
+    print(f"  central system: server child process {env.backend.pid}", flush=True)
     if env.admin_password:
         # Shown once, never stored in clear: there is no default password.
         print(f"  admin login:    {DEMO_ADMIN} / {env.admin_password}", flush=True)
     app = ensure_qapp(sys.argv[:1])
     reader = SimulatedRFIDReader()
-    kiosk = Kiosk(env.system, reader, backend=env.backend)
+    kiosk = Kiosk(None, reader, backend=env.backend)
     stopping = _quit_on_signals(app)
     # A closed terminal ends the demo like Ctrl+C (the temporary data goes with it).
     signal.signal(signal.SIGHUP, lambda *_: (stopping.set(), app.quit()))

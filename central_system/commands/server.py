@@ -60,11 +60,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # A kiosk that starts its own server passes the token it will use (never stored).
     local_token = os.environ.pop("CONSULTEASE_SERVER_LOCAL_TOKEN", None)
-    _follow_parent(os.environ.pop("CONSULTEASE_SERVER_PARENT_PID", None))
     nice = int(os.environ.pop("CONSULTEASE_SERVER_NICE", "0") or 0)
     if nice > 0:
-        # Before any thread starts (threads inherit it): the kiosk's screen goes first.
+        # Before any thread starts (on Linux it is per thread; new threads inherit it):
+        # the kiosk's screen goes first.
         os.nice(nice)
+    _follow_parent(os.environ.pop("CONSULTEASE_SERVER_PARENT_PID", None))
     # Tests and benchmarks only: a subclass of the facade with their hooks ("module:attr").
     factory_path = os.environ.pop("CONSULTEASE_SERVER_BACKEND_FACTORY", "")
     factory = None

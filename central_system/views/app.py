@@ -59,9 +59,9 @@ class Kiosk:
     """The kiosk window wired to a running ``System`` and a card reader."""
 
     def __init__(self, system: Any, reader: RFIDReader, *, backend: Any = None) -> None:
-        """``Kiosk(system, reader)`` runs the controllers in this process;
-        ``Kiosk(None, reader, backend=BackendProcess(settings).start())`` talks to a
-        central system in a child process (what ``consultease run`` does)."""
+        """``Kiosk(None, reader, backend=ApiBackend…)`` is a client of the server's API
+        (what ``consultease run`` and the demo do); ``Kiosk(system, reader)`` runs the
+        controllers in this process (fast offscreen tests only, not a setting)."""
         if system is None and backend is None:
             raise ValueError("a Kiosk needs a system or a backend")
         self.system = system

@@ -15,7 +15,7 @@ from .worker import TaskManager
 class KioskContext:
     """Shared services of the screens. ``backend`` is only ever called inside ``run``."""
 
-    # A KioskBackend in this process, or a BackendProcess (the same calls, run in the child).
+    # An ApiBackend (the server's API), or a KioskBackend in this process (tests).
     backend: KioskBackend | Any
     taskman: TaskManager
     bridge: MqttBridge

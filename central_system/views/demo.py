@@ -50,7 +50,6 @@ UNKNOWN_CARD = "FFFF0001"
 DEMO_ADMIN = "admin"
 # Seconds to wait for the demo's desks to connect and report presence.
 DESKS_READY_TIMEOUT_S = 20.0
-DEMO_BACKEND = "central_system.views.demo_backend:DemoBackend"
 
 
 def demo_cards() -> list[tuple[str, str]]:
@@ -146,14 +145,11 @@ class DemoEnvironment:
     keep_data: bool = False
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     desks: bool = True
-    # "process": the central system in a child process, as ``consultease run`` runs it
-    # (``BackendProcess``); "thread": in this process (``system`` is then available).
-    backend_mode: str = "thread"
 
     def __post_init__(self) -> None:
         self.broker: Any = None
-        self.system: Any = None
-        self.process: Any = None
+        # The central system: a ``consultease server`` child on a Unix socket, spoken to
+        # over the API, exactly as ``consultease run`` starts it (``ApiBackend.local_server``).
         self.backend: Any = None
         self._settings: Any = None
         self.fleet: Any = None
@@ -169,8 +165,8 @@ class DemoEnvironment:
 
     def start(self) -> DemoEnvironment:
         """Start broker, central system, seed data and desks (before any Qt loop runs)."""
-        from ..bootstrap import build_system
         from ..config import get_settings
+        from ..kiosk.api_backend import ApiBackend
         from ..services.embedded_broker import EmbeddedBroker
 
         if self.data_dir is None:
@@ -198,24 +194,7 @@ class DemoEnvironment:
         update.update(self.settings_overrides)
         settings = base.model_copy(update=update)
         self._settings = settings
-        if self.backend_mode == "server":
-            # A `consultease server` child on a Unix socket, spoken to over the API (issue 9).
-            from ..kiosk.api_backend import ApiBackend
-
-            local = settings.model_copy(update={"kiosk_backend": "server"})
-            self.process = ApiBackend.local_server(local).start()
-            self.backend = self.process
-        elif self.backend_mode == "process":
-            from .backend_process import BackendProcess
-
-            self.process = BackendProcess(settings, DEMO_BACKEND).start()
-            self.backend = self.process
-        else:
-            from .demo_backend import DemoBackend
-
-            self.system = build_system(settings)
-            self.system.start()
-            self.backend = DemoBackend(self.system)
+        self.backend = ApiBackend.local_server(settings).start()
         self._seed()
         if self.desks:
             self._start_desks()
@@ -223,10 +202,7 @@ class DemoEnvironment:
 
     def _seed(self) -> None:
         # No default password anywhere: a random one, shown once on the console.
-        if self.backend_mode == "server":
-            seeded = _seed_over_api(self.backend, self.settings)
-        else:
-            seeded = self.backend.demo_seed(DEMO_FACULTY, DEMO_STUDENTS, DEMO_ADMIN)
+        seeded = _seed_over_api(self.backend, self.settings)
         self.faculty_ids = dict(seeded["faculty"])
         self.student_ids = dict(seeded["students"])
         self.admin_password = seeded["admin_password"]
@@ -276,12 +252,9 @@ class DemoEnvironment:
         if self.fleet is not None:
             self.fleet.stop()
             self.fleet = None
-        if self.process is not None:
-            self.process.close()
-            self.process = None
-        if self.system is not None:
-            self.system.stop()
-            self.system = None
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
         if self.broker is not None:
             self.broker.stop()
             self.broker = None

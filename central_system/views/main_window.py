@@ -237,7 +237,7 @@ class KioskWindow(QMainWindow):
             # The service stopped retrying: only an administrator can fix the credentials.
             "auth_failed": "Desks: broker refused the kiosk's login. Please call an administrator.",
             "stopped": "Desks: offline",
-            # The kiosk's backend process died and is being restarted (backend_process).
+            # The kiosk's own server child died and is being restarted (kiosk.local_server).
             "backend_down": "Central system restarting… Please wait a moment.",
             "starting": "Starting…",
             # The details are in the log: a public screen shows no internals.

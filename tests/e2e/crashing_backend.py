@@ -1,19 +1,20 @@
-"""Kiosk backends that misbehave, loaded by ``BackendProcess`` in its child.
+"""A kiosk facade that misbehaves, loaded by a kiosk's server child in tests.
 
-``CrashAfterSaveBackend`` dies right after saving a request, before it can answer (a
-central system that loses power mid-request); ``HangingBackend`` never answers ``hang()``.
+``CONSULTEASE_SERVER_BACKEND_FACTORY=tests.e2e.crashing_backend:CrashAfterSaveBackend``
+makes ``consultease server`` serve the kiosk's calls with it: ``send_request`` dies right
+after saving a request, before it can answer (a central system that loses power
+mid-request).
 """
 
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
-from central_system.views.demo_backend import DemoBackend
+from central_system.controllers.kiosk_facade import KioskBackend
 
 
-class CrashAfterSaveBackend(DemoBackend):
+class CrashAfterSaveBackend(KioskBackend):
     """``send_request`` commits the request (and its MQTT messages), then the process dies."""
 
     def send_request(self, *args: Any, **kwargs: Any) -> Any:
@@ -23,10 +24,3 @@ class CrashAfterSaveBackend(DemoBackend):
             open(marker, "w").close()  # only the first request: the restarted child behaves
             os._exit(1)
         return view
-
-
-class HangingBackend(DemoBackend):
-    """``hang()`` never returns (bounded at 10 minutes): a stuck central system."""
-
-    def hang(self) -> None:
-        time.sleep(600)

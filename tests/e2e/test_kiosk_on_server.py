@@ -8,7 +8,6 @@ the API only (``ApiBackend``): it runs no MQTT service and opens no database.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,27 +19,18 @@ pytest.importorskip("pytestqt")
 from central_system.api.client import ApiClient
 from central_system.config import Settings
 from central_system.kiosk.api_backend import ApiBackend
-from central_system.services.rfid import SimulatedRFIDReader
-from central_system.views.app import Kiosk
 from faculty_desk_unit.desk import DeskUnit
 from tests.brokers import MosquittoBroker
+from tests.e2e.kiosk_flows import CARD, WAIT_MS, send_request, tap_in, wait_until
 from tests.server_helpers import admin_client, create_admin, db_engine, enroll, running_server
-
-WAIT_MS = 30_000
-CARD = "04A1B2C3"
-
-
-def wait_until(pred: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 def test_a_request_from_kiosk_a_reaches_the_desk_and_qt_kiosk_b_shows_it_and_its_acceptance_live(
-    qtbot: Any, db_url: str, broker: MosquittoBroker, tmp_path: Path
+    qtbot: Any,
+    api_kiosk: Callable[..., Any],
+    db_url: str,
+    broker: MosquittoBroker,
+    tmp_path: Path,
 ) -> None:
     with running_server(db_url, broker.port, tmp_path) as server, db_engine(db_url) as engine:
         create_admin(engine)
@@ -55,21 +45,14 @@ def test_a_request_from_kiosk_a_reaches_the_desk_and_qt_kiosk_b_shows_it_and_its
             ApiClient(server.url, tokens["kiosk-b"]),
             Settings(data_dir=tmp_path / "kiosk-b", kiosk_inactivity_timeout_s=3600),
         )
-        kiosk_b = Kiosk(None, SimulatedRFIDReader(), backend=backend_b)
-        qtbot.addWidget(kiosk_b.window)
-        kiosk_b.window.show()
         try:
+            kiosk_b = api_kiosk(backend_b)
             # The Qt kiosk holds no MQTT connection of its own.
             assert not [t.name for t in threading.enumerate() if t.name.startswith("mqtt-")]
             assert wait_until(lambda: kiosk_a.faculty_member(fac.id).can_request, 20)
             win = kiosk_b.window
-            qtbot.waitUntil(lambda: win.mqtt_label.text() == "Desks: connected", timeout=WAIT_MS)
             # The student taps in at kiosk B and opens My consultations.
-            kiosk_b.reader.tap(CARD)
-            qtbot.waitUntil(
-                lambda: win.current_screen() is win.dashboard and fac.id in win.dashboard.cards,
-                timeout=WAIT_MS,
-            )
+            tap_in(qtbot, kiosk_b, CARD, fac.id)
             win.show_my_consultations()
             qtbot.waitUntil(lambda: win.current_screen() is win.my_consultations, timeout=WAIT_MS)
             # Kiosk A sends the same student's request: it reaches the desk...
@@ -86,21 +69,13 @@ def test_a_request_from_kiosk_a_reaches_the_desk_and_qt_kiosk_b_shows_it_and_its
             # Kiosk B sends a request itself through its form: it reaches the desk too.
             win.my_consultations.back_button.click()
             qtbot.waitUntil(lambda: win.current_screen() is win.dashboard, timeout=WAIT_MS)
-            card = win.dashboard.cards[fac.id]
-            qtbot.waitUntil(lambda: card.request_button.isEnabled(), timeout=WAIT_MS)
-            card.request_button.click()
-            qtbot.waitUntil(lambda: win.current_screen() is win.request_form, timeout=WAIT_MS)
-            win.request_form.message_edit.setPlainText("A second question about chapter two.")
-            win.request_form.send_button.click()
-            qtbot.waitUntil(lambda: win.request_form.sent is not None, timeout=WAIT_MS)
-            sent = win.request_form.sent.id
+            sent = send_request(qtbot, kiosk_b, fac.id, "A second question about chapter two.")
             assert wait_until(lambda: any(str(r.cid) == str(sent) for r in desk.queue), 20)
             assert desk.acknowledge(sent)
             qtbot.waitUntil(
                 lambda: win.request_form.sent_status.status() == "accepted", timeout=WAIT_MS
             )
         finally:
-            kiosk_b.close()
             kiosk_a.close()
             kiosk_c.close()
             desk.stop()
