@@ -75,6 +75,7 @@ class LagProbe(QObject):
     def __init__(self) -> None:
         super().__init__()
         self.samples: list[float] = []
+        self.meter: CpuMeter | None = None
         self._clock = QElapsedTimer()
         self._last = 0
         self._timer = QTimer(self)
@@ -84,6 +85,8 @@ class LagProbe(QObject):
 
     def start(self) -> None:
         self.samples = []
+        if self.meter is not None:
+            self.meter.start()
         self._clock.start()
         self._last = self._clock.nsecsElapsed()
         self._timer.start()
@@ -92,6 +95,8 @@ class LagProbe(QObject):
         self._timer.stop()
         # A tick still blocked when we stop would be lost: count the pending lateness.
         self._tick()
+        if self.meter is not None:
+            self.meter.stop()
         return self.samples
 
     def _tick(self) -> None:
@@ -181,6 +186,8 @@ class Bench:
         self.kiosk.window.resize(1024, 600)
         self.kiosk.window.show()
         self.probe = LagProbe()
+        pid = getattr(self.process, "pid", None)
+        self.probe.meter = CpuMeter(pid, self.kiosk.bridge)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not self.backend.bench_available(self.faculty_ids):
             time.sleep(0.05)
@@ -487,6 +494,66 @@ def naive_c(b: Bench) -> tuple[list[float], str]:
     return samples, f"faculty events {events['n']}"
 
 
+def _cpu_s(stat_path: str) -> float:
+    """utime + stime of one /proc stat file, in seconds."""
+    fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU time of the kiosk process's threads (by Python thread name) and of the child.
+
+    CPU time does not grow when other programs load the machine, so per-event figures
+    compare designs where the p99 of a shared machine cannot.
+    """
+
+    def __init__(self, child_pid: int | None, bridge: Any) -> None:
+        self.child_pid = child_pid
+        self.bridge = bridge
+        self._start: dict[str, float] = {}
+        self._end: dict[str, float] = {}
+        self._delivered = (0, 0)
+
+    def snapshot(self) -> dict[str, float]:
+        names = {t.native_id: t.name.split("_")[0] for t in threading.enumerate()}
+        names[threading.main_thread().native_id] = "qt"
+        out: dict[str, float] = {}
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                name = names.get(int(tid), "other")
+                out[name] = out.get(name, 0.0) + _cpu_s(f"/proc/self/task/{tid}/stat")
+        if self.child_pid is not None:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                out["child"] = _cpu_s(f"/proc/{self.child_pid}/stat")
+        return out
+
+    def start(self) -> None:
+        self._start = self.snapshot()
+        self._delivered = (self.bridge.delivered, self.bridge.delivered)
+
+    def stop(self) -> None:
+        self._end = self.snapshot()
+        self._delivered = (self._delivered[0], self.bridge.delivered)
+
+    def report(self) -> str:
+        """CPU ms per thread between start() and stop(); µs of kiosk CPU per bridge event."""
+        used = {k: v - self._start.get(k, 0.0) for k, v in self._end.items()}
+        events = self._delivered[1] - self._delivered[0]
+        kiosk = sum(v for k, v in used.items() if k != "child")
+        parts = ", ".join(
+            f"{k} {v * 1000:.0f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v > 0
+        )
+        per = f"; {kiosk * 1e6 / events:.0f} us per bridge event ({events})" if events else ""
+        line = f"    CPU ms: kiosk {kiosk * 1000:.0f} ({parts}){per}"
+        print(line, flush=True)
+        return line
+
+
+def report_cpu(b: Bench) -> None:
+    if b.probe.meter is not None:
+        b.probe.meter.report()
+
+
 def _rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -527,11 +594,13 @@ def main() -> int:
         )
         if "a" in only:
             _, p = summary("(a) kiosk: 10,000 messages via worker+bridge", scenario_a(b))
+            report_cpu(b)
             kiosk_p99.append(p)
             summary("(a) naive: publish+wait_for_publish on Qt", naive_a(b))
         if "b" in only:
             samples, note = scenario_b(b)
             _, p = summary("(b) kiosk: broker down 10 s, student active", samples, note)
+            report_cpu(b)
             kiosk_p99.append(p)
             samples, note = naive_b(b)
             summary("(b) naive: sync controllers+publish, broker down", samples, note)
@@ -539,6 +608,7 @@ def main() -> int:
             fleet = setup_flap(b)
             samples, note = scenario_c(b)
             _, p = summary("(c) kiosk: 200 desks flapping", samples, note)
+            report_cpu(b)
             kiosk_p99.append(p)
             samples, note = naive_c(b)
             summary("(c) naive: DB read per event on Qt thread", samples, note)
