@@ -18,8 +18,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
+from urllib.parse import urlencode
 
-import httpx
 from pydantic import BaseModel, TypeAdapter
 
 from .errors import ERRORS_BY_CODE, KioskError, OutcomeUnknownError, UnavailableError
@@ -36,6 +36,7 @@ from .schemas import (
     StudentView,
     TextAnswer,
 )
+from .transport import ConnectFailed, Response, SendFailed, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def split_urls(value: str | Sequence[str]) -> list[str]:
     return urls
 
 
-def _error_from(response: httpx.Response) -> KioskError:
+def _error_from(response: Response) -> KioskError:
     try:
         body = response.json()
         code, detail = str(body.get("error", "")), str(body.get("detail", ""))
@@ -93,14 +94,14 @@ def _error_from(response: httpx.Response) -> KioskError:
     cls = ERRORS_BY_CODE.get(code)
     if cls is None:
         cls = next(
-            (c for c in ERRORS_BY_CODE.values() if c.status_code == response.status_code),
+            (c for c in ERRORS_BY_CODE.values() if c.status_code == response.status),
             KioskError,
         )
-    return cls(detail or f"The server answered {response.status_code}.")
+    return cls(detail or f"The server answered {response.status}.")
 
 
 class ApiClient:
-    """Calls the API with one token; thread-safe (httpx clients are)."""
+    """Calls the API with one token; thread-safe (one call at a time per connection)."""
 
     def __init__(
         self,
@@ -114,17 +115,15 @@ class ApiClient:
         self.urls = split_urls(urls)
         self.token = token
         self.admin_token: str | None = None
-        verify: Any = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
-        transport = httpx.HTTPTransport(uds=uds) if uds else None
-        self._timeout = httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S)
-        self._http = httpx.Client(
-            verify=verify, timeout=self._timeout, transport=transport, trust_env=False
+        context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+        self._http = Transport(
+            ssl_context=context, uds=uds, connect_timeout=CONNECT_TIMEOUT_S, read_timeout=timeout
         )
-        self._events_http = httpx.Client(
-            verify=verify,
-            timeout=httpx.Timeout(EVENTS_READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
-            transport=httpx.HTTPTransport(uds=uds) if uds else None,
-            trust_env=False,
+        self._events_http = Transport(
+            ssl_context=context,
+            uds=uds,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=EVENTS_READ_TIMEOUT_S,
         )
         self._active = 0
         self._lock = threading.Lock()
@@ -162,19 +161,20 @@ class ApiClient:
         content = None if body is None else json.dumps(body).encode()
         if content is not None:
             headers["Content-Type"] = "application/json"
+        if params:
+            path = f"{path}?{urlencode(params)}"
         start = self._active
         last: Exception | None = None
         for i in range(len(self.urls)):
             index = (start + i) % len(self.urls)
-            url = self.urls[index] + path
             try:
                 response = self._http.request(
-                    method, url, content=content, headers=headers, params=params
+                    method, self.urls[index], path, body=content, headers=headers
                 )
-            except (httpx.ConnectError, httpx.ConnectTimeout) as err:
+            except ConnectFailed as err:
                 last = err  # never reached the server: the next one may be the active one
                 continue
-            except httpx.TransportError as err:
+            except SendFailed as err:
                 if method == "GET":
                     last = err
                     continue
@@ -182,13 +182,13 @@ class ApiClient:
                     "The central system did not answer; what you did may or may not have "
                     "been saved."
                 ) from err
-            if response.status_code == 503:
+            if response.status == 503:
                 last = _error_from(response)
                 continue
             self._active = index
-            if response.status_code >= 400:
+            if response.status >= 400:
                 raise _error_from(response)
-            if response.status_code == 204 or not response.content:
+            if response.status == 204 or not response.body:
                 return None
             return response.json()
         raise UnavailableError(UNTRUSTED if _untrusted(last) else NO_SERVER) from last
@@ -203,7 +203,7 @@ class ApiClient:
 
     def health(self, url: str | None = None) -> dict[str, Any]:
         """``GET /healthz`` of one server (default: the active one)."""
-        response = self._http.get((url or self.active_url) + "/healthz", timeout=5.0)
+        response = self._http.request("GET", url or self.active_url, "/healthz", timeout=5.0)
         result: dict[str, Any] = response.json()
         return result
 
@@ -394,19 +394,23 @@ class ApiClient:
             index = (self._active + i) % len(self.urls)
             try:
                 with self._events_http.stream(
-                    "GET", self.urls[index] + "/api/v1/events", headers=headers
-                ) as response:
-                    if response.status_code == 503:
-                        response.read()
-                        last = _error_from(response)
-                        continue
-                    if response.status_code >= 400:
-                        response.read()
-                        raise _error_from(response)
+                    self.urls[index],
+                    "/api/v1/events",
+                    headers=headers,
+                    timeout=EVENTS_READ_TIMEOUT_S,
+                ) as (status, chunks):
+                    if status >= 400:
+                        error = _error_from(Response(status, b"".join(chunks)))
+                        if status == 503:
+                            last = error
+                            continue
+                        raise error
                     self._active = index
-                    yield from _parse_sse(response.iter_lines())
+                    parser = SseParser()
+                    for chunk in chunks:
+                        yield from parser.feed(chunk)
                     return
-            except (httpx.ConnectError, httpx.ConnectTimeout) as err:
+            except ConnectFailed as err:
                 last = err
                 continue
         raise UnavailableError(UNTRUSTED if _untrusted(last) else NO_SERVER) from last
@@ -415,15 +419,11 @@ class ApiClient:
 _EVENT_FIELDS: Final = frozenset(Event.model_fields)
 
 
-def _event(text: str) -> Event | None:
+def _event_from(raw: Any) -> Event | None:
     """One event's data. Plain ``json.loads`` and no validation: a burst of 10,000 events
     passes through the kiosk's process, whose interpreter lock the screen shares, and the
     server built each event from the same schema. Unknown kinds (a newer server) and
-    fields are skipped; data that is not JSON raises ValueError (the stream is reopened)."""
-    return _event_from(json.loads(text))
-
-
-def _event_from(raw: Any) -> Event | None:
+    fields are skipped."""
     if not isinstance(raw, dict) or raw.get("kind") not in _KINDS:
         return None
     return Event.model_construct(**{k: v for k, v in raw.items() if k in _EVENT_FIELDS})
@@ -432,25 +432,39 @@ def _event_from(raw: Any) -> Event | None:
 _KINDS: Final = frozenset({"consultation", "faculty", "mqtt_state", "overflow"})
 
 
-def _parse_sse(lines: Iterator[str]) -> Iterator[Event]:
-    data: list[str] = []
-    for line in lines:
-        if line == "":
-            if data:
-                text = "\n".join(data)
-                data = []
-                if text.startswith("["):  # ``event: batch``: several events in one message
-                    for item in json.loads(text):
-                        event = _event_from(item)
-                        if event is not None:
-                            yield event
-                    continue
-                event = _event(text)
+class SseParser:
+    """Server-sent events from the stream's bytes as they arrive: one split per message
+    (a blank line ends one), ``data:`` lines joined, comments (``:``) skipped, and an
+    ``event: batch`` message (a JSON array) given back as its events in order."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        """The events completed by ``chunk`` (ValueError: data that is not JSON)."""
+        buffer = self._buffer + chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        *messages, self._buffer = buffer.split(b"\n\n")
+        events: list[Event] = []
+        for message in messages:
+            data = [
+                line[5:].removeprefix(b" ")
+                for line in message.split(b"\n")
+                if line.startswith(b"data:")
+            ]
+            if not data:
+                continue  # a comment (": keepalive") or an empty message
+            raw = json.loads(b"\n".join(data))
+            for item in raw if isinstance(raw, list) else (raw,):
+                event = _event_from(item)
                 if event is not None:
-                    yield event
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
+                    events.append(event)
+        return events
+
+
+def _parse_sse(lines: Iterator[str]) -> Iterator[Event]:
+    """Events from the stream's lines (without their line ends)."""
+    parser = SseParser()
+    for line in lines:
+        yield from parser.feed(line.encode() + b"\n")
