@@ -10,6 +10,7 @@ models/consultation.py and the figures in docs/performance.md.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 import math
@@ -33,6 +34,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     true,
@@ -132,6 +134,16 @@ class Table:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
+@dataclass(frozen=True)
+class AnswerTotals:
+    """Every consultation so far (``AnalyticsController.totals``): the ``/metrics`` numbers."""
+
+    by_status: dict[str, int]
+    # Answers per ANSWER_BUCKETS_S bucket ([bound i, bound i+1)), and their sum in seconds.
+    buckets: list[int]
+    answer_s_sum: float
+
+
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     """The ``q`` quantile by linear interpolation (PostgreSQL's ``percentile_cont``); None if empty."""
     if not sorted_values:
@@ -143,22 +155,36 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
 
 
 def histogram_percentile(counts: Sequence[int], q: float) -> float | None:
-    """The ``q`` quantile from bucket counts over ``ANSWER_BUCKETS_S`` (values spread evenly
-    inside a bucket; the open last bucket answers its lower bound); None if empty."""
+    """The ``q`` quantile from bucket counts over ``ANSWER_BUCKETS_S``; None if empty.
+
+    The same interpolation as ``percentile_cont`` between the two answers around rank
+    ``q * (n - 1)``, each estimated inside its bucket (a bucket's ``c`` answers sit at the
+    middles of ``c`` equal slices of it; the open last bucket answers its lower bound). Each
+    estimate is in the bucket of the answer it stands for, so the result is off by less
+    than the widest of those buckets (the bound in docs/analytics.md).
+    """
     n = sum(counts)
     if n == 0:
         return None
-    rank = q * (n - 1)  # the 0-based position percentile_cont interpolates at
+    pos = q * (n - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    low = _histogram_value(counts, lo)
+    high = low if hi == lo else _histogram_value(counts, hi)
+    return low + (high - low) * (pos - lo)
+
+
+def _histogram_value(counts: Sequence[int], rank: int) -> float:
+    """The estimated answer at 0-based ``rank`` of the histogram ``counts``."""
     seen = 0
+    last = len(ANSWER_BUCKETS_S) - 1
     for i, c in enumerate(counts):
         if c and rank < seen + c:
             low = float(ANSWER_BUCKETS_S[i])
-            if i + 1 == len(ANSWER_BUCKETS_S):
+            if i == last:
                 return low
-            width = ANSWER_BUCKETS_S[i + 1] - low
-            return low + width * min(1.0, (rank - seen + 0.5) / c)
+            return low + (ANSWER_BUCKETS_S[i + 1] - low) * (rank - seen + 0.5) / c
         seen += c
-    return float(ANSWER_BUCKETS_S[-1])
+    return float(ANSWER_BUCKETS_S[last])
 
 
 def _rate(answered: int, expired: int) -> float | None:
@@ -167,10 +193,6 @@ def _rate(answered: int, expired: int) -> float | None:
     # the faculty member, so they are left out (docs/analytics.md).
     decided = answered + expired
     return answered / decided if decided else None
-
-
-def _count_status(status: str) -> Any:
-    return func.sum(case((Consultation.status == status, 1), else_=0))
 
 
 class AnalyticsController(ControllerBase):
@@ -247,12 +269,13 @@ class AnalyticsController(ControllerBase):
     def outcomes(self, start: datetime, end: datetime) -> Table:
         """One row: requests, answered, each status, answer rate, median and p90 answer time."""
         self._check(start, end)
+        names = (*HOURLY_COUNTERS, *BUCKET_COLUMNS)
         with self.session() as session:
-            totals = self._hourly(session, start, end, "total").get(None)
-            by_name = dict(zip(HOURLY_COUNTERS, totals or [0] * len(HOURLY_COUNTERS), strict=True))
-            # Below the threshold the exact path needs no per-faculty histograms.
-            small = by_name["answered"] <= self.exact_percentiles_max
-            stats = self._answer_percentiles(session, start, end, None, {} if small else None)
+            totals = self._hourly(session, start, end, "total", names).get(None)
+            sums = totals or [0] * len(names)
+            histogram = sums[len(HOURLY_COUNTERS) :]
+            stats = self._percentiles(session, start, end, None, {None: histogram})
+        by_name = dict(zip(HOURLY_COUNTERS, sums, strict=False))
         median, p90 = stats.get(None, (None, None))
         columns = (
             "requests",
@@ -276,12 +299,12 @@ class AnalyticsController(ControllerBase):
     def answer_times_by_faculty(self, start: datetime, end: datetime) -> Table:
         """Per faculty member: requests, answered, expired, cancelled, answer rate, median/p90."""
         self._check(start, end)
+        first_bucket = len(DAILY_COUNTERS)
         with self.session() as session:
             by_faculty = self._by_faculty(session, start, end)
             people = self._faculty(session)
-            stats = self._answer_percentiles(
-                session, start, end, Consultation.faculty_id, by_faculty, people
-            )
+            histograms = {fid: v[first_bucket:] for fid, v in by_faculty.items()}
+            stats = self._percentiles(session, start, end, Consultation.faculty_id, histograms)
         rows = []
         for fid, (n, a, x, c, *_buckets) in by_faculty.items():
             name, dept = people.get(fid, ("(deleted)", ""))
@@ -297,19 +320,20 @@ class AnalyticsController(ControllerBase):
     def answer_times_by_department(self, start: datetime, end: datetime) -> Table:
         """Per department: requests, answered, expired, cancelled, answer rate, median/p90."""
         self._check(start, end)
+        width = len(DAILY_COUNTERS) + len(BUCKET_COLUMNS)
         with self.session() as session:
             by_faculty = self._by_faculty(session, start, end)
             people = self._faculty(session)
-            stats = self._answer_percentiles(
-                session, start, end, Faculty.department, by_faculty, people
-            )
-        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-        for fid, values in by_faculty.items():
-            sums = counts[people.get(fid, ("", ""))[1]]
-            for i in range(4):
-                sums[i] += values[i]
+            sums: dict[str, list[int]] = defaultdict(lambda: [0] * width)
+            for fid, values in by_faculty.items():
+                dept_sums = sums[people.get(fid, ("", ""))[1]]
+                for i, v in enumerate(values):
+                    dept_sums[i] += v
+            first_bucket = len(DAILY_COUNTERS)
+            histograms = {dept: v[first_bucket:] for dept, v in sums.items()}
+            stats = self._percentiles(session, start, end, Faculty.department, histograms)
         rows = []
-        for dept, (n, a, x, c) in counts.items():
+        for dept, (n, a, x, c, *_buckets) in sums.items():
             median, p90 = stats.get(dept, (None, None))
             rows.append((dept, n, a, x, c, _rate(a, x), median, p90))
         rows.sort(key=lambda r: r[0])
@@ -458,6 +482,36 @@ class AnalyticsController(ControllerBase):
             for fid, on_s, drops, longest in session.execute(stmt)
         }
 
+    def totals(self) -> AnswerTotals:
+        """Every consultation so far: counts by status and the answer-time histogram.
+
+        For ``GET /metrics``: the hourly rollup up to where it ends, the consultations after
+        it, and pending requests counted directly, so a scrape reads a few thousand rows
+        whatever the history's size.
+        """
+        names = (*HOURLY_COUNTERS, *BUCKET_COLUMNS, "answer_s_sum")
+        with self.session() as session:
+            until = self._rollup_until(session)
+            parts: list[Select[Any]] = []
+            if until is not None:
+                table = ConsultationStatsHourly
+                parts.append(_part([], [getattr(table, n) for n in names], [table.hour < until]))
+            raw_where = [Consultation.created_at >= until] if until is not None else []
+            parts.append(_part([], [_row_value(n) for n in names], raw_where))
+            (row,) = _sum_parts(session, parts, 0) or [(0,) * len(names)]
+            pending = session.scalar(
+                select(func.count()).where(Consultation.status == ConsultationStatus.PENDING)
+            )
+        sums = [c or 0 for c in row]
+        counters = len(HOURLY_COUNTERS)
+        by_status = {n: int(v) for n, v in zip(HOURLY_COUNTERS, sums[:counters], strict=True)}
+        by_status[str(ConsultationStatus.PENDING)] = int(pending or 0)
+        return AnswerTotals(
+            by_status=by_status,
+            buckets=[int(v) for v in sums[counters:-1]],
+            answer_s_sum=float(sums[-1]),
+        )
+
     # ------------------------------------------------------------------ rollups
 
     def refresh_rollups(self, now: datetime | None = None) -> bool:
@@ -494,18 +548,17 @@ class AnalyticsController(ControllerBase):
         hourly, daily = ConsultationStatsHourly, ConsultationStatsDaily
         session.execute(delete(hourly).where(hourly.hour >= since, hourly.hour < until))
         session.execute(delete(daily).where(daily.day >= since, daily.day < until))
+        hourly_columns = (*HOURLY_COUNTERS, *BUCKET_COLUMNS, "answer_s_sum")
         session.execute(
             insert(hourly).from_select(
-                ["hour", *HOURLY_COUNTERS],
-                select(hour, *_counters(HOURLY_COUNTERS)).where(*in_range).group_by(hour),
+                ["hour", *hourly_columns],
+                select(hour, *_counters(hourly_columns)).where(*in_range).group_by(hour),
             )
         )
         session.execute(
             insert(daily).from_select(
                 ["day", "faculty_id", *DAILY_COUNTERS, *BUCKET_COLUMNS],
-                select(
-                    day, Consultation.faculty_id, *_counters(DAILY_COUNTERS), *_bucket_counters()
-                )
+                select(day, Consultation.faculty_id, *_counters((*DAILY_COUNTERS, *BUCKET_COLUMNS)))
                 .where(*in_range)
                 .group_by(day, Consultation.faculty_id),
             )
@@ -578,43 +631,39 @@ class AnalyticsController(ControllerBase):
         return (inner_start, inner_end), raw
 
     def _hourly(
-        self, session: Session, start: datetime, end: datetime, by: str
+        self,
+        session: Session,
+        start: datetime,
+        end: datetime,
+        by: str,
+        names: Sequence[str] = HOURLY_COUNTERS,
     ) -> dict[Any, list[int]]:
-        """Counters (``HOURLY_COUNTERS`` order) per local ``day``, ``week`` slot or ``total``.
+        """Sums of the hourly rollup's columns ``names`` per local ``day``, ``week`` slot or
+        ``total``.
 
-        Whole UTC hours come from the rollup, the edges from the consultations; both are
-        grouped in SQL, so only the groups travel.
+        Whole UTC hours come from the rollup, the edges from the consultations; one
+        statement sums both in SQL, so only the groups travel.
         """
         rolled, raw = self._split(session, start, end, HOUR)
-        result: dict[Any, list[int]] = {}
-
-        def merge(key: Any, counts: Sequence[Any]) -> None:
-            sums = result.setdefault(key, [0] * len(HOURLY_COUNTERS))
-            for i, c in enumerate(counts):
-                sums[i] += int(c or 0)
-
-        sources: list[tuple[Any, list[Any], list[Any]]] = []
+        parts: list[Select[Any]] = []
         if rolled is not None:
             table = ConsultationStatsHourly
-            sums = [func.sum(getattr(table, name)) for name in HOURLY_COUNTERS]
-            where = [table.hour >= rolled[0], table.hour < rolled[1]]
-            sources.append((table.hour, sums, where))
+            keys = self._local_keys(session, table.hour, start, by)
+            values = [getattr(table, n) for n in names]
+            parts.append(_part(keys, values, [table.hour >= rolled[0], table.hour < rolled[1]]))
         for a, b in raw:
-            sources.append(
-                (Consultation.created_at, _counters(HOURLY_COUNTERS), self._in_range(a, b))
-            )
-        for column, aggregates, where in sources:
-            keys = self._local_keys(session, column, start, by)
-            stmt = select(*keys, *aggregates).where(*where)
-            if keys:
-                stmt = stmt.group_by(*keys)
-            for row in session.execute(stmt):
-                if by == "day":
-                    merge(str(row[0]), row[1:])
-                elif by == "week":
-                    merge((int(row[0]), int(row[1])), row[2:])
-                else:
-                    merge(None, row)
+            keys = self._local_keys(session, Consultation.created_at, start, by)
+            parts.append(_part(keys, [_row_value(n) for n in names], self._in_range(a, b)))
+        n_keys = {"total": 0, "day": 1, "week": 2}[by]
+        result: dict[Any, list[int]] = {}
+        for row in _sum_parts(session, parts, n_keys):
+            counts = [int(c or 0) for c in row[n_keys:]]
+            if by == "day":
+                result[str(row[0])] = counts
+            elif by == "week":
+                result[(int(row[0]), int(row[1]))] = counts
+            else:
+                result[None] = counts
         return result
 
     def _local_keys(self, session: Session, column: Any, at: datetime, by: str) -> list[Any]:
@@ -654,8 +703,8 @@ class AnalyticsController(ControllerBase):
     def _by_faculty(self, session: Session, start: datetime, end: datetime) -> dict[int, list[int]]:
         """Per faculty id: requests, answered, expired, cancelled, then the 24 histogram buckets.
 
-        Grouped scans of the weekly rollup for the whole UTC weeks, of the daily rollup for
-        the other whole days, and of the consultations at the edges.
+        One statement sums the weekly rollup for the whole UTC weeks, the daily rollup for
+        the other whole days and the consultations at the edges, grouped by faculty in SQL.
         """
         rolled, raw = self._split(session, start, end, DAY)
         periods: list[tuple[Any, Any, datetime, datetime]] = []
@@ -672,68 +721,41 @@ class AnalyticsController(ControllerBase):
             else:
                 days = [rolled]
             periods += [(daily, daily.day, a, b) for a, b in days if a < b]
-        width = len(DAILY_COUNTERS) + len(BUCKET_COLUMNS)
+        names = (*DAILY_COUNTERS, *BUCKET_COLUMNS)
+        parts = [
+            _part([table.faculty_id], [getattr(table, n) for n in names], [key >= a, key < b])
+            for table, key, a, b in periods
+        ]
+        parts += [
+            _part([Consultation.faculty_id], [_row_value(n) for n in names], self._in_range(a, b))
+            for a, b in raw
+        ]
         result: dict[int, list[int]] = {}
-
-        def add(fid: int, counts: Sequence[Any]) -> None:
-            sums = result.setdefault(int(fid), [0] * width)
-            for i, c in enumerate(counts):
-                sums[i] += int(c or 0)
-
-        columns = (*DAILY_COUNTERS, *BUCKET_COLUMNS)
-        for table, key, a, b in periods:
-            stmt = (
-                select(table.faculty_id, *(func.sum(getattr(table, n)) for n in columns))
-                .where(key >= a, key < b)
-                .group_by(table.faculty_id)
-            )
-            for fid, *counts in session.execute(stmt):
-                add(fid, counts)
-        for a, b in raw:
-            stmt = (
-                select(Consultation.faculty_id, *_counters(DAILY_COUNTERS), *_bucket_counters())
-                .where(*self._in_range(a, b))
-                .group_by(Consultation.faculty_id)
-            )
-            for fid, *counts in session.execute(stmt):
-                add(fid, counts)
-        return {fid: v for fid, v in result.items() if v[0]}
+        for row in _sum_parts(session, parts, 1):
+            if row[1]:  # requests
+                result[int(row[0])] = [int(c or 0) for c in row[1:]]
+        return result
 
     @staticmethod
     def _faculty(session: Session) -> dict[int, tuple[str, str]]:
         rows = session.execute(select(Faculty.id, Faculty.name, Faculty.department))
         return {int(fid): (name, dept or "") for fid, name, dept in rows}
 
-    def _answer_percentiles(
+    def _percentiles(
         self,
         session: Session,
         start: datetime,
         end: datetime,
         key: Any | None,
-        by_faculty: dict[int, list[int]] | None = None,
-        people: dict[int, tuple[str, str]] | None = None,
+        histograms: dict[Any, list[int]],
     ) -> dict[Any, tuple[float | None, float | None]]:
         """Median and 90th percentile of ``answer_s`` per ``key`` (None: overall).
 
         Exact up to :attr:`exact_percentiles_max` answers in the range; beyond, read from
-        the answer-time histograms of ``by_faculty`` (approximate, docs/analytics.md).
+        the groups' answer-time ``histograms`` (approximate, the bound in docs/analytics.md).
         """
-        if by_faculty is None:
-            by_faculty = self._by_faculty(session, start, end)
-        answered = sum(v[1] for v in by_faculty.values())
-        if by_faculty and answered > self.exact_percentiles_max:
-            people = people if people is not None else self._faculty(session)
-            histograms: dict[Any, list[int]] = {}
-            for fid, counters in by_faculty.items():
-                if key is Consultation.faculty_id:
-                    group: Any = fid
-                elif key is Faculty.department:
-                    group = people.get(fid, ("", ""))[1]
-                else:
-                    group = None
-                sums = histograms.setdefault(group, [0] * len(BUCKET_COLUMNS))
-                for i, v in enumerate(counters[len(DAILY_COUNTERS) :]):
-                    sums[i] += v
+        answered = sum(sum(h) for h in histograms.values())
+        if answered > self.exact_percentiles_max:
             return {
                 g: (histogram_percentile(h, 0.5), histogram_percentile(h, 0.9))
                 for g, h in histograms.items()
@@ -773,28 +795,51 @@ def _seconds_between(dialect: str, a: Any, b: Any) -> Any:
 
 
 def _counters(names: Sequence[str]) -> list[Any]:
-    """SQL aggregates for the named counters over consultations."""
-    exprs: list[Any] = []
-    for name in names:
-        if name == "requests":
-            exprs.append(func.count())
-        elif name == "answered":
-            exprs.append(func.count(Consultation.answer_s))
-        else:
-            exprs.append(func.coalesce(_count_status(name), 0))
-    return exprs
+    """SQL aggregates over consultations for the named rollup columns."""
+    return [func.coalesce(func.sum(_row_value(name)), 0) for name in names]
 
 
-def _bucket_counters() -> list[Any]:
-    """Per histogram bucket: how many answers of the rows fall in it."""
+@functools.cache
+def _row_value(name: str) -> Any:
+    """One consultation's share of the rollup column ``name``: 1 or 0 for a counter or a
+    histogram bucket, its answer time for ``answer_s_sum`` (built once, reused)."""
     col = Consultation.answer_s
-    exprs: list[Any] = []
-    for i, low in enumerate(ANSWER_BUCKETS_S):
-        inside = col >= low
+    if name == "requests":
+        return literal_column("1")
+    if name == "answered":
+        return case((col.is_not(None), 1), else_=0)
+    if name == "answer_s_sum":
+        return func.coalesce(col, 0.0)
+    if name in BUCKET_COLUMNS:
+        i = BUCKET_COLUMNS.index(name)
+        inside = col >= ANSWER_BUCKETS_S[i]
         if i + 1 < len(ANSWER_BUCKETS_S):
             inside = inside & (col < ANSWER_BUCKETS_S[i + 1])
-        exprs.append(func.coalesce(func.sum(case((inside, 1), else_=0)), 0))
-    return exprs
+        return case((inside, 1), else_=0)
+    return case((Consultation.status == name, 1), else_=0)
+
+
+def _part(keys: Sequence[Any], values: Sequence[Any], where: Sequence[Any]) -> Select[Any]:
+    """One source of a summed report: its group keys and values, labelled by position."""
+    return select(
+        *(k.label(f"k{i}") for i, k in enumerate(keys)),
+        *(v.label(f"v{i}") for i, v in enumerate(values)),
+    ).where(*where)
+
+
+def _sum_parts(
+    session: Session, parts: Sequence[Select[Any]], n_keys: int
+) -> list[tuple[Any, ...]]:
+    """The values of ``parts`` (rollup rows and raw consultations alike) summed per their
+    first ``n_keys`` columns, in one statement."""
+    if not parts:
+        return []
+    rows = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+    columns = list(rows.c)
+    stmt = select(*columns[:n_keys], *(func.sum(c) for c in columns[n_keys:]))
+    if n_keys:
+        stmt = stmt.group_by(*columns[:n_keys])
+    return [tuple(row) for row in session.execute(stmt)]
 
 
 def _truncated(dialect: str, unit: str) -> Any:

@@ -2,7 +2,9 @@
 
 Rows are written by ``AnalyticsController.refresh_rollups`` for finished UTC days only
 (older than its lag), so a report over a long range reads a few thousand rollup rows
-instead of every consultation. Keys are UTC: local days and hours are derived when a
+instead of every consultation. Every table keeps the answer-time histogram
+(``ANSWER_BUCKETS_S``): percentiles over long ranges and the ``/metrics`` histogram are
+read from summed buckets. Keys are UTC: local days and hours are derived when a
 report is read (docs/analytics.md).
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, String
+from sqlalchemy import Float, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base
@@ -38,32 +40,9 @@ ANSWER_BUCKETS_S = (
 BUCKET_COLUMNS = tuple(f"h{i:02d}" for i in range(len(ANSWER_BUCKETS_S)))
 
 
-class ConsultationStatsHourly(Base):
-    """Consultations made in one UTC hour, by outcome."""
+class AnswerHistogramColumns:
+    """The answer-time histogram (``ANSWER_BUCKETS_S``) of one period: answers in each bucket."""
 
-    __tablename__ = "consultation_stats_hourly"
-
-    hour: Mapped[datetime] = mapped_column(primary_key=True)
-    requests: Mapped[int] = mapped_column(Integer, default=0)
-    answered: Mapped[int] = mapped_column(Integer, default=0)
-    pending: Mapped[int] = mapped_column(Integer, default=0)
-    accepted: Mapped[int] = mapped_column(Integer, default=0)
-    busy: Mapped[int] = mapped_column(Integer, default=0)
-    declined: Mapped[int] = mapped_column(Integer, default=0)
-    completed: Mapped[int] = mapped_column(Integer, default=0)
-    cancelled: Mapped[int] = mapped_column(Integer, default=0)
-    expired: Mapped[int] = mapped_column(Integer, default=0)
-
-
-class FacultyStatsColumns:
-    """The counters and answer-time histogram of one faculty member over one period."""
-
-    faculty_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    requests: Mapped[int] = mapped_column(Integer, default=0)
-    answered: Mapped[int] = mapped_column(Integer, default=0)
-    expired: Mapped[int] = mapped_column(Integer, default=0)
-    cancelled: Mapped[int] = mapped_column(Integer, default=0)
-    # The answer-time histogram (ANSWER_BUCKETS_S): answers of the period in each bucket.
     h00: Mapped[int] = mapped_column(Integer, default=0)
     h01: Mapped[int] = mapped_column(Integer, default=0)
     h02: Mapped[int] = mapped_column(Integer, default=0)
@@ -88,6 +67,35 @@ class FacultyStatsColumns:
     h21: Mapped[int] = mapped_column(Integer, default=0)
     h22: Mapped[int] = mapped_column(Integer, default=0)
     h23: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ConsultationStatsHourly(AnswerHistogramColumns, Base):
+    """Consultations made in one UTC hour, by outcome, with their answer-time histogram."""
+
+    __tablename__ = "consultation_stats_hourly"
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    answered: Mapped[int] = mapped_column(Integer, default=0)
+    pending: Mapped[int] = mapped_column(Integer, default=0)
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    busy: Mapped[int] = mapped_column(Integer, default=0)
+    declined: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    cancelled: Mapped[int] = mapped_column(Integer, default=0)
+    expired: Mapped[int] = mapped_column(Integer, default=0)
+    # The sum of the hour's answer times (the ``/metrics`` histogram's ``_sum``).
+    answer_s_sum: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class FacultyStatsColumns(AnswerHistogramColumns):
+    """The counters and answer-time histogram of one faculty member over one period."""
+
+    faculty_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    answered: Mapped[int] = mapped_column(Integer, default=0)
+    expired: Mapped[int] = mapped_column(Integer, default=0)
+    cancelled: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class ConsultationStatsDaily(FacultyStatsColumns, Base):

@@ -1,7 +1,7 @@
 """Prometheus metrics (names fixed in docs/analytics.md): read at scrape time, plus API latency.
 
-A custom collector reads the MQTT service's ``get_stats()`` and a few grouped counts from the
-database when ``/metrics`` is scraped, so the MQTT and request hot paths pay nothing. The one
+A custom collector reads the MQTT service's ``get_stats()``, the desks' count and the analytics
+rollups' totals (``AnalyticsController.totals``) when ``/metrics`` is scraped, so the MQTT and request hot paths pay nothing. The one
 histogram observed per call is the API latency, from a small ASGI middleware. Every app gets its
 own :class:`CollectorRegistry` (several apps in one test process do not clash). Nothing personal
 or secret is exported: counts and durations only, labels from fixed sets and route templates.
@@ -21,10 +21,10 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..models import Consultation, Faculty
+from ..models import Faculty
 from ..models.analytics import ANSWER_BUCKETS_S
 from ..models.consultation import ConsultationStatus
 from ..models.faculty import FacultyStatus
@@ -98,8 +98,10 @@ class ServerCollector(Collector):
         yield from self._database(server)
 
     def _database(self, server: CentralServer) -> Iterator[Metric]:
+        system = server.system
         factory = server.session_factory()
-        if factory is None:
+        analytics = system.controllers.get("analytics") if system is not None else None
+        if factory is None or analytics is None:
             return
         with factory() as session:
             online, present = session.execute(
@@ -111,22 +113,10 @@ class ServerCollector(Collector):
                     ),
                 )
             ).one()
-            by_status = dict(
-                session.execute(
-                    select(Consultation.status, func.count()).group_by(Consultation.status)
-                ).all()
-            )
-            le_columns = [
-                func.coalesce(func.sum(case((Consultation.answer_s <= le, 1), else_=0)), 0)
-                for le in ANSWER_BUCKETS_S
-            ]
-            answers = session.execute(
-                select(
-                    func.count(Consultation.answer_s),
-                    func.coalesce(func.sum(Consultation.answer_s), 0.0),
-                    *le_columns,
-                ).where(Consultation.answer_s.is_not(None))
-            ).one()
+        # The hourly rollup up to two days ago plus the consultations since: a few thousand
+        # rows per scrape, not every consultation ever made (docs/performance.md).
+        totals = analytics.totals()
+        by_status = totals.by_status
         yield GaugeMetricFamily(
             "consultease_desks_online", "faculty whose desk unit is online", value=float(online)
         )
@@ -146,14 +136,19 @@ class ServerCollector(Collector):
         for outcome, statuses in OUTCOMES.items():
             requests.add_metric([outcome], float(sum(int(by_status.get(s, 0)) for s in statuses)))
         yield requests
-        count, total, *cumulative = answers
-        buckets = [(_le(le), float(c)) for le, c in zip(ANSWER_BUCKETS_S, cumulative, strict=True)]
-        buckets.append(("+Inf", float(count)))
+        # Bucket i of the rollup holds answers in [bound i, bound i+1): cumulated, the counts
+        # of answers shorter than each upper bound (an answer exactly on a bound, measured to
+        # the microsecond, lands one bucket up).
+        buckets, seen = [], 0
+        for upper, count in zip(ANSWER_BUCKETS_S[1:], totals.buckets, strict=False):
+            seen += count
+            buckets.append((_le(upper), float(seen)))
+        buckets.append(("+Inf", float(sum(totals.buckets))))
         yield HistogramMetricFamily(
             "consultease_time_to_answer_seconds",
             "seconds from a request to its first answer",
             buckets=buckets,
-            sum_value=float(total),
+            sum_value=totals.answer_s_sum,
         )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,6 +20,7 @@ from central_system.controllers.analytics_controller import (
 )
 from central_system.db import session_scope
 from central_system.models import (
+    AnalyticsRollupState,
     Consultation,
     ConsultationStatsDaily,
     ConsultationStatsHourly,
@@ -24,6 +28,7 @@ from central_system.models import (
     Faculty,
     Student,
 )
+from central_system.models.analytics import ANSWER_BUCKETS_S
 
 MANILA = ZoneInfo("Asia/Manila")  # UTC+8 all year: local days and hours below are by hand
 # [2026-11-30 00:00, 2026-12-02 00:00) Manila time.
@@ -193,25 +198,31 @@ def test_long_ranges_read_percentiles_from_answer_time_histograms(
     analytics: AnalyticsController,
 ) -> None:
     # Past this many answers the percentiles come from the histograms (buckets 30-45, 60-90,
-    # 90-120, 120-180, 300-420 s hold 30, 60, 90, 120, 300): a value at 0-based rank r of a
-    # bucket [low, high) with c answers, t = r - answers in earlier buckets, is
-    # low + (high - low) * min(1, (t + 0.5) / c).
+    # 90-120, 120-180, 300-420 s hold 30, 60, 90, 120, 300). The answer at 0-based rank k of
+    # a bucket [low, high) with c answers, t = k - answers in earlier buckets, is estimated
+    # at low + (high - low) * (t + 0.5) / c; a percentile at rank r interpolates between the
+    # estimates of ranks floor(r) and ceil(r), like percentile_cont between the answers.
     analytics.exact_percentiles_max = 0
     (row,) = analytics.outcomes(START, END).as_dicts()
-    # median rank 2 -> bucket 90-120, t 0 -> 105; p90 rank 3.6 -> bucket 120-180, t 0.6 -> 180.
-    assert (row["median_answer_s"], row["p90_answer_s"]) == (105, 180)
+    # median rank 2 -> 90-120 alone -> 105; p90 rank 3.6: rank 3 -> 120-180 alone -> 150,
+    # rank 4 -> 300-420 alone -> 360, so 150 + 0.6 * 210 = 276 (exact: 228).
+    assert (row["median_answer_s"], row["p90_answer_s"]) == (105, pytest.approx(276))
     by_faculty = {
         r["faculty"]: (r["median_answer_s"], r["p90_answer_s"])
         for r in analytics.answer_times_by_faculty(START, END).as_dicts()
     }
-    # Ana [60, 120, 300]: rank 1 -> 120-180 at t 0 -> 150, rank 1.8 -> t 0.8 -> 180.
-    # Ben [30, 90]: ranks 0.5 and 0.9 both in 30-45 -> 45.
-    assert by_faculty == {"Dr. Ana": (150, 180), "Dr. Ben": (45, 45), "Dr. Cy": (None, None)}
+    # Ana [60, 120, 300]: rank 1 -> 150; rank 1.8 -> 150 + 0.8 * (360 - 150) = 318.
+    # Ben [30, 90]: ranks 0 -> 37.5 and 1 -> 105: 0.5 -> 71.25, 0.9 -> 98.25.
+    assert by_faculty == {
+        "Dr. Ana": (150, pytest.approx(318)),
+        "Dr. Ben": (pytest.approx(71.25), pytest.approx(98.25)),
+        "Dr. Cy": (None, None),
+    }
     by_department = {
         r["department"]: (r["median_answer_s"], r["p90_answer_s"])
         for r in analytics.answer_times_by_department(START, END).as_dicts()
     }
-    assert by_department == {"CS": (105, 180), "Physics": (None, None)}
+    assert by_department == {"CS": (105, pytest.approx(276)), "Physics": (None, None)}
 
 
 def test_weekly_daily_and_raw_paths_agree(engine: Engine) -> None:
@@ -283,3 +294,122 @@ def test_percentile_interpolates_like_percentile_cont(
     values: list[Any], q: float, expected: float | None
 ) -> None:
     assert percentile(values, q) == expected
+
+
+def _bucket_width(value: float) -> float:
+    """The width of the histogram bucket that holds ``value`` (inf for the open last one)."""
+    bounds = ANSWER_BUCKETS_S
+    for low, high in itertools.pairwise(bounds):
+        if low <= value < high:
+            return float(high - low)
+    return math.inf
+
+
+def _seed_spread_answers(days: int, per_day: int) -> None:
+    """Three faculty in two departments; answers spread log-uniformly from 1 s to 5 h."""
+    first_day = datetime(2026, 10, 5, tzinfo=UTC)
+    rng = random.Random(12)
+    with session_scope() as session:
+        student = Student(name="S", student_id="1", rfid_uid="AABBCCDD")
+        people = [
+            Faculty(name=f"Dr. {n}", department=d)
+            for n, d in (("A", "CS"), ("B", "CS"), ("C", "Math"))
+        ]
+        session.add_all([student, *people])
+        session.flush()
+        for i in range(days * per_day):
+            created = first_day + timedelta(seconds=i * 86400 // per_day + rng.randrange(600))
+            status = rng.choice(("accepted", "accepted", "busy", "expired", "cancelled"))
+            row = Consultation(
+                student_id=student.id,
+                faculty_id=people[rng.randrange(3)].id,
+                message="A question with a spread-out answer time",
+                status=status,
+                created_at=created,
+            )
+            if status in ("accepted", "busy"):
+                row.answer_s = round(math.exp(rng.uniform(0.0, math.log(5 * 3600))), 3)
+                row.answered_at = created + timedelta(seconds=row.answer_s)
+            session.add(row)
+
+
+def test_rollup_percentiles_agree_with_exact_ones_within_the_stated_bound(engine: Engine) -> None:
+    """docs/analytics.md: a percentile from the buckets is off by less than the widths of the
+    buckets of the two answers it interpolates between (so < 15 s + 50 % under 6 h)."""
+    _seed_spread_answers(days=21, per_day=60)
+    start = datetime(2026, 10, 5, 9, 30, tzinfo=UTC)
+    end = datetime(2026, 10, 24, 17, 0, tzinfo=UTC)
+    exact = AnalyticsController(db=engine, timezone="Asia/Manila")
+    exact.exact_percentiles_max = 10**9
+    approx = AnalyticsController(db=engine, timezone="Asia/Manila")
+    approx.exact_percentiles_max = 0
+    assert approx.refresh_rollups(now=datetime(2026, 12, 1, tzinfo=UTC))
+    with session_scope() as session:
+        rows = session.execute(
+            select(Consultation.faculty_id, Faculty.department, Consultation.answer_s)
+            .join(Faculty, Faculty.id == Consultation.faculty_id)
+            .where(Consultation.created_at >= start, Consultation.created_at < end)
+            .where(Consultation.answer_s.is_not(None))
+        ).all()
+    answers: dict[Any, list[float]] = {None: sorted(a for _f, _d, a in rows)}
+    for fid, dept, a in rows:
+        answers.setdefault(fid, []).append(a)
+        answers.setdefault(dept, []).append(a)
+    compared = 0
+    for report, group_of in (
+        ("outcomes", lambda r: None),
+        ("answer_times_by_faculty", lambda r: r["faculty_id"]),
+        ("answer_times_by_department", lambda r: r["department"]),
+    ):
+        got = approx.report(report, start, end).as_dicts()
+        want = exact.report(report, start, end).as_dicts()
+        assert len(got) == len(want) > 0
+        for g, w in zip(got, want, strict=True):
+            values = sorted(answers[group_of(w)])
+            assert len(values) > 100
+            for column, q in (("median_answer_s", 0.5), ("p90_answer_s", 0.9)):
+                pos = q * (len(values) - 1)
+                low, high = values[math.floor(pos)], values[math.ceil(pos)]
+                t = pos - math.floor(pos)
+                bound = (1 - t) * _bucket_width(low) + t * _bucket_width(high)
+                assert w[column] == pytest.approx(percentile(values, q))
+                assert abs(g[column] - w[column]) < bound, (report, g, w, column)
+                assert abs(g[column] - w[column]) < 15 + 0.5 * w[column]
+                compared += 1
+    assert compared == 2 * (1 + 3 + 2)
+
+
+def test_rolled_up_and_recent_raw_ranges_combine(engine: Engine) -> None:
+    """A range across the rollups' end: finished days from the rollups, the recent ones (not
+    yet rolled up) from the consultations; the sums, the histograms and /metrics' totals are
+    the numbers of a raw scan."""
+    _seed_spread_answers(days=14, per_day=24)
+    start = datetime(2026, 10, 6, 5, 30, tzinfo=UTC)
+    end = datetime(2026, 10, 19, 2, 0, tzinfo=UTC)
+    raw = AnalyticsController(db=engine, timezone="Asia/Manila")
+    raw.auto_refresh = False
+    expected: dict[int, Any] = {}
+    for threshold in (0, 10**9):  # histogram and exact percentiles
+        raw.exact_percentiles_max = threshold
+        expected[threshold] = raw.summary(start, end)
+    expected_totals = raw.totals()
+    assert expected_totals.by_status["accepted"] > 50
+    assert (
+        sum(expected_totals.buckets)
+        == expected_totals.by_status["accepted"] + (expected_totals.by_status["busy"])
+    )
+
+    rolled = AnalyticsController(db=engine, timezone="Asia/Manila")
+    now = datetime(2026, 10, 14, 13, 0, tzinfo=UTC)  # rolls up the days before 12 Oct
+    assert rolled.refresh_rollups(now=now)
+    rolled.auto_refresh = False  # keep the rollups' end inside the range
+    with session_scope() as session:
+        until = session.get(AnalyticsRollupState, "consultations")
+        assert until is not None
+        assert start < until.until.astimezone(UTC) == datetime(2026, 10, 12, tzinfo=UTC) < end
+        hourly = session.scalar(select(func.sum(ConsultationStatsHourly.requests)))
+        assert 0 < hourly < len(session.scalars(select(Consultation.id)).all())
+    for threshold in (0, 10**9):
+        rolled.exact_percentiles_max = threshold
+        assert rolled.summary(start, end) == expected[threshold]
+    assert rolled.totals() == expected_totals
