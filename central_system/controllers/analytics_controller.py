@@ -71,9 +71,11 @@ WEEK: Final = timedelta(days=7)
 # request made then has long left "pending" (expiry), so its counts no longer change.
 ROLLUP_LAG: Final = timedelta(days=2)
 ROLLUP_NAME: Final = "consultations"
-# Up to this many answers in a range, percentiles are exact (sorted in the database);
-# beyond, they come from the rollup's answer-time histograms.
-EXACT_PERCENTILES_MAX: Final = 20_000
+# Up to this many answers in a range, percentiles are exact (sorted in the database, a few
+# ms); beyond, they come from the rollups' answer-time histograms (the error bound is in
+# docs/analytics.md). At 20,000 the exact sort made the per-department report over a week
+# of a million-request history cost 55 ms at p50 (docs/performance.md).
+EXACT_PERCENTILES_MAX: Final = 5_000
 # A date range longer than this is refused (a typo like year 2206 would scan everything).
 MAX_RANGE: Final = timedelta(days=3 * 366)
 WEEKDAYS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
