@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from central_system.views.backend import KioskBackend
+from central_system.controllers.kiosk_facade import KioskBackend
 
 
 class BenchBackend(KioskBackend):

@@ -17,9 +17,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from central_system.services.rfid import SimulatedRFIDReader  # noqa: E402
-from central_system.views.app import Kiosk, ensure_qapp  # noqa: E402
-from central_system.views.demo import (  # noqa: E402
+from central_system.demo.environment import (  # noqa: E402
     DEMO_ADMIN,
     DEMO_FACULTY,
     DEMO_STUDENTS,
@@ -27,6 +25,8 @@ from central_system.views.demo import (  # noqa: E402
     DemoEnvironment,
     demo_cards,
 )
+from central_system.services.rfid import SimulatedRFIDReader  # noqa: E402
+from central_system.views.app import Kiosk, ensure_qapp  # noqa: E402
 
 WAIT_S = 20.0
 
@@ -131,9 +131,17 @@ def main() -> int:
         win.admin_login.login_button.click()
         wait(lambda: win.current_screen() is win.admin_area, "admin area")
         area = win.admin_area
-        names = ["faculty", "students", "desk-units", "consultations", "audit-log", "system"]
-        for index, name in enumerate(names):
-            area.tabs.setCurrentIndex(index)
+        # By widget, not by position: a tab added later (Insight) must not shift the files.
+        tabs = [
+            ("faculty", area.faculty_tab),
+            ("students", area.students_tab),
+            ("desk-units", area.desks_tab),
+            ("consultations", area.consultations_tab),
+            ("audit-log", area.audit_tab),
+            ("system", area.system_tab),
+        ]
+        for index, (name, tab) in enumerate(tabs):
+            area.tabs.setCurrentWidget(tab)
             if name == "students":
                 area.students_tab.wait_for_card()
                 kiosk.reader.tap("0A0B0C0D")
@@ -141,6 +149,9 @@ def main() -> int:
                 area.students_tab.number.setText("2024-0100")
             pump(0.6)
             shot(f"{11 + index:02d}-admin-{name}")
+        area.tabs.setCurrentWidget(area.insight_tab)
+        pump(1.0)
+        shot("18-admin-insight")
 
         win.logout()
         wait(lambda: win.current_screen() is win.login, "login screen")

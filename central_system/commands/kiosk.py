@@ -115,7 +115,7 @@ def demo(args: argparse.Namespace) -> int:
             )
             args.headless = True
             os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    from ..views.demo import DemoEnvironment
+    from ..demo.environment import DemoEnvironment
 
     print("Starting the ConsultEase demo…", flush=True)
     env = DemoEnvironment(keep_data=args.keep_data)
@@ -133,9 +133,10 @@ def demo(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace, env: Any) -> int:
     """Start the demo environment and run the window or the scripted scenario on it."""
+    from ..demo.environment import DEMO_ADMIN, demo_cards
+    from ..demo.scenario import Scenario, headless_steps, visible_messages
     from ..services.rfid import SimulatedRFIDReader
     from ..views.app import Kiosk, ensure_qapp
-    from ..views.demo import DEMO_ADMIN, Scenario, demo_cards, headless_steps, visible_messages
 
     try:
         env.start()

@@ -22,7 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .backend import AdminSession, FacultyView, KioskError, StudentView
+from ..api.errors import KioskError
+from ..api.schemas import AdminSession, FacultyView, StudentView
 from .context import KioskContext
 from .widgets import button, fmt_time
 

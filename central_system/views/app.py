@@ -10,8 +10,8 @@ from typing import Any
 from PySide6.QtCore import QMessageLogContext, QtMsgType, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication
 
+from ..kiosk.calls import KioskCalls
 from ..services.rfid import RFIDReader
-from .backend import KioskBackend
 from .bridge import MqttBridge
 from .context import KioskContext
 from .main_window import KioskWindow, SimulatedReaderPanel
@@ -58,7 +58,9 @@ def ensure_qapp(argv: list[str] | None = None) -> QApplication:
 class Kiosk:
     """The kiosk window wired to a running ``System`` and a card reader."""
 
-    def __init__(self, system: Any, reader: RFIDReader, *, backend: Any = None) -> None:
+    def __init__(
+        self, system: Any, reader: RFIDReader, *, backend: KioskCalls | None = None
+    ) -> None:
         """``Kiosk(None, reader, backend=ApiBackend…)`` is a client of the server's API
         (what ``consultease run`` and the demo do); ``Kiosk(system, reader)`` runs the
         controllers in this process (fast offscreen tests only, not a setting)."""
@@ -68,8 +70,16 @@ class Kiosk:
         self.reader = reader
         self.bridge = MqttBridge()
         self.taskman = TaskManager()
-        self.backend = backend if backend is not None else KioskBackend(system)
-        settings = system.settings if system is not None else backend.settings
+        if backend is None:
+            # Tests only: the controllers in this process (the one import of a controller
+            # in views/, named in pyproject.toml's contract for the screens).
+            from ..controllers.kiosk_facade import KioskBackend
+
+            backend = KioskBackend(system)
+            settings = system.settings
+        else:
+            settings = system.settings if system is not None else backend.settings  # type: ignore[attr-defined]
+        self.backend: KioskCalls = backend
         self.ctx = KioskContext(self.backend, self.taskman, self.bridge, settings)
         self.window = KioskWindow(self.ctx)
         self.sim_panel: SimulatedReaderPanel | None = None

@@ -20,8 +20,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..api.errors import KioskError
+from ..api.schemas import AdminSession, FacultyView, StudentView
 from .admin import AdminArea
-from .backend import AdminSession, FacultyView, KioskError, StudentView
 from .context import KioskContext
 from .keyboard import OnScreenKeyboard
 from .login import AdminLoginScreen, LoginScreen

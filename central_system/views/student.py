@@ -19,14 +19,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .backend import (
-    ConsultationView,
-    FacultyView,
-    KioskError,
-    OutcomeUnknownError,
-    QueueView,
-    StudentView,
-)
+from ..api.errors import KioskError, OutcomeUnknownError
+from ..api.schemas import ConsultationView, FacultyView, QueueView, StudentView
 from .context import KioskContext
 from .widgets import StatusPill, button, fmt_time, repolish, title
 

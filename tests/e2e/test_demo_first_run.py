@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from central_system.views.demo import DEMO_KEEP_FILE, DEMO_OWNER_FILE, remove_stale_demo_dirs
+from central_system.demo.environment import DEMO_KEEP_FILE, DEMO_OWNER_FILE, remove_stale_demo_dirs
 from tests.brokers import MosquittoBroker
 
 ROOT = Path(__file__).resolve().parents[2]

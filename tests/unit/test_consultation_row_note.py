@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from central_system.views.backend import ConsultationView
+from central_system.api.schemas import ConsultationView
 from central_system.views.student import ConsultationRow
 
 NOTE = "Closed when the kiosk was upgraded: please send a new request."
