@@ -44,20 +44,20 @@ def roles() -> dict[tuple[str, str], str]:
     modules = [
         getattr(routes, name) for name in dir(routes) if hasattr(getattr(routes, name), "router")
     ]
-    pairs = [(routes.api_router.prefix, m.router) for m in modules if m is not health]
+    pairs = [(routes.API_PREFIX, m.router) for m in modules if m is not health]
     pairs.append(("", health.router))
     for prefix, router in pairs:
         for route in router.routes:
             if not isinstance(route, APIRoute):
                 continue
             used = calls(route.dependant)
-            if deps.card_student in used:
+            if used & {deps.card_student, deps.card_call}:
                 who = "kiosk + card"
             elif deps.current_admin in used:
                 who = "admin"
-            elif deps.current_caller in used:
+            elif used & {deps.current_caller, deps.caller_call}:
                 who = "kiosk or admin"
-            elif deps.current_kiosk in used:
+            elif used & {deps.current_kiosk, deps.kiosk_call}:
                 who = "kiosk"
             else:
                 who = "anyone"

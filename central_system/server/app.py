@@ -15,7 +15,7 @@ from .. import __version__
 from .central import CentralServer
 from .errors import install_error_handlers
 from .metrics import LatencyMiddleware, make_registry
-from .routes import api_router
+from .routes import include_api
 from .routes.health import router as health_router
 from .routes.metrics import router as metrics_router
 from .web import mount_web
@@ -123,7 +123,7 @@ def create_app(server: CentralServer) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(metrics_router)  # GET /metrics for Prometheus (issue 12, no auth)
-    app.include_router(api_router)
+    include_api(app)
     mount_web(app)  # the web dashboard's pages (issue 10, server/web/)
     app.add_middleware(LimitsAndRole, server=server)
     app.state.metrics_registry, latency = make_registry(server)  # per app: tests run several

@@ -16,13 +16,13 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..controllers.base import audit
-from ..models import Admin, AdminSessionToken, KioskToken, utcnow
+from ..models import Admin, AdminSessionToken, KioskToken, Student, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +37,28 @@ MAX_TOKEN_CHARS: Final = 128
 KIOSK_NAME_CHARS: Final = 64
 
 
-_KIOSK_BY_HASH: Final = select(KioskToken.id, KioskToken.name, KioskToken.revoked_at).where(
-    KioskToken.token_hash == bindparam("digest")
+# The card holder's columns, as StudentView names them.
+_STUDENT_COLUMNS: Final = (
+    Student.id.label("id"),
+    Student.name.label("name"),
+    Student.student_id.label("student_id"),
+    Student.department.label("department"),
+    Student.rfid_uid.label("rfid_uid"),
 )
+# The kiosk's token and the tapped card in one indexed read (the card's columns are NULL for an
+# unknown card): the kiosk's calls pay one round trip for both checks.
+_KIOSK_AND_CARD: Final = (
+    select(
+        KioskToken.id.label("kiosk_id"),
+        KioskToken.name.label("kiosk_name"),
+        KioskToken.revoked_at,
+        *_STUDENT_COLUMNS,
+    )
+    .select_from(KioskToken)
+    .outerjoin(Student, Student.rfid_uid == bindparam("uid"))
+    .where(KioskToken.token_hash == bindparam("digest"))
+)
+_STUDENT_BY_CARD: Final = select(*_STUDENT_COLUMNS).where(Student.rfid_uid == bindparam("uid"))
 
 
 class EnrollmentError(ValueError):
@@ -156,31 +175,43 @@ class Authenticator:
     # ------------------------------------------------------------------ kiosks
 
     def kiosk(self, token: str) -> KioskPrincipal:
-        """The kiosk holding ``token``; raises :class:`Refused`.
+        """The kiosk holding ``token``; raises :class:`Refused`."""
+        with self._sessions() as s:
+            principal, _ = self.kiosk_and_card(s.connection(), token, None)
+            s.commit()
+        return principal
 
-        One indexed read per call (Core, not the ORM: this runs on every request), so a
-        token revoked by ``consultease kiosk revoke`` in another process is refused at once.
+    def kiosk_and_card(
+        self, conn: Connection, token: str, card_uid: str | None
+    ) -> tuple[KioskPrincipal, Any]:
+        """The kiosk holding ``token`` and the student holding the card ``card_uid`` (a stored,
+        normalised UID; None: no card), in one read on ``conn``; raises :class:`Refused`.
+
+        Core, not the ORM, and one indexed read per call, so a token revoked by
+        ``consultease kiosk revoke`` in another process is refused on its very next call.
+        The student row (``id, name, student_id, department, rfid_uid``) is None for an
+        unknown card. The caller commits (``last_used_at`` is written once a minute).
         """
         if not token.startswith(KIOSK_PREFIX) or len(token) > MAX_TOKEN_CHARS:
             raise Refused("not a kiosk token")
         digest = token_hash(token)
         if self._local_hash is not None and hmac.compare_digest(digest, self._local_hash):
-            return KioskPrincipal(None, "local")
-        with self._sessions() as s:
-            row = s.execute(_KIOSK_BY_HASH, {"digest": digest}).first()
-            if row is None:
-                raise Refused("unknown kiosk token")
-            kiosk_id, name, revoked_at = row
-            if revoked_at is not None:
-                raise Refused("revoked kiosk token", audit_actor=f"kiosk:{name}")
-            if self._due(kiosk_id):
-                s.execute(
-                    update(KioskToken)
-                    .where(KioskToken.id == kiosk_id)
-                    .values(last_used_at=utcnow())
-                )
-                s.commit()
-        return KioskPrincipal(kiosk_id, name)
+            student: Any = (
+                conn.execute(_STUDENT_BY_CARD, {"uid": card_uid}).first() if card_uid else None
+            )
+            return KioskPrincipal(None, "local"), student
+        row = conn.execute(_KIOSK_AND_CARD, {"digest": digest, "uid": card_uid}).first()
+        if row is None:
+            raise Refused("unknown kiosk token")
+        kiosk_id, name, revoked_at = row[0], row[1], row[2]
+        if revoked_at is not None:
+            raise Refused("revoked kiosk token", audit_actor=f"kiosk:{name}")
+        if self._due(kiosk_id):
+            conn.execute(
+                update(KioskToken).where(KioskToken.id == kiosk_id).values(last_used_at=utcnow())
+            )
+        student = row if card_uid and row.id is not None else None
+        return KioskPrincipal(kiosk_id, name), student
 
     def _due(self, kiosk_id: int) -> bool:
         now = time.monotonic()

@@ -22,6 +22,7 @@ from ..config import Settings
 from ..controllers.kiosk_facade import KioskBackend
 from .auth import Authenticator
 from .events import EventHub
+from .frequent import FrequentCalls
 from .leadership import PostgresLeadership, SQLiteLeadership, is_sqlite
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class CentralServer:
         self.system: Any = None
         self.backend: KioskBackend | None = None
         self.auth: Authenticator | None = None
+        self.frequent: FrequentCalls | None = None
         self.local_kiosk_token = local_kiosk_token
         self.backend_factory = backend_factory
         self._sqlite: SQLiteLeadership | None = None
@@ -111,6 +113,7 @@ class CentralServer:
                 sessionmaker(bind=system.engine, expire_on_commit=False),
                 self.local_kiosk_token,
             )
+            self.frequent = FrequentCalls(system.engine, self.auth)
             self.system = system
             self.backend = backend
             self.role = "active"
@@ -134,6 +137,7 @@ class CentralServer:
             self.role = "stopping"
             backend, system = self.backend, self.system
             self.backend = None
+            self.frequent = None
             self.system = None
         if self._pg is not None:
             # Before the system stops: a lock check failing during shutdown is not "lost".

@@ -28,6 +28,7 @@ from .auth import (
     Refused,
 )
 from .central import CentralServer
+from .frequent import FrequentCalls, KioskCall
 
 _bearer = HTTPBearer(auto_error=False, description="A kiosk token or an administrator session")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
@@ -64,8 +65,17 @@ async def get_auth(server: ServerDep) -> Authenticator:
     return server.auth
 
 
+async def get_frequent_calls(server: ServerDep) -> FrequentCalls:
+    """The runner of the kiosk's frequent calls; 503 while this server is not active."""
+    calls = server.frequent
+    if calls is None or server.role != "active":
+        raise UnavailableError(f"This server is {server.role}; try the active server.")
+    return calls
+
+
 BackendDep = Annotated[KioskBackend, Depends(get_backend)]
 AuthDep = Annotated[Authenticator, Depends(get_auth)]
+FrequentCallsDep = Annotated[FrequentCalls, Depends(get_frequent_calls)]
 
 
 def _token(creds: HTTPAuthorizationCredentials | None) -> str:
@@ -137,6 +147,41 @@ def current_admin(
         raise ForbiddenError("Choose a new password first: your password is a temporary one.")
     return admin
 
+
+# The kiosk's frequent calls declare these instead: they read the headers only, and the route
+# checks the token and the card in the one worker-thread hop where it reads its data
+# (frequent.py). The token is checked before anything else is read.
+
+
+async def kiosk_call(request: Request, creds: Credentials) -> KioskCall:
+    """A call by a kiosk (the token is checked in the route's one database hop)."""
+    return KioskCall(_token(creds), request.url.path)
+
+
+async def caller_call(request: Request, creds: Credentials) -> KioskCall:
+    """A call by a kiosk or an administrator (the faculty list, waiting counts)."""
+    return KioskCall(_token(creds), request.url.path, admin_allowed=True)
+
+
+async def card_call(
+    call: Annotated[KioskCall, Depends(kiosk_call)],
+    x_card_uid: Annotated[
+        str,
+        Header(
+            description="The UID of the card the student tapped at this kiosk",
+            min_length=1,
+            max_length=64,
+            pattern=r"^[0-9A-Fa-f:\- ]+$",
+        ),
+    ],
+) -> KioskCall:
+    """A call by a kiosk for the student whose card was tapped at it."""
+    return KioskCall(call.token, call.path, x_card_uid)
+
+
+KioskCallDep = Annotated[KioskCall, Depends(kiosk_call)]
+CallerCallDep = Annotated[KioskCall, Depends(caller_call)]
+CardCallDep = Annotated[KioskCall, Depends(card_call)]
 
 CurrentKiosk = Annotated[KioskPrincipal, Depends(current_kiosk)]
 SignedInAdmin = Annotated[AdminPrincipal, Depends(signed_in_admin)]

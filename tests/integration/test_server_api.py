@@ -292,3 +292,54 @@ def test_an_administrator_with_a_temporary_password_may_only_change_it(
         assert client.request("GET", "/api/v1/admin/session", admin=True)["must_change_password"]
         client.change_password(temporary, ADMIN_PASSWORD)
         assert client.students() == []  # the same session, now with a password of their own
+
+
+def test_the_kiosks_frequent_calls_check_token_and_card_in_one_read_with_the_same_answers(
+    db_url: str, broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    # The faculty list, waiting counts, the card holder, their consultations and a new request
+    # run their checks and reads in one worker-thread hop (server/frequent.py, issue 9):
+    # the same answers and refusals as the dependencies they replaced.
+    with running_server(db_url, broker.port, tmp_path) as server, db_engine(db_url) as engine:
+        seeded = _setup(server, engine, broker)
+        fid = seeded["faculty"].id
+        maria = seeded["students"][0]
+        kiosk = ApiClient(server.url, enroll(engine, "floor-2"))
+        assert kiosk.student("04:a1:b2:c3").id == maria.id  # separators and case
+        with pytest.raises(NotFoundError):
+            kiosk.student("DEADBEEF")
+        sent = kiosk.create_consultation(CARD_A, fid, MESSAGE)
+        assert (sent.student_name, sent.faculty_name) == ("Maria Santos", "Dr. Ada Cruz")
+        assert [c.id for c in kiosk.my_consultations(CARD_A)] == [sent.id]
+        assert kiosk.my_consultations(CARD_B) == []
+        assert kiosk.waiting_counts() == {fid: 1}
+        [faculty] = kiosk.faculty()
+        assert faculty.id == fid and faculty.can_request
+        # An administrator's session may read the faculty list and the counts, not act for a card.
+        admin_h = {"Authorization": f"Bearer {seeded['admin'].admin_token}"}
+        assert httpx.get(server.url + "/api/v1/faculty", headers=admin_h).json()[0]["id"] == fid
+        assert httpx.get(server.url + "/api/v1/faculty/waiting", headers=admin_h).json() == {
+            str(fid): 1
+        }
+        r = httpx.post(
+            server.url + "/api/v1/consultations",
+            headers={**admin_h, "X-Card-UID": CARD_A},
+            json={"faculty_id": fid, "message": MESSAGE},
+        )
+        assert r.status_code == 403, r.text
+        # No token, a made-up one, then a revoked one on the very next call: 401, nothing written.
+        assert httpx.get(server.url + "/api/v1/faculty").status_code == 401
+        bogus = {"Authorization": "Bearer cek_" + "x" * 43, "X-Card-UID": CARD_A}
+        assert httpx.get(server.url + "/api/v1/students/me", headers=bogus).status_code == 401
+        before = _consultation_count(engine)
+        revoke(engine, "floor-2")
+        for call in (
+            lambda: kiosk.student(CARD_A),
+            lambda: kiosk.my_consultations(CARD_A),
+            lambda: kiosk.create_consultation(CARD_A, fid, MESSAGE),
+            kiosk.waiting_counts,
+        ):
+            with pytest.raises(NotAuthenticatedError):
+                call()
+        assert _consultation_count(engine) == before
+        assert any(a.actor == "kiosk:floor-2" for a in _audit(engine, "api.refused"))

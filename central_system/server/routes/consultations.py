@@ -4,20 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 
 from ...api.schemas import ConsultationCreate, ConsultationView, QueueView
-from ..deps import BackendDep, CardStudent, CurrentAdmin, CurrentKiosk, OwnConsultation
+from ..deps import (
+    BackendDep,
+    CardCallDep,
+    CardStudent,
+    CurrentAdmin,
+    FrequentCallsDep,
+    OwnConsultation,
+)
 
 router = APIRouter(prefix="/consultations", tags=["consultations"])
 
 
 @router.post("", response_model=ConsultationView, status_code=status.HTTP_201_CREATED)
-def create_consultation(
-    body: ConsultationCreate, kiosk: CurrentKiosk, student: CardStudent, backend: BackendDep
-) -> ConsultationView:
+async def create_consultation(
+    body: ConsultationCreate, call: CardCallDep, calls: FrequentCallsDep, backend: BackendDep
+) -> Response:
     """Send the card holder's request to a faculty member's desk (400 with the reason if refused)."""
-    return backend.send_request(student.id, body.faculty_id, body.message, body.course_code)
+    return await calls.send_request(call, backend, body)
 
 
 @router.get("/{consultation_id:int}/queue", response_model=QueueView | None)

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Response, status
 
 from ...api.errors import NotFoundError
 from ...api.schemas import MAX_ID, FacultyIn, FacultyView
-from ..deps import BackendDep, CurrentAdmin, CurrentCaller
+from ..deps import BackendDep, CallerCallDep, CurrentAdmin, CurrentCaller, FrequentCallsDep
 
 router = APIRouter(prefix="/faculty", tags=["faculty"])
 FacultyId = Annotated[int, Path(ge=1, le=MAX_ID, description="A faculty member's id")]
 
 
 @router.get("", response_model=list[FacultyView])
-def list_faculty(caller: CurrentCaller, backend: BackendDep) -> list[FacultyView]:
+async def list_faculty(call: CallerCallDep, calls: FrequentCallsDep) -> Response:
     """Every faculty member with their status and desk liveness, by name."""
-    return backend.list_faculty()
+    return await calls.faculty_list(call)
 
 
 @router.get("/waiting", response_model=dict[int, int])
-def waiting_counts(caller: CurrentCaller, backend: BackendDep) -> dict[int, int]:
+async def waiting_counts(call: CallerCallDep, calls: FrequentCallsDep) -> Response:
     """Pending requests per faculty member id (the count on each faculty card)."""
-    return backend.waiting_counts()
+    return await calls.waiting_counts(call)
 
 
 @router.get("/{faculty_id:int}", response_model=FacultyView)

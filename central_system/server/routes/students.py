@@ -4,29 +4,35 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from ...api.schemas import MAX_ID, ConsultationView, QueueView, StudentIn, StudentView
-from ..deps import BackendDep, CardStudent, CurrentAdmin, CurrentKiosk
+from ..deps import (
+    BackendDep,
+    CardCallDep,
+    CardStudent,
+    CurrentAdmin,
+    CurrentKiosk,
+    FrequentCallsDep,
+)
 
 router = APIRouter(prefix="/students", tags=["students"])
 
 
 @router.get("/me", response_model=StudentView)
-def me(kiosk: CurrentKiosk, student: CardStudent) -> StudentView:
+async def me(call: CardCallDep, calls: FrequentCallsDep) -> Response:
     """The student whose card was just tapped at this kiosk (404: unknown card)."""
-    return student
+    return await calls.card_holder(call)
 
 
 @router.get("/me/consultations", response_model=list[ConsultationView])
-def my_consultations(
-    kiosk: CurrentKiosk,
-    student: CardStudent,
-    backend: BackendDep,
+async def my_consultations(
+    call: CardCallDep,
+    calls: FrequentCallsDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> list[ConsultationView]:
+) -> Response:
     """The card holder's consultations, newest first."""
-    return backend.my_consultations(student.id, limit)
+    return await calls.my_consultations(call, limit)
 
 
 @router.get("/me/queue", response_model=dict[int, QueueView])

@@ -1,0 +1,270 @@
+"""The kiosk's frequent calls, each in one worker-thread hop on one database connection.
+
+A kiosk polls the faculty list and waiting counts, and each card tap reads the student and
+their consultations: most of the server's traffic (issue 9, "Numbers"). Run as plain ``def``
+dependencies and routes, each call made three or four thread-pool hops, three database
+sessions (token, card, the data) and validated its answer twice. Here the route is
+``async``, its dependencies only read headers, and everything that touches the database
+runs in one worker thread on one connection: the token and the card in one indexed read
+(:meth:`Authenticator.kiosk_and_card`), then the data with Core queries. The answer is
+serialised by pydantic from the schema the route declares (``response_model`` stays the
+OpenAPI document's schema), once.
+
+The checks are the same as the dependencies in ``deps.py``: a missing token is a 401, an
+administrator's session on a kiosk-only call a 403, an unknown or revoked kiosk token a 401
+(refusals audited, throttled), an unknown card a 404; administrators may read the faculty
+list and the waiting counts, through :meth:`Authenticator.admin`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from fastapi import Response
+from pydantic import TypeAdapter
+from sqlalchemy import Connection, Engine, Row, bindparam, func, select
+from sqlalchemy.orm import aliased
+from starlette.concurrency import run_in_threadpool
+
+from ..api.errors import ForbiddenError, NotAuthenticatedError, NotFoundError
+from ..api.schemas import ConsultationCreate, ConsultationView, FacultyView, StudentView
+from ..controllers.kiosk_facade import KioskBackend
+from ..controllers.student_controller import StudentValidationError, normalize_rfid_uid
+from ..models import Consultation, Faculty, Student
+from ..models.consultation import ConsultationStatus
+from ..services.rfid import InvalidUIDError, normalize_uid
+from .auth import ADMIN_PREFIX, AdminPrincipal, Authenticator, KioskPrincipal, Refused
+
+T = TypeVar("T")
+
+UNKNOWN_CARD: Final = "Unknown card. Please see the department office to register it."
+JSON: Final = "application/json"
+
+FACULTY_LIST: Final = TypeAdapter(list[FacultyView])
+WAITING: Final = TypeAdapter(dict[int, int])
+STUDENT: Final = TypeAdapter(StudentView)
+CONSULTATIONS: Final = TypeAdapter(list[ConsultationView])
+CONSULTATION: Final = TypeAdapter(ConsultationView)
+
+_FACULTY: Final = select(
+    Faculty.id,
+    Faculty.name,
+    Faculty.department,
+    Faculty.email,
+    Faculty.status,
+    Faculty.desk_online,
+    Faculty.manual_status,
+).order_by(Faculty.name)
+_WAITING: Final = (
+    select(Consultation.faculty_id, func.count())
+    .where(Consultation.status == ConsultationStatus.PENDING.value)
+    .group_by(Consultation.faculty_id)
+)
+_S = aliased(Student)
+_F = aliased(Faculty)
+_MINE: Final = (
+    select(
+        Consultation.id,
+        Consultation.student_id,
+        _S.name.label("student_name"),
+        Consultation.faculty_id,
+        _F.name.label("faculty_name"),
+        Consultation.message,
+        Consultation.course_code,
+        Consultation.status,
+        Consultation.created_at,
+        Consultation.status_note,
+    )
+    .outerjoin(_S, _S.id == Consultation.student_id)
+    .outerjoin(_F, _F.id == Consultation.faculty_id)
+    .where(Consultation.student_id == bindparam("student_id"))
+    .order_by(Consultation.id.desc())
+    .limit(bindparam("limit"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KioskCall:
+    """What a call carries: its bearer token, the card tapped (card-holder calls), its path."""
+
+    token: str
+    path: str
+    card_uid: str | None = None
+    admin_allowed: bool = False
+
+
+def stored_uid(raw: str) -> str | None:
+    """A card UID as the students table stores it; None for one no card can have."""
+    try:
+        return normalize_rfid_uid(normalize_uid(raw))
+    except (InvalidUIDError, StudentValidationError):
+        return None
+
+
+def faculty_view(row: Any) -> FacultyView:
+    """A faculty card from a row (the facade's rules: no department is "", no manual status
+    over an online desk)."""
+    return FacultyView(
+        id=row.id,
+        name=row.name,
+        department=row.department or "",
+        email=row.email,
+        status=str(row.status),
+        desk_online=bool(row.desk_online),
+        manual_status=None if row.desk_online else row.manual_status,
+    )
+
+
+def student_view(row: Row[Any]) -> StudentView:
+    """The card holder from :meth:`Authenticator.kiosk_and_card`'s row."""
+    return StudentView(
+        id=row.id,
+        name=row.name,
+        student_id=row.student_id,
+        department=row.department or "",
+        rfid_uid=row.rfid_uid,
+    )
+
+
+def consultation_view(row: Any) -> ConsultationView:
+    """A consultation with its student's and faculty member's names."""
+    return ConsultationView(
+        id=row.id,
+        student_id=row.student_id,
+        student_name=row.student_name or "",
+        faculty_id=row.faculty_id,
+        faculty_name=row.faculty_name or "",
+        message=row.message,
+        course_code=row.course_code,
+        status=str(row.status),
+        created_at=row.created_at,
+        note=row.status_note,
+    )
+
+
+def list_faculty(conn: Connection) -> list[FacultyView]:
+    """Every faculty member with their status and desk liveness, by name."""
+    return [faculty_view(row) for row in conn.execute(_FACULTY)]
+
+
+def waiting_counts(conn: Connection) -> dict[int, int]:
+    """Pending requests per faculty member id (faculty without any are absent)."""
+    return {int(fid): int(n) for fid, n in conn.execute(_WAITING)}
+
+
+def my_consultations(conn: Connection, student_id: int, limit: int) -> list[ConsultationView]:
+    """A student's consultations, newest first."""
+    rows = conn.execute(_MINE, {"student_id": student_id, "limit": limit})
+    return [consultation_view(row) for row in rows]
+
+
+Caller = KioskPrincipal | AdminPrincipal
+
+
+def _known(student: StudentView | None) -> StudentView:
+    if student is None:  # check() answered 404 already for a card-holder call
+        raise NotFoundError(UNKNOWN_CARD)
+    return student
+
+
+class FrequentCalls:
+    """Runs a kiosk call's checks and reads in one worker-thread hop and answers it."""
+
+    def __init__(self, engine: Engine, auth: Authenticator) -> None:
+        self.engine = engine
+        self.auth = auth
+
+    async def faculty_list(self, call: KioskCall) -> Response:
+        """``GET /faculty``."""
+        return await self.answer(call, lambda conn, _c, _s: list_faculty(conn), FACULTY_LIST)
+
+    async def waiting_counts(self, call: KioskCall) -> Response:
+        """``GET /faculty/waiting``."""
+        return await self.answer(call, lambda conn, _c, _s: waiting_counts(conn), WAITING)
+
+    async def card_holder(self, call: KioskCall) -> Response:
+        """``GET /students/me``."""
+        return await self.answer(call, lambda _conn, _c, student: _known(student), STUDENT)
+
+    async def my_consultations(self, call: KioskCall, limit: int) -> Response:
+        """``GET /students/me/consultations``."""
+        return await self.answer(
+            call,
+            lambda conn, _c, student: my_consultations(conn, _known(student).id, limit),
+            CONSULTATIONS,
+        )
+
+    async def send_request(
+        self, call: KioskCall, backend: KioskBackend, body: ConsultationCreate
+    ) -> Response:
+        """``POST /consultations``: the checks, then the controller (its own transaction)."""
+
+        def send() -> ConsultationView:
+            with self.engine.connect() as conn:
+                _caller, student = self.check(conn, call)
+                conn.commit()
+            return backend.send_request(
+                _known(student).id, body.faculty_id, body.message, body.course_code
+            )
+
+        view = await run_in_threadpool(send)
+        return Response(CONSULTATION.dump_json(view), status_code=201, media_type=JSON)
+
+    async def answer(
+        self,
+        call: KioskCall,
+        work: Callable[[Connection, Caller, StudentView | None], T],
+        adapter: TypeAdapter[T],
+        status_code: int = 200,
+    ) -> Response:
+        """``work(conn, caller, student)`` after the checks, its result as the JSON answer."""
+        result = await run_in_threadpool(self.run, call, work)
+        return Response(adapter.dump_json(result), status_code=status_code, media_type=JSON)
+
+    def run(
+        self, call: KioskCall, work: Callable[[Connection, Caller, StudentView | None], T]
+    ) -> T:
+        """The checks, then ``work`` on the same connection (worker thread)."""
+        with self.engine.connect() as conn:
+            caller, student = self.check(conn, call)
+            result = work(conn, caller, student)
+            conn.commit()
+        return result
+
+    def check(self, conn: Connection, call: KioskCall) -> tuple[Caller, StudentView | None]:
+        """The caller, and the card holder for a card-holder call; raises the API's errors."""
+        if call.token.startswith(ADMIN_PREFIX):
+            if not call.admin_allowed:
+                raise ForbiddenError(
+                    "This call is made by a kiosk for the student who tapped a card."
+                )
+            return self._admin(call.token), None
+        uid = stored_uid(call.card_uid) if call.card_uid is not None else None
+        try:
+            kiosk, row = self.auth.kiosk_and_card(conn, call.token, uid)
+        except Refused as refused:
+            if refused.audit_actor:
+                self.auth.audit_refusal(
+                    refused.audit_actor, "api.refused", call.path, refused.reason
+                )
+            raise NotAuthenticatedError(f"Kiosk token refused ({refused.reason}).") from None
+        if call.card_uid is None:
+            return kiosk, None
+        if row is None:
+            conn.commit()  # the token's last_used_at, if it was due
+            raise NotFoundError(UNKNOWN_CARD)
+        return kiosk, student_view(row)
+
+    def _admin(self, token: str) -> AdminPrincipal:
+        try:
+            return self.auth.admin(token)
+        except Refused as refused:
+            if refused.audit_actor:
+                self.auth.audit_refusal(
+                    refused.audit_actor, "api.refused", "admin session", refused.reason
+                )
+            raise NotAuthenticatedError(
+                f"Administrator session refused ({refused.reason}); sign in again."
+            ) from None
