@@ -125,6 +125,58 @@ def test_the_kiosk_runs_on_its_own_server_child_and_carries_on_when_it_is_killed
     assert [c.id for c in backend.my_consultations(seeded.student_id)] == [cid]
 
 
+def test_the_admin_screens_work_over_the_api_of_the_server_child(
+    qtbot: Any, api_kiosk: Callable[..., Any], backend: ApiBackend, seeded: Seeded
+) -> None:
+    """Admin login, add a faculty member, register a card by tapping it at the kiosk,
+    the System tab, a backup written by the child, the audit log."""
+    kiosk = api_kiosk(backend)
+    win = kiosk.window
+    win.login.admin_button.click()
+    win.admin_login.username.setText(ADMIN_USER)
+    win.admin_login.password.setText("wrong-password-1")
+    win.admin_login.login_button.click()
+    qtbot.waitUntil(lambda: "Wrong" in win.admin_login.error.text(), timeout=WAIT_MS)
+    win.admin_login.password.setText(ADMIN_PASSWORD)
+    win.admin_login.login_button.click()
+    qtbot.waitUntil(lambda: win.current_screen() is win.admin_area, timeout=WAIT_MS)
+
+    tab = win.admin_area.faculty_tab
+    tab.name.setText("Dr. Grace Uy")
+    tab.department.setText("Chemistry")
+    tab.save_button.click()
+    qtbot.waitUntil(lambda: any(v.name == "Dr. Grace Uy" for v in tab.views), timeout=WAIT_MS)
+
+    win.admin_area.tabs.setCurrentWidget(win.admin_area.students_tab)
+    st = win.admin_area.students_tab
+    st.tap_button.click()
+    kiosk.reader.tap("de:ad:be:ef:01")  # the reader is in the kiosk process, the database is not
+    qtbot.waitUntil(lambda: st.captured_uid == "DEADBEEF01", timeout=WAIT_MS)
+    st.name.setText("Liza Ramos")
+    st.number.setText("2023-0042")
+    st.register_button.click()
+    qtbot.waitUntil(lambda: any(v.rfid_uid == "DEADBEEF01" for v in st.views), timeout=WAIT_MS)
+
+    # The System tab shows the child's MQTT service, and the child writes the backup.
+    win.admin_area.tabs.setCurrentWidget(win.admin_area.system_tab)
+    sys_tab = win.admin_area.system_tab
+    qtbot.waitUntil(lambda: sys_tab.values["state"].text() == "connected", timeout=WAIT_MS)
+    assert sys_tab.values["backend"].text() == f"child process {backend.pid}, restarts 0"
+    assert sys_tab.backup_button.isEnabled()
+    sys_tab.backup_button.click()
+    qtbot.waitUntil(lambda: "Backup written" in sys_tab.message.text(), timeout=60_000)
+    written = Path(sys_tab.message.text().split("Backup written: ", 1)[1])
+    assert written.exists() and written.stat().st_size > 0
+    actions = [a.action for a in backend.list_audit(50)]
+    assert "faculty.save" in actions and "student.create" in actions
+
+    win.logout()
+    kiosk.reader.tap("DEADBEEF01")  # the new card logs its student in
+    qtbot.waitUntil(
+        lambda: win.student is not None and win.student.name == "Liza Ramos", timeout=WAIT_MS
+    )
+
+
 def test_every_thread_of_the_server_child_runs_at_a_lower_cpu_priority_than_the_kiosk(
     backend: ApiBackend,
 ) -> None:
