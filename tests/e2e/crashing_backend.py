@@ -3,12 +3,13 @@
 ``CONSULTEASE_SERVER_BACKEND_FACTORY=tests.e2e.crashing_backend:CrashAfterSaveBackend``
 makes ``consultease server`` serve the kiosk's calls with it: ``send_request`` dies right
 after saving a request, before it can answer (a central system that loses power
-mid-request).
+mid-request); ``HangingBackend`` never answers ``get_faculty``.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from central_system.controllers.kiosk_facade import KioskBackend
@@ -24,3 +25,11 @@ class CrashAfterSaveBackend(KioskBackend):
             open(marker, "w").close()  # only the first request: the restarted child behaves
             os._exit(1)
         return view
+
+
+class HangingBackend(KioskBackend):
+    """``get_faculty`` never answers (bounded at 10 minutes): a stuck central system."""
+
+    def get_faculty(self, faculty_id: int) -> Any:
+        time.sleep(600)
+        return super().get_faculty(faculty_id)

@@ -38,6 +38,7 @@ from tests.server_helpers import ADMIN_PASSWORD, ADMIN_USER, ROOT, create_admin,
 
 CONNECTED = "$SYS/broker/clients/connected"
 CRASH_FACTORY = "tests.e2e.crashing_backend:CrashAfterSaveBackend"
+HANG_FACTORY = "tests.e2e.crashing_backend:HangingBackend"
 
 
 @dataclass
@@ -235,6 +236,41 @@ def test_a_request_whose_answer_is_lost_is_not_lost_and_the_student_is_told(
     finally:
         desk.stop()
         backend.close()
+
+
+def test_closing_the_kiosk_does_not_wait_for_a_stuck_server_child(
+    make_settings: Callable[..., Any], sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child stuck in a call is killed on close (bounded), and the stuck call returns."""
+    from central_system.api.errors import KioskError
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    backend = start_local(
+        make_settings(database_url=sqlite_url), CONSULTEASE_SERVER_BACKEND_FACTORY=HANG_FACTORY
+    )
+    pid = backend.pid
+    assert pid is not None
+    outcome: dict[str, BaseException] = {}
+
+    def stuck() -> None:
+        try:
+            backend.get_faculty(1)
+        except BaseException as err:
+            outcome["error"] = err
+
+    caller = threading.Thread(target=stuck, daemon=True)
+    caller.start()
+    time.sleep(1.0)
+    assert caller.is_alive()  # the call is stuck in the child
+    started = time.monotonic()
+    assert backend.local is not None
+    backend.local.close(timeout=5)
+    backend.close()
+    assert time.monotonic() - started < 20
+    assert wait_until(lambda: not _alive(pid), 10)
+    caller.join(30)
+    assert not caller.is_alive(), "the stuck call never returned"
+    assert isinstance(outcome.get("error"), KioskError), outcome
 
 
 def test_a_server_child_that_cannot_start_yet_is_retried_until_it_can(
