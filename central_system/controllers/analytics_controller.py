@@ -52,6 +52,8 @@ from ..models import (
     ConsultationStatsWeekly,
     ConsultationStatus,
     DeskConnectionEvent,
+    DeskUptimeDaily,
+    DeskUptimeWeekly,
     Faculty,
 )
 from ..models.analytics import ANSWER_BUCKETS_S, BUCKET_COLUMNS, DAILY_COUNTERS, HOURLY_COUNTERS
@@ -71,6 +73,9 @@ WEEK: Final = timedelta(days=7)
 # request made then has long left "pending" (expiry), so its counts no longer change.
 ROLLUP_LAG: Final = timedelta(days=2)
 ROLLUP_NAME: Final = "consultations"
+UPTIME_ROLLUP_NAME: Final = "desk_uptime"
+# A UTC day's transitions are all written (batches, retries) this long after it ended.
+UPTIME_ROLLUP_LAG: Final = timedelta(hours=1)
 # Up to this many answers in a range, percentiles are exact (sorted in the database, a few
 # ms); beyond, they come from the rollups' answer-time histograms (the error bound is in
 # docs/analytics.md). At 20,000 the exact sort made the per-department report over a week
@@ -211,6 +216,7 @@ class AnalyticsController(ControllerBase):
         super().__init__(db, mqtt)
         self.timezone = timezone
         self._rolled_until: datetime | None = None
+        self._uptime_rolled_until: datetime | None = None
         self.exact_percentiles_max = EXACT_PERCENTILES_MAX
         # Refresh the rollups before a report (tests turn it off to read raw rows only).
         self.auto_refresh = True
@@ -413,77 +419,235 @@ class AnalyticsController(ControllerBase):
             rows,
         )
 
-    @staticmethod
     def _desk_uptime(
-        session: Session, start: datetime, end: datetime
+        self, session: Session, start: datetime, end: datetime
     ) -> dict[int, tuple[float, int, float | None]]:
         """Per faculty id: seconds online, disconnections, longest outage (s) in ``[start, end)``.
 
-        All in SQL, so only one row per desk travels: each desk's newest row before ``start``
-        (moved to ``start``) and its rows in the range; repeats of the same state dropped;
-        each remaining row lasts until the next one (or ``end``).
+        Whole UTC days come from ``desk_uptime_daily`` (grouped in SQL), the partial days at
+        the edges from the transitions; an outage crossing from one part into the next is
+        joined up (docs/analytics.md "Desk uptime").
         """
-        ev = DeskConnectionEvent
-        utc = UTCDateTime()
-        at_start = bindparam("range_start", start, type_=utc)
-        at_end = bindparam("range_end", end, type_=utc)
-        newest_before = (
-            select(ev.online)
-            .where(ev.faculty_id == Faculty.id, ev.at < at_start)
-            .order_by(ev.at.desc(), ev.id.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        initial = select(Faculty.id.label("faculty_id"), newest_before.label("online")).subquery()
-        rows = union_all(
-            select(
-                initial.c.faculty_id,
-                literal(0).label("id"),
-                at_start.label("at"),
-                initial.c.online,
-            ).where(initial.c.online.is_not(None)),
-            select(ev.faculty_id, ev.id, ev.at, ev.online).where(ev.at >= at_start, ev.at < at_end),
-        ).subquery()
-        order = (rows.c.at, rows.c.id)
-        with_prev = select(
-            rows.c.faculty_id,
-            rows.c.at,
-            rows.c.online,
-            func.lag(rows.c.online)
-            .over(partition_by=rows.c.faculty_id, order_by=order)
-            .label("prev"),
-            rows.c.id,
-        ).subquery()
-        changes = (
-            select(with_prev)
-            .where(or_(with_prev.c.prev.is_(None), with_prev.c.prev != with_prev.c.online))
-            .subquery()
-        )
-        segments = select(
-            changes.c.faculty_id,
-            changes.c.online,
-            changes.c.prev,
-            changes.c.at,
-            func.coalesce(
-                func.lead(changes.c.at).over(
-                    partition_by=changes.c.faculty_id, order_by=(changes.c.at, changes.c.id)
-                ),
-                at_end,
-            ).label("until"),
-        ).subquery()
-        seconds = _seconds_between(session.get_bind().dialect.name, segments.c.at, segments.c.until)
-        is_on = segments.c.online == true()
-        is_off = segments.c.online == false()
-        stmt = select(
-            segments.c.faculty_id,
-            func.coalesce(func.sum(case((is_on, seconds), else_=0.0)), 0.0),
-            func.coalesce(func.sum(case((and_(is_off, segments.c.prev == true()), 1), else_=0)), 0),
-            func.max(case((is_off, seconds), else_=None)),
-        ).group_by(segments.c.faculty_id)
-        return {
-            int(fid): (float(on_s), int(drops), None if longest is None else float(longest))
-            for fid, on_s, drops, longest in session.execute(stmt)
-        }
+        until = self._uptime_rollup_until(session)
+        if session.get_bind().dialect.name == "postgresql":
+            # Short queries over a few thousand groups: compiling them costs more than it saves.
+            session.execute(text("SET LOCAL jit = off"))
+        first_day = _floor_day(start)
+        if first_day < start:
+            first_day += DAY
+        last_day = min(_floor_day(end), until) if until is not None else first_day
+        if last_day <= first_day:
+            return {
+                fid: (p.online_s, p.drops, p.longest)
+                for fid, p in _uptime_pieces(session, start, end).items()
+            }
+        head = _uptime_pieces(session, start, first_day) if start < first_day else {}
+        tail = _uptime_pieces(session, last_day, end) if last_day < end else {}
+        tail_s = (end - last_day).total_seconds()
+        middle, open_runs = self._uptime_days(session, start, first_day, last_day)
+        result: dict[int, tuple[float, int, float | None]] = {}
+        for fid in set(head) | set(middle) | set(tail) | set(open_runs):
+            online, drops, candidates = 0.0, 0, []
+            h = head.get(fid)
+            if h is not None:
+                online, drops = h.online_s, h.drops
+                if not h.all_off:  # its last outage, if any, goes on into the days
+                    candidates += [h.lead_off_s, h.inner_off_s]
+            m = middle.get(fid)
+            if m is not None:
+                online, drops = online + m[0], drops + m[1]
+                candidates += [m[2], m[3]]
+            run = open_runs.get(fid, 0.0)  # offline at the end of the days, cut at ``start``
+            t = tail.get(fid)
+            if t is None:
+                candidates.append(run)
+            else:
+                online, drops = online + t.online_s, drops + t.drops
+                if t.all_off:
+                    candidates.append(run + tail_s)
+                else:
+                    candidates += [run + t.lead_off_s, t.inner_off_s, t.trail_off_s]
+            longest = max((c for c in candidates if c > 0), default=None)
+            result[fid] = (online, drops, longest)
+        return result
+
+    def _uptime_days(
+        self, session: Session, start: datetime, first_day: datetime, last_day: datetime
+    ) -> tuple[dict[int, tuple[float, int, float, float]], dict[int, float]]:
+        """From the rollups, whole days ``[first_day, last_day)`` (whole weeks from the weekly
+        one): per desk (online s, drops, longest outage begun inside, longest outage ending
+        inside cut at ``start``), and the outage still open at ``last_day`` (cut at ``start``)."""
+        dialect = session.get_bind().dialect.name
+        at_start = bindparam("range_start", start, type_=UTCDateTime())
+        first_week = _floor_week(first_day)
+        if first_week < first_day:
+            first_week += WEEK
+        last_week = _floor_week(last_day)
+        if first_week < last_week:
+            days = [(first_day, first_week), (last_week, last_day)]
+        else:
+            days = [(first_day, last_day)]
+        d, w = DeskUptimeDaily, DeskUptimeWeekly
+        queries = []
+        # An outage ending on day D lasted close_run_s in all, of which the part since
+        # ``start`` ends lead_off_s after D: (D - start) + lead_off_s. The same for a week.
+        since = _seconds_between(dialect, at_start, d.day) + d.lead_off_s
+        for a, b in days:
+            if a < b:
+                queries.append(
+                    select(
+                        d.faculty_id,
+                        func.sum(d.online_s),
+                        func.sum(d.drops),
+                        func.max(d.inner_off_s),
+                        func.max(_least(d.close_run_s, since)),
+                    )
+                    .where(d.day >= a, d.day < b)
+                    .group_by(d.faculty_id)
+                )
+        if first_week < last_week:
+            since_w = _seconds_between(dialect, at_start, w.week) + w.first_close_end_s
+            queries.append(
+                select(
+                    w.faculty_id,
+                    func.sum(w.online_s),
+                    func.sum(w.drops),
+                    func.max(w.other_max_s),
+                    func.max(_least(w.first_close_run_s, since_w)),
+                )
+                .where(w.week >= first_week, w.week < last_week)
+                .group_by(w.faculty_id)
+            )
+        middle: dict[int, tuple[float, int, float, float]] = {}
+        for stmt in queries:
+            for fid, on, drops, inner, close in session.execute(stmt):
+                have = middle.get(int(fid), (0.0, 0, 0.0, 0.0))
+                middle[int(fid)] = (
+                    have[0] + float(on or 0.0),
+                    have[1] + int(drops or 0),
+                    max(have[2], float(inner or 0.0)),
+                    max(have[3], float(close or 0.0)),
+                )
+        if last_week < last_day or first_week >= last_week:
+            last = select(d.faculty_id, d.trail_run_s).where(d.day == last_day - DAY)
+        else:
+            last = select(w.faculty_id, w.trail_run_s).where(w.week == last_week - WEEK)
+        cap = (last_day - start).total_seconds()
+        open_runs = {int(fid): min(float(run), cap) for fid, run in session.execute(last) if run}
+        return middle, open_runs
+
+    def refresh_uptime_rollup(self, now: datetime | None = None) -> bool:
+        """Summarise finished UTC days (ended over an hour ago) into ``desk_uptime_daily``.
+
+        Idempotent; the first call after an upgrade summarises the whole history once, a
+        day at a time. Returns True when it added something.
+        """
+        target = _floor_day((now or datetime.now(UTC)) - UPTIME_ROLLUP_LAG)
+        if self._uptime_rolled_until is not None and self._uptime_rolled_until >= target:
+            return False
+        with self.session() as session:
+            state = session.get(AnalyticsRollupState, UPTIME_ROLLUP_NAME, with_for_update=True)
+            if state is not None and state.until >= target:
+                self._uptime_rolled_until = state.until
+                return False
+            if state is None:
+                first = session.scalar(select(func.min(DeskConnectionEvent.at)))
+                since = min(_floor_day(first), target) if first is not None else target
+                state = AnalyticsRollupState(name=UPTIME_ROLLUP_NAME, until=since)
+                session.add(state)
+            day = state.until
+            d = DeskUptimeDaily
+            runs = {
+                int(fid): float(run)
+                for fid, run in session.execute(
+                    select(d.faculty_id, d.trail_run_s).where(d.day == day - DAY)
+                )
+            }
+            session.execute(delete(d).where(d.day >= day, d.day < target))
+            since = day
+            while day < target:
+                runs = self._roll_up_day(session, day, runs)
+                day += DAY
+            self._roll_up_weeks(session, _floor_week(since), _floor_week(target))
+            state.until = target
+        self._uptime_rolled_until = target
+        return True
+
+    @staticmethod
+    def _roll_up_day(session: Session, day: datetime, runs: dict[int, float]) -> dict[int, float]:
+        """Write ``day``'s rows; ``runs``: each desk's outage open at the day's start (s)."""
+        rows, after = [], {}
+        for fid, p in _uptime_pieces(session, day, day + DAY).items():
+            before = runs.get(fid, 0.0)
+            if p.all_off:
+                close, trail = None, before + DAY.total_seconds()
+            else:
+                close = before + p.lead_off_s if p.lead_off_s > 0 or before > 0 else None
+                trail = p.trail_off_s
+            after[fid] = trail
+            rows.append(
+                {
+                    "faculty_id": fid,
+                    "day": day,
+                    "online_s": p.online_s,
+                    "drops": p.drops,
+                    "lead_off_s": p.lead_off_s,
+                    "inner_off_s": p.inner_off_s,
+                    "close_run_s": close,
+                    "trail_run_s": trail,
+                }
+            )
+        if rows:
+            session.execute(insert(DeskUptimeDaily), rows)
+        return after
+
+    @staticmethod
+    def _roll_up_weeks(session: Session, first: datetime, last: datetime) -> None:
+        """Sum the daily rows of the whole weeks ``[first, last)`` into ``desk_uptime_weekly``."""
+        if first >= last:
+            return
+        d, w = DeskUptimeDaily, DeskUptimeWeekly
+        session.execute(delete(w).where(w.week >= first, w.week < last))
+        rows: dict[tuple[int, datetime], dict[str, Any]] = {}
+        days = session.execute(
+            select(d).where(d.day >= first, d.day < last).order_by(d.faculty_id, d.day)
+        ).scalars()
+        for day in days:
+            week = _floor_week(day.day)
+            row = rows.get((day.faculty_id, week))
+            if row is None:
+                row = rows[(day.faculty_id, week)] = {
+                    "faculty_id": day.faculty_id,
+                    "week": week,
+                    "online_s": 0.0,
+                    "drops": 0,
+                    "first_close_run_s": None,
+                    "first_close_end_s": None,
+                    "other_max_s": 0.0,
+                    "trail_run_s": 0.0,
+                }
+            row["online_s"] += day.online_s
+            row["drops"] += day.drops
+            row["other_max_s"] = max(row["other_max_s"], day.inner_off_s)
+            if day.close_run_s is not None:
+                if row["first_close_run_s"] is None:
+                    row["first_close_run_s"] = day.close_run_s
+                    row["first_close_end_s"] = (day.day - week).total_seconds() + day.lead_off_s
+                else:  # begun inside the week: never cut by a range holding the week
+                    row["other_max_s"] = max(row["other_max_s"], day.close_run_s)
+            row["trail_run_s"] = day.trail_run_s
+        if rows:
+            session.execute(insert(DeskUptimeWeekly), list(rows.values()))
+
+    def _uptime_rollup_until(self, session: Session) -> datetime | None:
+        """Where the uptime rollup ends (refreshing it first when a day has finished)."""
+        try:
+            if self.auto_refresh:
+                self.refresh_uptime_rollup()
+        except SQLAlchemyError:
+            logger.info("desk uptime rollup refresh lost a race; reading what is there")
+        state = session.get(AnalyticsRollupState, UPTIME_ROLLUP_NAME)
+        return state.until if state is not None else None
 
     def totals(self) -> AnswerTotals:
         """Every consultation so far: counts by status and the answer-time histogram.
@@ -794,6 +958,111 @@ class AnalyticsController(ControllerBase):
         for k, v in session.execute(values_stmt.order_by(Consultation.answer_s)):
             values[k].append(float(v))
         return {k: (percentile(vs, 0.5), percentile(vs, 0.9)) for k, vs in values.items()}
+
+
+@dataclass(frozen=True)
+class UptimePiece:
+    """One desk over one stretch of time: online seconds, disconnections, and its outages:
+    the one at the start (``lead_off_s``), the longest inside, the one at the end, the
+    longest of all (None: never offline), and whether it was offline throughout."""
+
+    online_s: float
+    drops: int
+    lead_off_s: float
+    inner_off_s: float
+    trail_off_s: float
+    longest: float | None
+    all_off: bool
+
+
+def _uptime_pieces(session: Session, start: datetime, end: datetime) -> dict[int, UptimePiece]:
+    """Per desk whose state is known in ``[start, end)``: its :class:`UptimePiece`.
+
+    All in SQL, so only one row per desk travels: each desk's newest row before ``start``
+    (moved to ``start``) and its rows in the range; repeats of the same state dropped;
+    each remaining row lasts until the next one (or ``end``).
+    """
+    ev = DeskConnectionEvent
+    utc = UTCDateTime()
+    at_start = bindparam("range_start", start, type_=utc)
+    at_end = bindparam("range_end", end, type_=utc)
+    newest_before = (
+        select(ev.online)
+        .where(ev.faculty_id == Faculty.id, ev.at < at_start)
+        .order_by(ev.at.desc(), ev.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    initial = select(Faculty.id.label("faculty_id"), newest_before.label("online")).subquery()
+    # Not filtered on a known state here (PostgreSQL would probe the index twice per desk):
+    # a NULL state adds nothing below, and a desk with no known state is left out at the end.
+    rows = union_all(
+        select(
+            initial.c.faculty_id,
+            literal(0).label("id"),
+            at_start.label("at"),
+            initial.c.online,
+        ),
+        select(ev.faculty_id, ev.id, ev.at, ev.online).where(ev.at >= at_start, ev.at < at_end),
+    ).subquery()
+    with_prev = select(
+        rows.c.faculty_id,
+        rows.c.at,
+        rows.c.online,
+        func.lag(rows.c.online)
+        .over(partition_by=rows.c.faculty_id, order_by=(rows.c.at, rows.c.id))
+        .label("prev"),
+        rows.c.id,
+    ).subquery()
+    changes = (
+        select(with_prev)
+        .where(or_(with_prev.c.prev.is_(None), with_prev.c.prev != with_prev.c.online))
+        .subquery()
+    )
+    following = func.lead(changes.c.at).over(
+        partition_by=changes.c.faculty_id, order_by=(changes.c.at, changes.c.id)
+    )
+    segments = select(
+        changes.c.faculty_id,
+        changes.c.online,
+        changes.c.prev,
+        changes.c.at,
+        following.label("nxt"),
+        func.coalesce(following, at_end).label("until"),
+    ).subquery()
+    seconds = _seconds_between(session.get_bind().dialect.name, segments.c.at, segments.c.until)
+    is_on = segments.c.online == true()
+    off = segments.c.online == false()
+    first = segments.c.at == at_start
+    last = segments.c.nxt.is_(None)
+    stmt = select(
+        segments.c.faculty_id,
+        func.coalesce(func.sum(case((is_on, seconds), else_=0.0)), 0.0),
+        func.coalesce(func.sum(case((and_(off, segments.c.prev == true()), 1), else_=0)), 0),
+        func.max(case((and_(off, first), seconds), else_=0.0)),
+        func.max(case((and_(off, ~first, ~last), seconds), else_=0.0)),
+        func.max(case((and_(off, last), seconds), else_=0.0)),
+        func.max(case((off, seconds), else_=None)),
+        func.max(case((and_(off, first, last), 1), else_=0)),
+    ).group_by(segments.c.faculty_id)
+    stmt = stmt.having(func.count(segments.c.online) > 0)
+    return {
+        int(fid): UptimePiece(
+            float(on_s),
+            int(drops),
+            float(lead or 0.0),
+            float(inner or 0.0),
+            float(trail or 0.0),
+            None if longest is None else float(longest),
+            bool(all_off),
+        )
+        for fid, on_s, drops, lead, inner, trail, longest, all_off in session.execute(stmt)
+    }
+
+
+def _least(a: Any, b: Any) -> Any:
+    """SQL for the smaller of ``a`` and ``b`` (NULL when ``a`` is NULL)."""
+    return case((a.is_(None), None), (a < b, a), else_=b)
 
 
 def _seconds_between(dialect: str, a: Any, b: Any) -> Any:

@@ -9,7 +9,12 @@ from .analytics import (
 )
 from .base import Base, utcnow
 from .consultation import ALLOWED_TRANSITIONS, ANSWER_STATUSES, Consultation, ConsultationStatus
-from .desk_history import DeskConnectionEvent, DeskTransitionReason
+from .desk_history import (
+    DeskConnectionEvent,
+    DeskTransitionReason,
+    DeskUptimeDaily,
+    DeskUptimeWeekly,
+)
 from .faculty import DeskUnit, Faculty, FacultyStatus
 from .kiosk import AdminSessionToken, KioskToken
 from .legacy import LegacyDeskLogin, LegacyImportMap
@@ -34,6 +39,8 @@ __all__ = [
     "DeskConnectionEvent",
     "DeskTransitionReason",
     "DeskUnit",
+    "DeskUptimeDaily",
+    "DeskUptimeWeekly",
     "Faculty",
     "FacultyStatus",
     "KioskToken",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, Index, Integer, String
+from sqlalchemy import Boolean, Float, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base
@@ -32,7 +32,10 @@ class DeskConnectionEvent(Base):
     """Desk of ``faculty_id`` went ``online`` (True) or offline (False) at ``at`` (UTC)."""
 
     __tablename__ = "desk_connection_events"
-    __table_args__ = (Index("ix_desk_connection_events_faculty_at", "faculty_id", "at"),)
+    __table_args__ = (
+        Index("ix_desk_connection_events_faculty_at", "faculty_id", "at"),
+        Index("ix_desk_connection_events_at", "at"),  # a day's rows, for the rollup
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # No foreign key (like the rollups): the liveness batch never fails on a faculty member
@@ -47,3 +50,43 @@ class DeskConnectionEvent(Base):
             f"DeskConnectionEvent(faculty_id={self.faculty_id!r}, at={self.at!r}, "
             f"online={self.online!r}, reason={self.reason!r})"
         )
+
+
+class DeskUptimeDaily(Base):
+    """One desk's connection over one finished UTC day, for the uptime reports' long ranges.
+
+    Written by ``AnalyticsController.refresh_uptime_rollup`` from ``desk_connection_events``;
+    a day on which the desk's state was never known (it had not connected yet) has no row.
+    Offline means known to be offline (docs/analytics.md "Desk uptime", "Pre-aggregation").
+    """
+
+    __tablename__ = "desk_uptime_daily"
+
+    faculty_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[datetime] = mapped_column(primary_key=True)
+    online_s: Mapped[float] = mapped_column(Float)
+    drops: Mapped[int] = mapped_column(Integer)  # online -> offline changes during the day
+    lead_off_s: Mapped[float] = mapped_column(Float)  # offline from 00:00 until it came back
+    inner_off_s: Mapped[float] = mapped_column(Float)  # the longest outage begun and ended inside
+    # An outage that ends this day: its whole length, from its start (maybe days before).
+    close_run_s: Mapped[float | None] = mapped_column(Float, default=None)
+    trail_run_s: Mapped[float] = mapped_column(Float)  # the outage still open at 24:00, whole
+
+
+class DeskUptimeWeekly(Base):
+    """The same over one whole UTC week (from Monday 00:00), summed from the daily rows.
+
+    Only the first outage ending in a week can have begun before a report's range (the
+    others began inside the week), so it is kept apart with where it ended.
+    """
+
+    __tablename__ = "desk_uptime_weekly"
+
+    faculty_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    week: Mapped[datetime] = mapped_column(primary_key=True)
+    online_s: Mapped[float] = mapped_column(Float)
+    drops: Mapped[int] = mapped_column(Integer)
+    first_close_run_s: Mapped[float | None] = mapped_column(Float, default=None)
+    first_close_end_s: Mapped[float | None] = mapped_column(Float, default=None)  # after 00:00 Mon
+    other_max_s: Mapped[float] = mapped_column(Float)  # the longest of the other outages
+    trail_run_s: Mapped[float] = mapped_column(Float)

@@ -63,6 +63,8 @@ from ..models import (
     DeskConnectionEvent,
     DeskTransitionReason,
     DeskUnit,
+    DeskUptimeDaily,
+    DeskUptimeWeekly,
     Faculty,
     FacultyStatus,
     utcnow,
@@ -226,6 +228,8 @@ class LivenessService(ControllerBase):
         )
         with self.session() as session:
             result = session.execute(delete(ev).where(ev.at < cutoff, ev.id.not_in(keep)))
+            session.execute(delete(DeskUptimeDaily).where(DeskUptimeDaily.day < cutoff))
+            session.execute(delete(DeskUptimeWeekly).where(DeskUptimeWeekly.week < cutoff))
         deleted = int(getattr(result, "rowcount", 0) or 0)
         if deleted:
             logger.info("desk connection history: %d rows older than %s pruned", deleted, cutoff)

@@ -7,14 +7,20 @@ number below is worked out by hand in the comment beside it (docs/analytics.md
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import random
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from central_system.controllers.analytics_controller import AnalyticsController, AnalyticsError
 from central_system.db import session_scope
-from central_system.models import DeskConnectionEvent, Faculty
+from central_system.models import (
+    DeskConnectionEvent,
+    DeskUptimeDaily,
+    DeskUptimeWeekly,
+    Faculty,
+)
 
 START = datetime(2026, 9, 30, tzinfo=UTC)
 END = datetime(2026, 10, 2, tzinfo=UTC)
@@ -52,8 +58,12 @@ EVENTS: list[tuple[str, datetime, bool, str]] = [
 ANA_SEEN = datetime(2026, 10, 1, 23, 59, 30, tzinfo=UTC)
 
 
-@pytest.fixture
-def uptime(engine: Engine) -> tuple[AnalyticsController, dict[str, int]]:
+@pytest.fixture(params=["raw", "rolled-up"])
+def uptime(
+    request: pytest.FixtureRequest, engine: Engine
+) -> tuple[AnalyticsController, dict[str, int]]:
+    """The fixture above; "rolled-up": every finished day is first summarised into
+    ``desk_uptime_daily``, so whole days come from there (the numbers must not change)."""
     with session_scope() as session:
         people = {
             "ana": Faculty(name="Dr. Ana", department="CS", last_seen=ANA_SEEN),
@@ -68,7 +78,19 @@ def uptime(engine: Engine) -> tuple[AnalyticsController, dict[str, int]]:
             DeskConnectionEvent(faculty_id=ids[key], at=at, online=online, reason=reason)
             for key, at, online, reason in EVENTS
         )
-    return AnalyticsController(db=engine, timezone="UTC"), ids
+    controller = AnalyticsController(db=engine, timezone="UTC")
+    if request.param == "rolled-up":
+        assert controller.refresh_uptime_rollup()
+        with session_scope() as session:
+            days = session.scalar(select(func.count()).select_from(DeskUptimeDaily))
+            weeks = session.scalar(select(func.count()).select_from(DeskUptimeWeekly))
+        # ana and ben from 28 Sep, dee from 30 Sep, to yesterday: a row per known day and week.
+        assert days and days > 3 * 60
+        assert weeks and weeks > 3 * 8
+        assert not controller.refresh_uptime_rollup()  # nothing new
+    else:
+        controller.auto_refresh = False
+    return controller, ids
 
 
 def test_uptime_disconnections_and_longest_outage_per_desk(
@@ -165,3 +187,56 @@ def test_the_reports_are_listed_and_export_csv(
     )
     assert lines[1].endswith(",Dr. Ana,CS,93.75,2,7200.0,2026-10-01T23:59:30+00:00")
     assert ",Dr. Cy,Physics,0.0,0,," in csv_text
+
+
+DESKS = 12
+
+
+def test_rolled_up_days_and_raw_transitions_agree_on_random_histories(engine: Engine) -> None:
+    """Twelve desks, weeks of random transitions (repeats included): every range, cut
+    anywhere, gives the same numbers from the transitions alone and with the rollups
+    (whole weeks, whole days, and the transitions at the edges)."""
+    rng = random.Random(12)
+    base = datetime(2026, 9, 1, tzinfo=UTC)
+    with session_scope() as session:
+        people = [Faculty(name=f"Desk {i}", department=f"D{i % 2}") for i in range(DESKS)]
+        session.add_all(people)
+        session.flush()
+        for f in people[1:]:  # the first never connects
+            at = base + timedelta(minutes=rng.randrange(0, 3000))
+            for _ in range(rng.randrange(3, 30)):
+                session.add(
+                    DeskConnectionEvent(
+                        faculty_id=f.id, at=at, online=rng.random() < 0.55, reason="status"
+                    )
+                )
+                # Short blips and outages over several days.
+                at += timedelta(
+                    minutes=rng.choice((rng.randrange(1, 600), rng.randrange(600, 5000)))
+                )
+    raw = AnalyticsController(db=engine)
+    raw.auto_refresh = False
+    ranges = [(base, base + timedelta(days=12))]
+    for k in range(60):
+        a = base + timedelta(minutes=rng.randrange(0, 21 * 24 * 60))
+        b = a + timedelta(minutes=rng.randrange(30, 20 * 24 * 60))
+        if k % 3 == 1:  # ends at midnight: no partial day after the rolled-up ones
+            b = b.replace(hour=0, minute=0)
+        if k % 3 == 2:  # starts at midnight: none before them
+            a = a.replace(hour=0, minute=0)
+        if a < b:
+            ranges.append((a, b))
+    # From the transitions only (no rollup yet), then from the rollup.
+    wanted = [raw.desk_uptime_by_faculty(a, b).rows for a, b in ranges]
+    rolled = AnalyticsController(db=engine)
+    assert rolled.refresh_uptime_rollup()
+    for (a, b), want in zip(ranges, wanted, strict=True):
+        got = rolled.desk_uptime_by_faculty(a, b).rows
+        assert len(want) == len(got) == DESKS
+        for w, g in zip(want, got, strict=True):
+            assert w[:3] == g[:3] and w[4] == g[4], (a, b, w, g)
+            assert g[3] == pytest.approx(w[3], abs=1e-3), (a, b, w, g)
+            if w[5] is None:
+                assert g[5] is None, (a, b, w, g)
+            else:
+                assert g[5] == pytest.approx(w[5], abs=0.05), (a, b, w, g)
