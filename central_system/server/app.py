@@ -105,6 +105,14 @@ def _too_large(limit: int) -> dict[str, Any]:
     return {"error": "too_large", "detail": f"The request body is over {limit} bytes."}
 
 
+def end_streams(app: FastAPI) -> None:
+    """End the open event streams, the kiosks' and the web pages' (the server is stopping:
+    a stream never ends by itself, and uvicorn would otherwise wait out its graceful bound
+    and cancel them with an error in the log). Call it on the app's event loop."""
+    app.state.server.hub.close()
+    app.state.web_live.close()
+
+
 def create_app(server: CentralServer) -> FastAPI:
     """The FastAPI app serving ``server`` (the caller starts and stops the server itself)."""
 

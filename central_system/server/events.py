@@ -31,10 +31,10 @@ MAX_BATCH: Final = 500
 
 
 class Subscriber:
-    """One connected client's queue."""
+    """One connected client's queue; ``None`` on it ends the stream (the server stops)."""
 
     def __init__(self, maxsize: int) -> None:
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
         self.overflowed = False
 
 
@@ -47,6 +47,7 @@ class EventHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.posted = 0
         self.dropped_subscribers = 0
+        self.closed = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The event loop subscribers live on (the server's)."""
@@ -80,6 +81,19 @@ class EventHub:
                     sub.queue.get_nowait()
                 sub.queue.put_nowait(Event(kind="overflow"))
 
+    def close(self) -> None:
+        """End every stream now and any opened later (on the loop, as the server stops).
+
+        An open stream never ends by itself: without this uvicorn waits out its
+        graceful-shutdown bound and cancels the streams with an error in the log.
+        """
+        self.closed = True
+        for sub in list(self._subscribers):
+            with contextlib.suppress(asyncio.QueueEmpty):
+                while sub.queue.full():  # room for the end marker; the stream is ending
+                    sub.queue.get_nowait()
+            sub.queue.put_nowait(None)
+
     # ------------------------------------------------------------------ bridge interface
     # The facade's connect_events() calls these on the service threads.
 
@@ -109,21 +123,26 @@ class EventHub:
             yield ": connected\n\n"
             for event in first or []:
                 yield _sse(event)
-            while True:
+            while not self.closed:
                 try:
-                    event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+                    got = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
                 except TimeoutError:
                     yield ": keepalive\n\n"
                     continue
-                batch = [event]
+                if got is None:
+                    return
+                batch = [got]
                 if not sub.queue.empty():
                     # A burst: let it gather briefly, then send it as one message, the
                     # newest event per consultation or faculty member winning.
                     await asyncio.sleep(BATCH_S)
                     while not sub.queue.empty() and len(batch) < MAX_BATCH:
-                        batch.append(sub.queue.get_nowait())
+                        item = sub.queue.get_nowait()
+                        if item is None:
+                            break
+                        batch.append(item)
                 yield _sse_batch(batch)
-                if any(e.kind == "overflow" for e in batch):
+                if self.closed or any(e.kind == "overflow" for e in batch):
                     return
         finally:
             self._subscribers.discard(sub)

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
 
 from ..config import Settings
-from .app import create_app
+from .app import create_app, end_streams
 from .central import CentralServer
 
 logger = logging.getLogger(__name__)
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn that ends the app's event streams as it begins to stop (SIGTERM, SIGINT),
+    so open kiosk streams finish cleanly instead of being cancelled with an error."""
+
+    def __init__(self, config: uvicorn.Config, on_stopping: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_stopping = on_stopping
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # The streams see their end marker at uvicorn's first await, after it has closed
+        # the listening sockets: no client reconnects to this server on its way out.
+        self._on_stopping()
+        await super().shutdown(sockets)
 
 
 def serve(
@@ -32,8 +49,9 @@ def serve(
     server.claim()  # SQLite: refuse to start beside another server, before binding a port
     certfile = certfile or settings.server_tls_certfile
     keyfile = keyfile or settings.server_tls_keyfile
+    app = create_app(server)
     config = uvicorn.Config(
-        create_app(server),
+        app,
         host=host or settings.server_host,
         port=settings.server_port if port is None else port,
         uds=uds,
@@ -44,7 +62,7 @@ def serve(
         lifespan="on",
         timeout_graceful_shutdown=3,
     )
-    uv = uvicorn.Server(config)
+    uv = _Uvicorn(config, lambda: end_streams(app))
     server.start()
     try:
         uv.run()

@@ -401,6 +401,9 @@ def test_consultease_run_starts_its_server_child_and_stops_it_on_sigterm(
         os.killpg(run.pid, signal.SIGTERM)
         out, _ = run.communicate(timeout=30)
         assert run.returncode == 0, out
+        # Its open event stream ended cleanly: no uvicorn "Cancel 1 running task(s),
+        # timeout graceful shutdown exceeded" from the child (issue 9).
+        assert "graceful shutdown exceeded" not in out and "ERROR" not in out, out
         # The child flushed and said goodbye on its way out, then exited.
         assert probe.wait_for(lambda m: m[-1].payload == b"offline", 10)
         assert wait_until(lambda: not _alive(children[0].pid), 10)

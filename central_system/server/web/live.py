@@ -26,7 +26,7 @@ Predicate = Callable[[Event], bool]
 class _Page:
     def __init__(self, wants: Predicate) -> None:
         self.wants = wants
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_SIZE)
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_SIZE)  # None: the end
         self.overflowed = False
 
 
@@ -39,6 +39,7 @@ class WebLive:
         self._attached: Any = None
         self._removers: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+        self.closed = False
 
     @property
     def pages(self) -> int:
@@ -98,18 +99,30 @@ class WebLive:
                     page.queue.get_nowait()
                 page.queue.put_nowait({"kind": "overflow"})
 
+    def close(self) -> None:
+        """End every page's stream now and any opened later (on the loop, as the server
+        stops; the page's EventSource reconnects to whichever server answers next)."""
+        self.closed = True
+        for page in list(self._pages):
+            with contextlib.suppress(asyncio.QueueEmpty):
+                while page.queue.full():
+                    page.queue.get_nowait()
+            page.queue.put_nowait(None)
+
     async def stream(self, wants: Predicate) -> AsyncIterator[str]:
         """Server-sent events for one page until it goes away or falls behind."""
         page = _Page(wants)
         self._pages.add(page)
         try:
             yield "retry: 2000\n: connected\n\n"
-            while True:
+            while not self.closed:
                 try:
                     event = await asyncio.wait_for(page.queue.get(), KEEPALIVE_S)
                 except TimeoutError:
                     yield ": keepalive\n\n"
                     continue
+                if event is None:
+                    return
                 yield f"event: {event['kind']}\ndata: {json.dumps(event)}\n\n"
                 if event["kind"] == "overflow":
                     return
