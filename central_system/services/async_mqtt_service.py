@@ -100,6 +100,11 @@ _DELETE_FLUSH_S: Final = 0.25
 _CONNECT_TIMEOUT_S: Final = 5.0
 _READ_BUFFER_BYTES: Final = 64 * 1024
 _PACKETS_PER_READ: Final = 2000  # packets handled per wake-up of the network thread, at most
+# Inbound reads at most this often while messages trickle in, so that one wake-up of the
+# network and dispatch threads handles several messages (a wake-up costs more CPU than a
+# heartbeat's parsing). Writes and the wake socket are never delayed; a burst (a full read
+# buffer) is read at once.
+_READ_TICK_S: Final = 0.01
 
 
 # --------------------------------------------------------------------------- errors
@@ -385,12 +390,13 @@ class _ReadBufferedSocket:
     are served from this buffer instead; everything else goes to the real socket.
     """
 
-    __slots__ = ("_buf", "_pos", "_sock")
+    __slots__ = ("_buf", "_pos", "_sock", "more")
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
         self._buf = b""
         self._pos = 0
+        self.more = False  # the last refill filled the buffer: the kernel likely holds more
 
     def recv(self, bufsize: int) -> bytes:
         """Up to ``bufsize`` bytes, from the buffer, refilled by one real ``recv`` when empty."""
@@ -399,6 +405,7 @@ class _ReadBufferedSocket:
             if not data:
                 return b""
             self._buf, self._pos = data, 0
+            self.more = len(data) == _READ_BUFFER_BYTES
         start = self._pos
         self._pos = min(len(self._buf), start + bufsize)
         return self._buf[start : self._pos]
@@ -467,6 +474,7 @@ class AsyncMQTTService:
         self._dispatch_thread: threading.Thread | None = None
         self._after_batch: list[Callable[[], None]] = []
         self._dispatch_event = threading.Event()
+        self._inbound_new = False  # network thread: queued since the dispatch thread was woken
         self._state_listeners: list[Callable[[str], None]] = []
 
         self._stats = _Stats()
@@ -1181,26 +1189,38 @@ class AsyncMQTTService:
         client = self._client
         assert client is not None
         connack_deadline = time.monotonic() + _CONNECT_TIMEOUT_S
+        next_read = 0.0  # monotonic time before which the socket is not read (see _READ_TICK_S)
         while not self._stopping.is_set():
             sock = client.socket()
             if sock is None:
                 return
-            if not self._connected and time.monotonic() > connack_deadline:
+            now = time.monotonic()
+            if not self._connected and now > connack_deadline:
                 self._stats.last_error = "no CONNACK from the broker"
                 logger.warning("no CONNACK within %.0f s; reconnecting", _CONNECT_TIMEOUT_S)
                 client.disconnect()
                 self._on_link_down()
                 return
             may_read = self._may_read()
-            pending = may_read and isinstance(sock, _ReadBufferedSocket) and sock.pending() > 0
+            tick = max(0.0, next_read - now) if may_read else 0.0
+            pending = (
+                may_read
+                and not tick
+                and isinstance(sock, _ReadBufferedSocket)
+                and sock.pending() > 0
+            )
             wlist = [sock] if client.want_write() else []
-            rlist = [sock, self._wake_r] if may_read else [self._wake_r]
+            rlist = [sock, self._wake_r] if may_read and not tick else [self._wake_r]
+            if pending:
+                timeout = 0.0
+            elif tick:
+                timeout = tick
+            else:
+                timeout = _STATE_POLL_S
             try:
-                readable, writable, _ = select.select(
-                    rlist, wlist, [], 0 if pending else _STATE_POLL_S
-                )
+                readable, writable, _ = select.select(rlist, wlist, [], timeout)
             except (OSError, ValueError):
-                readable, writable = ([sock] if may_read else []), []
+                readable, writable = ([sock] if may_read and not tick else []), []
             if self._wake_r in readable:
                 self._drain_wake()
             if sock in readable or pending:
@@ -1215,6 +1235,12 @@ class AsyncMQTTService:
                     ):
                         break
                     client.loop_read()
+                if self._inbound_new:
+                    self._inbound_new = False
+                    self._dispatch_event.set()
+                # A trickle: read again after the tick, with what arrived meanwhile. A burst: now.
+                more = isinstance(sock, _ReadBufferedSocket) and (sock.more or sock.buffered > 0)
+                next_read = 0.0 if more or not self._connected else time.monotonic() + _READ_TICK_S
                 if self._acked_since_notify:
                     self._acked_since_notify = False
                     self._notify_waiters()  # once per read batch, not once per PUBACK
@@ -1496,7 +1522,7 @@ class AsyncMQTTService:
                 kind.superseded += 1
         if superseded:
             self._stats.inbound_superseded += 1
-        self._dispatch_event.set()
+        self._inbound_new = True  # the dispatch thread is woken once per read batch
 
     # ------------------------------------------------------------------ echo suppression (MQTT 3.1.1 No Local)
 
