@@ -157,6 +157,9 @@ def run_central(args: argparse.Namespace) -> int:
                     name="bench-watch",
                 )
             )
+        elif command == "threads":  # CPU seconds per thread so far (the heartbeats-only window)
+            _emit("threads", cpu=_ThreadCpu._snapshot())
+            continue
         elif command == "stats":
             stats = app.async_mqtt_service.get_stats()
             _emit("stats", mqtt={k: v for k, v in stats.items() if not k.endswith("_policy")})
@@ -319,6 +322,13 @@ class _CentralProcess:
                     raise RuntimeError(f"central process gave no {kind!r} line")
                 self.cond.wait(min(remaining, 0.5))
 
+    def ask(self, command: str, timeout: float = 30) -> Any:
+        """Send ``command`` and return the payload of its answer (the line of the same kind)."""
+        with self.cond:
+            self.lines = [item for item in self.lines if item["kind"] != command]
+        self.send(command)
+        return self.wait_for(command, timeout)
+
     def send(self, command: str) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(command + "\n")
@@ -332,6 +342,19 @@ class _CentralProcess:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def _thread_shares(
+    before: dict[str, float], after: dict[str, float], wall: float
+) -> list[tuple[str, float]]:
+    """``(thread name, % of one core)`` between two ``_ThreadCpu._snapshot()``s, busiest first."""
+    shares = [
+        (key.split("#")[0], 100 * (value - before.get(key, 0.0)) / max(1e-9, wall))
+        for key, value in after.items()
+    ]
+    return [
+        (name, round(pct, 1)) for name, pct in sorted(shares, key=lambda x: -x[1]) if pct >= 0.1
+    ]
 
 
 def _cpu_seconds(proc: Any) -> float:
@@ -410,9 +433,16 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
         ps = psutil.Process(central.proc.pid)
         time.sleep(1.0)
+        idle_threads0 = central.ask("threads")["cpu"] if args.profile else {}
         idle_cpu0, idle_t0 = _cpu_seconds(ps), time.monotonic()
         time.sleep(IDLE_SAMPLE_S)
-        idle_pct = 100 * (_cpu_seconds(ps) - idle_cpu0) / (time.monotonic() - idle_t0)
+        idle_wall = time.monotonic() - idle_t0
+        idle_pct = 100 * (_cpu_seconds(ps) - idle_cpu0) / idle_wall
+        idle_profile = (
+            _thread_shares(idle_threads0, central.ask("threads")["cpu"], idle_wall)
+            if args.profile
+            else None
+        )
 
         me = psutil.Process()
         cpu0, own0, t0 = _cpu_seconds(ps), _cpu_seconds(me), time.monotonic()
@@ -465,6 +495,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         responses_in = inbound.get("consultease/faculty/+/responses", {})
         return {
             "profile": profile,
+            "idle_profile": idle_profile,
             "storm": bool(args.storm),
             "storm_recovery_s": storm_s,
             "storm_missing": storm_missing,
@@ -576,8 +607,12 @@ def report(r: dict[str, Any]) -> None:
             f"{'PASS' if took is not None and took <= TARGET_STORM_S else 'FAIL'}"
         )
     if r.get("profile"):
-        print("  central process CPU by thread (% of one core):")
+        print("  central process CPU by thread (% of one core), requests flowing:")
         for key, pct in r["profile"]:
+            print(f"    {pct:5.1f} %  {key}")
+    if r.get("idle_profile"):
+        print("  central process CPU by thread (% of one core), heartbeats only:")
+        for key, pct in r["idle_profile"]:
             print(f"    {pct:5.1f} %  {key}")
     ok_latency = r["p99_ms"] <= TARGET_P99_MS and r["delivered"] == r["sent"]
     cpu_target = TARGET_CPU_CAMPUS_PCT if r["desks"] >= CAMPUS_DESKS else TARGET_CPU_PCT
