@@ -746,9 +746,9 @@ class LivenessService(ControllerBase):
                 session.scalars(select(DeskUnit.faculty_id).where(DeskUnit.faculty_id.in_(ids)))
             )
             known = set(session.scalars(select(Faculty.id).where(Faculty.id.in_(ids))))
-            for fid in ids:
-                if fid in known and fid not in have:
-                    session.add(DeskUnit(faculty_id=fid))
+            rows = [{"faculty_id": fid} for fid in ids if fid in known and fid not in have]
+            if rows:  # one executemany INSERT, not an ORM object per desk (first heartbeats of a fleet)
+                session.execute(insert(DeskUnit), rows)
 
     def _notify(self, event: FacultyEvent) -> None:
         if self.on_faculty_change is None:

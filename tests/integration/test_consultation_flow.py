@@ -311,7 +311,10 @@ def test_silent_desk_goes_offline_and_gets_its_pending_request_again(
         # Nothing from the desk for longer than desk_offline_after_s (3 s).
         assert wait_until(lambda: faculty.get_faculty(fid).desk_online is False, timeout=10)
         assert faculty.get_faculty(fid).status == "offline"
-        assert any(e.faculty_id == fid and not e.desk_online for e in fac_events)
+        # The event follows the write (liveness notifies after its commit): wait for it too.
+        assert wait_until(
+            lambda: any(e.faculty_id == fid and not e.desk_online for e in fac_events), timeout=5
+        )
         with pytest.raises(FacultyUnavailableError):
             controller.create_consultation(world["students"][1].id, fid, "Is anyone there?")
         before = len(probe.messages)
