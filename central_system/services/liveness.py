@@ -747,7 +747,8 @@ class LivenessService(ControllerBase):
             )
             known = set(session.scalars(select(Faculty.id).where(Faculty.id.in_(ids))))
             rows = [{"faculty_id": fid} for fid in ids if fid in known and fid not in have]
-            if rows:  # one executemany INSERT, not an ORM object per desk (first heartbeats of a fleet)
+            # One executemany INSERT, not an ORM object per desk (a fleet's first heartbeats).
+            if rows:
                 session.execute(insert(DeskUnit), rows)
 
     def _notify(self, event: FacultyEvent) -> None:
