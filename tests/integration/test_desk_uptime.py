@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from central_system.controllers.analytics_controller import AnalyticsController, AnalyticsError
 from central_system.db import session_scope
@@ -20,7 +22,10 @@ from central_system.models import (
     DeskUptimeDaily,
     DeskUptimeWeekly,
     Faculty,
+    utcnow,
 )
+from tests.brokers import MosquittoBroker
+from tests.server_helpers import admin_client, create_admin, db_engine, running_server
 
 START = datetime(2026, 9, 30, tzinfo=UTC)
 END = datetime(2026, 10, 2, tzinfo=UTC)
@@ -240,3 +245,38 @@ def test_rolled_up_days_and_raw_transitions_agree_on_random_histories(engine: En
                 assert g[5] is None, (a, b, w, g)
             else:
                 assert g[5] == pytest.approx(w[5], abs=0.05), (a, b, w, g)
+
+
+def test_the_api_serves_and_exports_the_uptime_reports(
+    db_url: str, broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    """``GET /api/v1/analytics`` on a real server process carries both uptime tables."""
+    with running_server(db_url, broker.port, tmp_path) as server, db_engine(db_url) as engine:
+        create_admin(engine)
+        now = utcnow()
+        with Session(engine) as s:
+            desk = Faculty(name="Dr. Ana", department="CS")
+            s.add(desk)
+            s.flush()
+            s.add(
+                DeskConnectionEvent(
+                    faculty_id=desk.id, at=now - timedelta(days=10), online=True, reason="status"
+                )
+            )
+            s.add(
+                DeskConnectionEvent(
+                    faculty_id=desk.id, at=now - timedelta(days=1), online=False, reason="lwt"
+                )
+            )
+            s.commit()
+        admin = admin_client(server.url)
+        tables = admin.analytics(7)
+        (row,) = tables["desk_uptime_by_faculty"].as_dicts()
+        assert row["faculty"] == "Dr. Ana" and row["disconnections"] == 1
+        assert row["uptime_pct"] == pytest.approx(100 * 6 / 7, abs=0.01)
+        (dept,) = tables["desk_uptime_by_department"].as_dicts()
+        assert (dept["department"], dept["desks"], dept["never_connected"]) == ("CS", 1, 0)
+        written = Path(admin.export_analytics("desk_uptime_by_department", 7))
+        assert written.read_text(encoding="utf-8").startswith(
+            "department,desks,uptime_pct,disconnections,longest_outage_s,never_connected\nCS,1,85.71"
+        )
