@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-import httpx
+from ..api.transport import Transport, TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,10 @@ class LocalServer:
 
     def _wait_active(self, proc: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + self.start_timeout
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket_path))) as http:
+        http = Transport(
+            ssl_context=None, uds=str(self.socket_path), connect_timeout=2.0, read_timeout=2.0
+        )
+        try:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     raise RuntimeError(
@@ -174,12 +177,14 @@ class LocalServer:
                 if self._closing.is_set():
                     raise RuntimeError("closing")
                 try:
-                    health = http.get("http://kiosk/healthz", timeout=2.0).json()
+                    health = http.request("GET", "http://kiosk", "/healthz").json()
                     if health.get("role") == "active":
                         return
-                except (httpx.HTTPError, ValueError):
+                except (TransportError, ValueError):
                     pass
                 time.sleep(0.1)
+        finally:
+            http.close()
         raise RuntimeError(f"the central system did not start within {self.start_timeout:.0f} s")
 
     def _watch(self) -> None:
