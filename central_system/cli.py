@@ -77,8 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pydantic import ValidationError
     from sqlalchemy.exc import ArgumentError, OperationalError
 
-    from .config import ConfigurationError, describe_settings_error, is_settings_error
+    from .config import (
+        ConfigurationError,
+        describe_settings_error,
+        is_settings_error,
+        retired_settings_in_use,
+    )
 
+    # A setting an upgrade retired is not an error (the kiosk must still start): one line.
+    for line in retired_settings_in_use():
+        print(f"consultease: warning: {line}", file=sys.stderr, flush=True)
     # One place for every command: a bad setting is one line and exit status 2, not a
     # traceback (the settings are read lazily, inside the command).
     try:

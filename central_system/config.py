@@ -198,6 +198,42 @@ class Settings(BaseSettings):
         return self.mqtt_tls_ca_certs is not None
 
 
+# Settings that were once read and are no longer, with what replaced them. They are
+# not refused (a kiosk must still start after an upgrade); ``consultease`` warns once.
+RETIRED_SETTINGS: dict[str, str] = {
+    "kiosk_backend": (
+        "the kiosk always runs its own central system as a `consultease server` child, "
+        "unless CONSULTEASE_SERVER_URL names servers to use; remove it"
+    ),
+}
+
+
+def retired_settings_in_use() -> list[str]:
+    """One line per retired setting still set (environment or TOML file): where, its value,
+    and what replaced it. A TOML file that cannot be read is left to :class:`Settings`."""
+    found: list[str] = []
+    toml: dict[str, Any] = {}
+    config = os.environ.get("CONSULTEASE_CONFIG")
+    if config:
+        try:
+            with open(config, "rb") as fh:
+                raw = tomllib.load(fh)
+            toml = dict(raw.get("consultease", raw))
+        except (OSError, tomllib.TOMLDecodeError, AttributeError, TypeError):
+            toml = {}
+    for name, replacement in RETIRED_SETTINGS.items():
+        env_name = f"{ENV_PREFIX}{name.upper()}"
+        sources = [(key, value) for key, value in os.environ.items() if key.upper() == env_name]
+        if name in toml:
+            sources.append((f"{name} in {config}", toml[name]))
+        for where, value in sources:
+            shown = repr(str(value))
+            if len(shown) > _SHOWN_VALUE_CHARS:
+                shown = shown[: _SHOWN_VALUE_CHARS - 1] + "…"
+            found.append(f"{where}={shown} is no longer used: {replacement}")
+    return found
+
+
 def _where(field_name: str) -> str:
     """Where a setting's value came from, as the user would write it."""
     env_name = f"{ENV_PREFIX}{field_name.upper()}"
