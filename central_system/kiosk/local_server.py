@@ -38,6 +38,10 @@ RESTART_DELAY_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
 STARTING_STATE: Final = "starting"
 BACKEND_DOWN_STATE: Final = "backend_down"
 BACKEND_FAILED_STATE: Final = "backend_failed"
+# A child ended by one of these was asked to stop; the kiosk is probably closing too and
+# gets this long to say so before the exit counts as unexpected (and is restarted).
+STOP_SIGNALS: Final = frozenset({-signal.SIGTERM, -signal.SIGINT})
+STOP_GRACE_S: Final = 3.0
 # What the child (``consultease server``) reads from its environment.
 PARENT_ENV: Final = "CONSULTEASE_SERVER_PARENT_PID"
 TOKEN_ENV: Final = "CONSULTEASE_SERVER_LOCAL_TOKEN"  # noqa: S105 (a variable name)
@@ -62,6 +66,14 @@ def settings_env(settings: Any) -> dict[str, str]:
     env.pop("CONSULTEASE_SERVER_URL", None)
     env.pop("CONSULTEASE_SERVER_TOKEN", None)
     return env
+
+
+class ChildExitedError(RuntimeError):
+    """The child exited before it answered as active; ``code`` is its exit status."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"the central system exited at start (status {code})")
+        self.code = code
 
 
 class LocalServer:
@@ -171,9 +183,7 @@ class LocalServer:
         try:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"the central system exited at start (status {proc.returncode})"
-                    )
+                    raise ChildExitedError(proc.returncode)
                 if self._closing.is_set():
                     raise RuntimeError("closing")
                 try:
@@ -192,6 +202,10 @@ class LocalServer:
         if proc is None:
             return
         code = proc.wait()
+        if code in STOP_SIGNALS:
+            # Stopped, not crashed: Ctrl+C or systemd signals the whole process group, and
+            # the child may finish before the kiosk's own handler starts closing it.
+            self._closing.wait(STOP_GRACE_S)
         if self._closing.is_set():
             return
         logger.error("the kiosk's central system exited unexpectedly (status %s)", code)
@@ -208,6 +222,8 @@ class LocalServer:
             try:
                 self._spawn()
             except Exception as err:
+                if isinstance(err, ChildExitedError) and err.code in STOP_SIGNALS:
+                    self._closing.wait(STOP_GRACE_S)  # stopped with the kiosk, see _watch
                 if self._closing.is_set():
                     return
                 self.start_failures += 1
