@@ -138,9 +138,13 @@ def _run_demo(args: argparse.Namespace, env: Any) -> int:
     from ..services.rfid import SimulatedRFIDReader
     from ..views.app import Kiosk, ensure_qapp
 
+    from ..config import ConfigurationError, is_settings_error
+
     try:
         env.start()
     except Exception as err:
+        if isinstance(err, ConfigurationError) or is_settings_error(err):
+            raise  # one line and exit 2, from cli.main like every command
         print(f"demo setup failed: {err}", file=sys.stderr)
         return 2
     s = env.settings
