@@ -133,12 +133,11 @@ def demo(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace, env: Any) -> int:
     """Start the demo environment and run the window or the scripted scenario on it."""
+    from ..config import ConfigurationError, is_settings_error
     from ..demo.environment import DEMO_ADMIN, demo_cards
     from ..demo.scenario import Scenario, headless_steps, visible_messages
     from ..services.rfid import SimulatedRFIDReader
     from ..views.app import Kiosk, ensure_qapp
-
-    from ..config import ConfigurationError, is_settings_error
 
     try:
         env.start()
