@@ -306,9 +306,10 @@ class ApiBackend:
         """The central system's statistics, and which server answered."""
         stats = self.client.system_stats()
         if self.local is not None:
-            stats["backend"] = f"child process {self.pid}, restarts {self.restarts}"
+            restarted = f", restarted {self.restarts} times" if self.restarts else ""
+            stats["backend"] = f"this kiosk's own server (pid {self.pid}){restarted}"
         else:
-            stats["backend"] = f"{stats.get('backend', 'server')} at {self.client.active_url}"
+            stats["backend"] = f"server {self.client.active_url} ({stats.get('role', 'active')})"
         return stats
 
     def backup_available(self) -> bool:

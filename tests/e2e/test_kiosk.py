@@ -509,7 +509,7 @@ def test_every_screen_fits_1024x600_even_with_the_keyboard_up(qtbot: Any, kiosk:
     area = win.admin_area
     # The System tab with the longest values it shows (the database URL is cut at 60).
     long_stats = {key: "x" * 60 for key, _label in area.system_tab.SHOWN}
-    long_stats["backend"] = "child process 4194304, restarts 1000"
+    long_stats["backend"] = "this kiosk's own server (pid 4194304), restarted 1000 times"
     area.system_tab._loaded((long_stats, True))
     # Measured as shown: a widget's size hints are only right once it is polished on screen.
     for screen in screens:

@@ -163,7 +163,7 @@ def test_the_admin_screens_work_over_the_api_of_the_server_child(
     win.admin_area.tabs.setCurrentWidget(win.admin_area.system_tab)
     sys_tab = win.admin_area.system_tab
     qtbot.waitUntil(lambda: sys_tab.values["state"].text() == "connected", timeout=WAIT_MS)
-    assert sys_tab.values["backend"].text() == f"child process {backend.pid}, restarts 0"
+    assert sys_tab.values["backend"].text() == f"this kiosk's own server (pid {backend.pid})"
     assert sys_tab.backup_button.isEnabled()
     sys_tab.backup_button.click()
     qtbot.waitUntil(lambda: "Backup written" in sys_tab.message.text(), timeout=60_000)

@@ -17,6 +17,7 @@ def system_stats(admin: CurrentAdmin, backend: BackendDep, server: ServerDep) ->
     """MQTT state, backlog and counters, the database, and this server's id."""
     stats = backend.system_stats()
     stats["backend"] = f"server {server.server_id} ({server.role})"
+    stats["role"] = server.role
     stats["event_subscribers"] = server.hub.subscribers
     return stats
 
