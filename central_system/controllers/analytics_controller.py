@@ -430,8 +430,10 @@ class AnalyticsController(ControllerBase):
         """
         until = self._uptime_rollup_until(session)
         if session.get_bind().dialect.name == "postgresql":
-            # Short queries over a few thousand groups: compiling them costs more than it saves.
+            # Short queries over a few thousand groups: compiling them, or starting parallel
+            # workers, costs more than it saves (docs/performance.md).
             session.execute(text("SET LOCAL jit = off"))
+            session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
         first_day = _floor_day(start)
         if first_day < start:
             first_day += DAY

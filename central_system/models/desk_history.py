@@ -61,6 +61,8 @@ class DeskUptimeDaily(Base):
     """
 
     __tablename__ = "desk_uptime_daily"
+    # The reports read one day (or a few) of every desk (migration 0013).
+    __table_args__ = (Index("ix_desk_uptime_daily_day", "day"),)
 
     faculty_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     day: Mapped[datetime] = mapped_column(primary_key=True)
@@ -81,6 +83,7 @@ class DeskUptimeWeekly(Base):
     """
 
     __tablename__ = "desk_uptime_weekly"
+    __table_args__ = (Index("ix_desk_uptime_weekly_week", "week"),)
 
     faculty_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     week: Mapped[datetime] = mapped_column(primary_key=True)
