@@ -113,7 +113,7 @@ class CentralServer:
                 sessionmaker(bind=system.engine, expire_on_commit=False),
                 self.local_kiosk_token,
             )
-            self.frequent = FrequentCalls(system.engine, self.auth)
+            self.frequent = FrequentCalls(system.engine, self.auth, backend)
             self.system = system
             self.backend = backend
             self.role = "active"

@@ -65,17 +65,8 @@ async def get_auth(server: ServerDep) -> Authenticator:
     return server.auth
 
 
-async def get_frequent_calls(server: ServerDep) -> FrequentCalls:
-    """The runner of the kiosk's frequent calls; 503 while this server is not active."""
-    calls = server.frequent
-    if calls is None or server.role != "active":
-        raise UnavailableError(f"This server is {server.role}; try the active server.")
-    return calls
-
-
 BackendDep = Annotated[KioskBackend, Depends(get_backend)]
 AuthDep = Annotated[Authenticator, Depends(get_auth)]
-FrequentCallsDep = Annotated[FrequentCalls, Depends(get_frequent_calls)]
 
 
 def _token(creds: HTTPAuthorizationCredentials | None) -> str:
@@ -153,14 +144,25 @@ def current_admin(
 # (frequent.py). The token is checked before anything else is read.
 
 
+# (FastAPI's dependency solving is a large part of a call's CPU: these are as few as can be.)
+
+
+def _frequent(request: Request) -> FrequentCalls:
+    server: CentralServer = request.app.state.server
+    calls = server.frequent
+    if calls is None or server.role != "active":
+        raise UnavailableError(f"This server is {server.role}; try the active server.")
+    return calls
+
+
 async def kiosk_call(request: Request, creds: Credentials) -> KioskCall:
     """A call by a kiosk (the token is checked in the route's one database hop)."""
-    return KioskCall(_token(creds), request.url.path)
+    return KioskCall(_frequent(request), _token(creds), request.url.path)
 
 
 async def caller_call(request: Request, creds: Credentials) -> KioskCall:
     """A call by a kiosk or an administrator (the faculty list, waiting counts)."""
-    return KioskCall(_token(creds), request.url.path, admin_allowed=True)
+    return KioskCall(_frequent(request), _token(creds), request.url.path, admin_allowed=True)
 
 
 async def card_call(
@@ -176,7 +178,7 @@ async def card_call(
     ],
 ) -> KioskCall:
     """A call by a kiosk for the student whose card was tapped at it."""
-    return KioskCall(call.token, call.path, x_card_uid)
+    return KioskCall(call.runner, call.token, call.path, x_card_uid)
 
 
 KioskCallDep = Annotated[KioskCall, Depends(kiosk_call)]

@@ -87,8 +87,10 @@ _MINE: Final = (
 
 @dataclass(frozen=True, slots=True)
 class KioskCall:
-    """What a call carries: its bearer token, the card tapped (card-holder calls), its path."""
+    """A call to answer: the runner, its bearer token, its path, the card tapped (card-holder
+    calls) and whether an administrator's session may make it."""
 
+    runner: FrequentCalls
     token: str
     path: str
     card_uid: str | None = None
@@ -172,9 +174,10 @@ def _known(student: StudentView | None) -> StudentView:
 class FrequentCalls:
     """Runs a kiosk call's checks and reads in one worker-thread hop and answers it."""
 
-    def __init__(self, engine: Engine, auth: Authenticator) -> None:
+    def __init__(self, engine: Engine, auth: Authenticator, backend: KioskBackend) -> None:
         self.engine = engine
         self.auth = auth
+        self.backend = backend
 
     async def faculty_list(self, call: KioskCall) -> Response:
         """``GET /faculty``."""
@@ -196,16 +199,14 @@ class FrequentCalls:
             CONSULTATIONS,
         )
 
-    async def send_request(
-        self, call: KioskCall, backend: KioskBackend, body: ConsultationCreate
-    ) -> Response:
+    async def send_request(self, call: KioskCall, body: ConsultationCreate) -> Response:
         """``POST /consultations``: the checks, then the controller (its own transaction)."""
 
         def send() -> ConsultationView:
             with self.engine.connect() as conn:
                 _caller, student = self.check(conn, call)
                 conn.commit()
-            return backend.send_request(
+            return self.backend.send_request(
                 _known(student).id, body.faculty_id, body.message, body.course_code
             )
 

@@ -12,7 +12,6 @@ from ..deps import (
     CardCallDep,
     CardStudent,
     CurrentAdmin,
-    FrequentCallsDep,
     OwnConsultation,
 )
 
@@ -20,11 +19,9 @@ router = APIRouter(prefix="/consultations", tags=["consultations"])
 
 
 @router.post("", response_model=ConsultationView, status_code=status.HTTP_201_CREATED)
-async def create_consultation(
-    body: ConsultationCreate, call: CardCallDep, calls: FrequentCallsDep, backend: BackendDep
-) -> Response:
+async def create_consultation(body: ConsultationCreate, call: CardCallDep) -> Response:
     """Send the card holder's request to a faculty member's desk (400 with the reason if refused)."""
-    return await calls.send_request(call, backend, body)
+    return await call.runner.send_request(call, body)
 
 
 @router.get("/{consultation_id:int}/queue", response_model=QueueView | None)

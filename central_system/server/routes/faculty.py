@@ -8,22 +8,22 @@ from fastapi import APIRouter, Path, Response, status
 
 from ...api.errors import NotFoundError
 from ...api.schemas import MAX_ID, FacultyIn, FacultyView
-from ..deps import BackendDep, CallerCallDep, CurrentAdmin, CurrentCaller, FrequentCallsDep
+from ..deps import BackendDep, CallerCallDep, CurrentAdmin, CurrentCaller
 
 router = APIRouter(prefix="/faculty", tags=["faculty"])
 FacultyId = Annotated[int, Path(ge=1, le=MAX_ID, description="A faculty member's id")]
 
 
 @router.get("", response_model=list[FacultyView])
-async def list_faculty(call: CallerCallDep, calls: FrequentCallsDep) -> Response:
+async def list_faculty(call: CallerCallDep) -> Response:
     """Every faculty member with their status and desk liveness, by name."""
-    return await calls.faculty_list(call)
+    return await call.runner.faculty_list(call)
 
 
 @router.get("/waiting", response_model=dict[int, int])
-async def waiting_counts(call: CallerCallDep, calls: FrequentCallsDep) -> Response:
+async def waiting_counts(call: CallerCallDep) -> Response:
     """Pending requests per faculty member id (the count on each faculty card)."""
-    return await calls.waiting_counts(call)
+    return await call.runner.waiting_counts(call)
 
 
 @router.get("/{faculty_id:int}", response_model=FacultyView)

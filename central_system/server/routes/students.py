@@ -13,26 +13,24 @@ from ..deps import (
     CardStudent,
     CurrentAdmin,
     CurrentKiosk,
-    FrequentCallsDep,
 )
 
 router = APIRouter(prefix="/students", tags=["students"])
 
 
 @router.get("/me", response_model=StudentView)
-async def me(call: CardCallDep, calls: FrequentCallsDep) -> Response:
+async def me(call: CardCallDep) -> Response:
     """The student whose card was just tapped at this kiosk (404: unknown card)."""
-    return await calls.card_holder(call)
+    return await call.runner.card_holder(call)
 
 
 @router.get("/me/consultations", response_model=list[ConsultationView])
 async def my_consultations(
     call: CardCallDep,
-    calls: FrequentCallsDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Response:
     """The card holder's consultations, newest first."""
-    return await calls.my_consultations(call, limit)
+    return await call.runner.my_consultations(call, limit)
 
 
 @router.get("/me/queue", response_model=dict[int, QueueView])
