@@ -19,7 +19,13 @@ DEFAULT_HEADLESS_TIMEOUT_S = 60.0
 def register(subparsers: Any) -> None:
     """Add the ``run`` and ``demo`` sub-commands."""
     run_p = subparsers.add_parser(
-        "run", help="run the kiosk with the configured broker and database"
+        "run",
+        help="run the kiosk: a client of CONSULTEASE_SERVER_URL, or, unset, of its own "
+        "server child on the configured broker and database",
+        description="Run the kiosk window. With CONSULTEASE_SERVER_URL set it is a client of "
+        "those servers (CONSULTEASE_SERVER_TOKEN from `consultease kiosk enroll`); unset, it "
+        "starts its own `consultease server` child on a Unix socket, with the configured "
+        "broker and database.",
     )
     run_p.add_argument(
         "--fullscreen", action="store_true", help="fill the screen (the touchscreen kiosk)"
@@ -28,7 +34,8 @@ def register(subparsers: Any) -> None:
 
     demo_p = subparsers.add_parser(
         "demo",
-        help="run everything with no setup: embedded broker, SQLite in a temp dir, demo data, simulated desks",
+        help="run everything with no setup: embedded broker, SQLite in a temp dir, its own "
+        "server child, demo data, simulated desks",
     )
     demo_p.add_argument(
         "--headless",

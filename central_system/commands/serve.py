@@ -11,7 +11,11 @@ logger = logging.getLogger(__name__)
 
 def register(subparsers: Any) -> None:
     """Add the ``serve`` sub-command."""
-    p = subparsers.add_parser("serve", help="run the headless central system (no kiosk window)")
+    p = subparsers.add_parser(
+        "serve",
+        help="run the headless central system with no API (no kiosk window; "
+        "`server` serves kiosks)",
+    )
     p.add_argument(
         "--embedded-broker",
         action="store_true",

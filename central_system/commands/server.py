@@ -19,7 +19,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8080)")
-    p.add_argument("--uds", default=None, help="listen on this Unix socket instead of a port")
+    p.add_argument(
+        "--uds",
+        default=None,
+        help="listen on this Unix socket instead of a port (how a kiosk runs its own server)",
+    )
     p.add_argument("--tls-cert", type=Path, default=None, help="certificate (PEM) to serve HTTPS")
     p.add_argument("--tls-key", type=Path, default=None, help="its private key (PEM)")
     p.set_defaults(func=run)
