@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, Float, Index, Integer, String
+from sqlalchemy import Boolean, Float, Index, Integer, String, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base
@@ -73,6 +73,8 @@ class DeskUptimeDaily(Base):
     # An outage that ends this day: its whole length, from its start (maybe days before).
     close_run_s: Mapped[float | None] = mapped_column(Float, default=None)
     trail_run_s: Mapped[float] = mapped_column(Float)  # the outage still open at 24:00, whole
+    # The desk's state at 24:00: where a report's raw tail after the rollup starts (0014).
+    online_at_end: Mapped[bool] = mapped_column(Boolean, server_default=true())
 
 
 class DeskUptimeWeekly(Base):

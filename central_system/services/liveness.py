@@ -228,7 +228,9 @@ class LivenessService(ControllerBase):
         )
         with self.session() as session:
             result = session.execute(delete(ev).where(ev.at < cutoff, ev.id.not_in(keep)))
-            session.execute(delete(DeskUptimeDaily).where(DeskUptimeDaily.day < cutoff))
+            # The day before the cut stays: its state at 24:00 starts a report's tail.
+            day_before = DeskUptimeDaily.day < cutoff - timedelta(days=1)
+            session.execute(delete(DeskUptimeDaily).where(day_before))
             session.execute(delete(DeskUptimeWeekly).where(DeskUptimeWeekly.week < cutoff))
         deleted = int(getattr(result, "rowcount", 0) or 0)
         if deleted:

@@ -235,6 +235,7 @@ def test_rolled_up_days_and_raw_transitions_agree_on_random_histories(engine: En
     wanted = [raw.desk_uptime_by_faculty(a, b).rows for a, b in ranges]
     rolled = AnalyticsController(db=engine)
     assert rolled.refresh_uptime_rollup()
+    _assert_day_end_states_match_the_transitions()
     for (a, b), want in zip(ranges, wanted, strict=True):
         got = rolled.desk_uptime_by_faculty(a, b).rows
         assert len(want) == len(got) == DESKS
@@ -245,6 +246,25 @@ def test_rolled_up_days_and_raw_transitions_agree_on_random_histories(engine: En
                 assert g[5] is None, (a, b, w, g)
             else:
                 assert g[5] == pytest.approx(w[5], abs=0.05), (a, b, w, g)
+
+
+def _assert_day_end_states_match_the_transitions() -> None:
+    """Each daily row's ``online_at_end`` is the state of the desk's newest transition
+    before that day's 24:00 (a report's raw tail starts from it)."""
+    ev, d = DeskConnectionEvent, DeskUptimeDaily
+    with session_scope() as session:
+        events: dict[int, list[tuple[datetime, int, bool]]] = {}
+        for fid, at, eid, online in session.execute(select(ev.faculty_id, ev.at, ev.id, ev.online)):
+            events.setdefault(fid, []).append((at, eid, online))
+        days = session.execute(select(d.faculty_id, d.day, d.online_at_end)).all()
+    assert days
+    states = {True: 0, False: 0}
+    for fid, day, online_at_end in days:
+        before = [e for e in events[fid] if e[0] < day + timedelta(days=1)]
+        assert before, (fid, day)
+        assert online_at_end == max(before)[2], (fid, day)
+        states[online_at_end] += 1
+    assert states[True] and states[False]  # both states occur, so a constant cannot pass
 
 
 def test_the_api_serves_and_exports_the_uptime_reports(
