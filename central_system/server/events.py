@@ -2,9 +2,10 @@
 
 Events come from the controllers' and the MQTT service's threads; they hop onto
 the server's event loop (``call_soon_threadsafe``) and are put on each
-subscriber's bounded queue without waiting. A subscriber whose queue is full has
-fallen behind: it is sent one ``overflow`` event and disconnected (it reconnects
-and reloads), never waited for (Home Assistant's websocket API does the same).
+subscriber's queue without waiting. A subscriber whose queue stays full (or grows far
+past its bound in a burst) has fallen behind: it is sent one ``overflow`` event and
+disconnected (it reconnects and reloads), never waited for (Home Assistant's websocket
+API does the same).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -20,6 +22,12 @@ from ..api.schemas import Event
 logger = logging.getLogger(__name__)
 
 SUBSCRIBER_QUEUE: Final = 1000
+# A burst can put more than SUBSCRIBER_QUEUE events on a queue before its stream has had a
+# turn of the event loop (the MQTT service hands over a whole read of messages at once):
+# that subscriber is not behind. It is when its queue stays at the bound this long, or
+# grows to BURST_FACTOR times the bound.
+STALL_S: Final = 2.0
+BURST_FACTOR: Final = 20
 # An SSE comment this often keeps proxies from closing an idle stream and lets a
 # client notice a dead server within its read timeout.
 KEEPALIVE_S: Final = 15.0
@@ -34,7 +42,11 @@ class Subscriber:
     """One connected client's queue; ``None`` on it ends the stream (the server stops)."""
 
     def __init__(self, maxsize: int) -> None:
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
+        # Unbounded: the hub bounds it (``EventHub._fan_out``), by size and by time.
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self.limit = maxsize
+        # When the queue last reached ``limit`` without its stream taking it below again.
+        self.behind_since: float | None = None
         self.overflowed = False
 
 
@@ -68,18 +80,27 @@ class EventHub:
 
     def _fan_out(self, event: Event) -> None:
         self.posted += 1
+        now: float | None = None
         for sub in list(self._subscribers):
             if sub.overflowed:
                 continue
-            try:
-                sub.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                sub.overflowed = True
-                self.dropped_subscribers += 1
-                # Wake its reader: it sends "overflow" and ends the stream.
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    sub.queue.get_nowait()
-                sub.queue.put_nowait(Event(kind="overflow"))
+            queue = sub.queue
+            size = queue.qsize()
+            if size >= sub.limit:
+                now = now if now is not None else time.monotonic()
+                if sub.behind_since is None:
+                    sub.behind_since = now
+                if size >= sub.limit * BURST_FACTOR or now - sub.behind_since > STALL_S:
+                    sub.overflowed = True
+                    self.dropped_subscribers += 1
+                    # Its reader gets "overflow" next and ends the stream; what waited is moot
+                    # (the client reloads what it shows).
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        while not queue.empty():
+                            queue.get_nowait()
+                    queue.put_nowait(Event(kind="overflow"))
+                    continue
+            queue.put_nowait(event)
 
     def close(self) -> None:
         """End every stream now and any opened later (on the loop, as the server stops).
@@ -141,6 +162,8 @@ class EventHub:
                         if item is None:
                             break
                         batch.append(item)
+                if sub.queue.qsize() < sub.limit:
+                    sub.behind_since = None
                 yield _sse_batch(batch)
                 if self.closed or any(e.kind == "overflow" for e in batch):
                     return
