@@ -366,7 +366,11 @@ class AnalyticsController(ControllerBase):
                 .all()
             )
             desks = self._desk_uptime(session, start, end) if end > start else {}
-        span = max(0.0, (end - start).total_seconds())
+            # Nothing is known before the history began (the upgrade to 0010, or the first
+            # desk's first message): that time is not counted as offline.
+            began = session.scalar(select(func.min(DeskConnectionEvent.at)))
+        known_from = end if began is None else max(start, began)
+        span = max(0.0, (end - known_from).total_seconds())
         rows = []
         for fid, name, dept, last_seen in people:
             online_s, drops, longest = desks.get(int(fid), (0.0, 0, None))
@@ -396,7 +400,7 @@ class AnalyticsController(ControllerBase):
         per_desk = self.desk_uptime_by_faculty(start, end, now)
         sums: dict[str, list[Any]] = {}
         for _fid, _name, dept, uptime, drops, longest, _seen in per_desk.rows:
-            acc = sums.setdefault(dept, [0, 0.0, 0, None, 0])
+            acc = sums.setdefault(dept, [0, 0.0, 0, None, 0, 0])
             acc[0] += 1
             acc[1] += uptime or 0.0
             acc[2] += drops
@@ -404,10 +408,11 @@ class AnalyticsController(ControllerBase):
                 acc[3] = longest
             if not uptime and not drops and longest is None:
                 acc[4] += 1
-        spanned = min(end, now or datetime.now(UTC)) > start
+            if uptime is not None:
+                acc[5] += 1
         rows = [
-            (dept, n, total / n if spanned else None, drops, longest, never)
-            for dept, (n, total, drops, longest, never) in sorted(sums.items())
+            (dept, n, total / known if known else None, drops, longest, never)
+            for dept, (n, total, drops, longest, never, known) in sorted(sums.items())
         ]
         return Table(
             "desk_uptime_by_department",

@@ -135,6 +135,37 @@ def test_uptime_disconnections_and_longest_outage_per_desk(
     assert (dee["disconnections"], dee["longest_outage_s"]) == (1, pytest.approx(36 * H, abs=0.01))
 
 
+def test_time_before_the_history_began_is_not_counted_as_offline(
+    uptime: tuple[AnalyticsController, dict[str, int]],
+) -> None:
+    """A range reaching back before the first recorded transition (a new installation's
+    "last 30 days") is measured from where the history begins: 28 Sep 10:00, ben's first
+    row. Known time: to 2 Oct 00:00, 86 h."""
+    analytics, _ids = uptime
+    start = datetime(2026, 9, 20, tzinfo=UTC)
+    rows = {r["faculty"]: r for r in analytics.desk_uptime_by_faculty(start, END).as_dicts()}
+    # ana 29 Sep 20:00 to 30 Sep 06:00 (10 h) + 28 h + 11 h = 49 h; ben 28 Sep 10:00 to
+    # 29 Sep 22:00 (36 h) + 44 h = 80 h; dee 12 h; cy never connected.
+    assert rows["Dr. Ana"]["uptime_pct"] == pytest.approx(100 * 49 / 86, abs=1e-4)
+    assert rows["Dr. Ben"]["uptime_pct"] == pytest.approx(100 * 80 / 86, abs=1e-4)
+    assert rows["Dr. Dee"]["uptime_pct"] == pytest.approx(100 * 12 / 86, abs=1e-4)
+    assert rows["Dr. Cy"]["uptime_pct"] == 0.0
+    cs, physics = analytics.desk_uptime_by_department(start, END).as_dicts()
+    assert cs["uptime_pct"] == pytest.approx(100 * (49 + 80) / 2 / 86, abs=1e-4)
+    assert physics["uptime_pct"] == pytest.approx(100 * 12 / 2 / 86, abs=1e-4)
+
+
+def test_no_history_at_all_gives_no_uptime_figure(engine: Engine) -> None:
+    """Before any desk ever connected there is nothing to measure: no figure, not 0 %."""
+    with session_scope() as session:
+        session.add(Faculty(name="Dr. New", department="CS"))
+    analytics = AnalyticsController(db=engine, timezone="UTC")
+    (desk,) = analytics.desk_uptime_by_faculty(START, END).as_dicts()
+    assert (desk["uptime_pct"], desk["disconnections"], desk["longest_outage_s"]) == (None, 0, None)
+    (cs,) = analytics.desk_uptime_by_department(START, END).as_dicts()
+    assert (cs["uptime_pct"], cs["desks"], cs["never_connected"]) == (None, 1, 1)
+
+
 def test_uptime_per_department(uptime: tuple[AnalyticsController, dict[str, int]]) -> None:
     analytics, _ids = uptime
     table = analytics.desk_uptime_by_department(START, END)
