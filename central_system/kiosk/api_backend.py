@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Final
 
 from ..api.client import ApiClient
@@ -35,6 +36,9 @@ RECONNECT_DELAYS_S: Final = (0.2, 0.5, 1.0, 2.0, 5.0)
 # The bridge's words for "no server answers" (the header says so in plain words).
 UNREACHABLE_STATE: Final = "backend_failed"
 TAP_AGAIN = "Please tap your card again."
+# The event reader pauses this long after every YIELD_EVERY events of a burst.
+YIELD_EVERY: Final = 100
+YIELD_S: Final = 0.0005
 
 
 class ApiBackend:
@@ -97,8 +101,12 @@ class ApiBackend:
         attempt = 0
         while not self._stop.is_set():
             try:
-                for event in self.client.events():
+                for n, event in enumerate(self.client.events(), 1):
                     attempt = 0
+                    if n % YIELD_EVERY == 0:
+                        # A burst arrives as one message of hundreds of events: give the
+                        # interpreter lock to the screen now and then, not after all of them.
+                        time.sleep(YIELD_S)
                     bridge = self._bridge
                     if event.kind == "mqtt_state" and event.state is not None:
                         self._set_state(event.state)
