@@ -24,7 +24,7 @@ def _kinds_and_ids(messages: list[str]) -> list[tuple[str, int | None]]:
     for message in messages:
         if message.startswith(":"):
             continue
-        head, data = message.strip().split("\n", 1)
+        _head, data = message.strip().split("\n", 1)
         payload = json.loads(data.removeprefix("data: "))
         for item in payload if isinstance(payload, list) else [payload]:
             out.append((item["kind"], item.get("id")))
