@@ -48,7 +48,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _faculty_view(f: Faculty) -> FacultyView:
+def faculty_view(f: Any) -> FacultyView:
+    """A faculty card from a ``Faculty`` or a row with its columns: no department is "", and
+    no manual status is shown over an online desk (the server's fast path uses it too)."""
     return FacultyView(
         id=f.id,
         name=f.name,
@@ -60,7 +62,8 @@ def _faculty_view(f: Faculty) -> FacultyView:
     )
 
 
-def _student_view(s: Student) -> StudentView:
+def student_view(s: Any) -> StudentView:
+    """A student from a ``Student`` or a row with its columns (no department is "")."""
     return StudentView(
         id=s.id,
         name=s.name,
@@ -205,19 +208,19 @@ class KioskBackend:
         student = self._controller("student").get_by_rfid(uid)
         if student is None:
             return None
-        return _student_view(student)
+        return student_view(student)
 
     def list_faculty(self) -> list[FacultyView]:
         """Every faculty member, by name."""
         with db.session_scope() as session:
             rows = session.scalars(select(Faculty).order_by(Faculty.name)).all()
-            return [_faculty_view(f) for f in rows]
+            return [faculty_view(f) for f in rows]
 
     def get_faculty(self, faculty_id: int) -> FacultyView | None:
         """One faculty member, or None."""
         with db.session_scope() as session:
             f = session.get(Faculty, faculty_id)
-            return _faculty_view(f) if f is not None else None
+            return faculty_view(f) if f is not None else None
 
     def send_request(
         self, student_id: int, faculty_id: int, message: str, course_code: str | None
@@ -342,7 +345,7 @@ class KioskBackend:
         """Every student, by name."""
         with db.session_scope() as session:
             rows = session.scalars(select(Student).order_by(Student.name)).all()
-            return [_student_view(s) for s in rows]
+            return [student_view(s) for s in rows]
 
     def register_student(
         self, name: str, student_number: str, department: str, raw_uid: str, admin: str
@@ -362,7 +365,7 @@ class KioskBackend:
         except ValueError as err:
             raise _kiosk_error(err) from err
         self._audit(admin, "student.create", f"student:{s.id}")
-        return _student_view(s)
+        return student_view(s)
 
     def delete_student(self, student_pk: int, admin: str) -> None:
         """Delete a student."""

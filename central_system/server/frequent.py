@@ -24,13 +24,13 @@ from typing import Any, Final, TypeVar
 
 from fastapi import Response
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, Engine, Row, bindparam, func, select
+from sqlalchemy import Connection, Engine, bindparam, func, select
 from sqlalchemy.orm import aliased
 from starlette.concurrency import run_in_threadpool
 
 from ..api.errors import ForbiddenError, NotAuthenticatedError, NotFoundError
 from ..api.schemas import ConsultationCreate, ConsultationView, FacultyView, StudentView
-from ..controllers.kiosk_facade import KioskBackend
+from ..controllers.kiosk_facade import KioskBackend, faculty_view, student_view
 from ..controllers.student_controller import StudentValidationError, normalize_rfid_uid
 from ..models import Consultation, Faculty, Student
 from ..models.consultation import ConsultationStatus
@@ -103,31 +103,6 @@ def stored_uid(raw: str) -> str | None:
         return normalize_rfid_uid(normalize_uid(raw))
     except (InvalidUIDError, StudentValidationError):
         return None
-
-
-def faculty_view(row: Any) -> FacultyView:
-    """A faculty card from a row (the facade's rules: no department is "", no manual status
-    over an online desk)."""
-    return FacultyView(
-        id=row.id,
-        name=row.name,
-        department=row.department or "",
-        email=row.email,
-        status=str(row.status),
-        desk_online=bool(row.desk_online),
-        manual_status=None if row.desk_online else row.manual_status,
-    )
-
-
-def student_view(row: Row[Any]) -> StudentView:
-    """The card holder from :meth:`Authenticator.kiosk_and_card`'s row."""
-    return StudentView(
-        id=row.id,
-        name=row.name,
-        student_id=row.student_id,
-        department=row.department or "",
-        rfid_uid=row.rfid_uid,
-    )
 
 
 def consultation_view(row: Any) -> ConsultationView:
