@@ -165,17 +165,21 @@ async def caller_call(request: Request, creds: Credentials) -> KioskCall:
     return KioskCall(_frequent(request), _token(creds), request.url.path, admin_allowed=True)
 
 
+# The ``X-Card-UID`` header: the card the student tapped at the calling kiosk.
+CardUidHeader = Annotated[
+    str,
+    Header(
+        description="The UID of the card the student tapped at this kiosk",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[0-9A-Fa-f:\- ]+$",
+    ),
+]
+
+
 async def card_call(
     call: Annotated[KioskCall, Depends(kiosk_call)],
-    x_card_uid: Annotated[
-        str,
-        Header(
-            description="The UID of the card the student tapped at this kiosk",
-            min_length=1,
-            max_length=64,
-            pattern=r"^[0-9A-Fa-f:\- ]+$",
-        ),
-    ],
+    x_card_uid: CardUidHeader,
 ) -> KioskCall:
     """A call by a kiosk for the student whose card was tapped at it."""
     return KioskCall(call.runner, call.token, call.path, x_card_uid)
@@ -194,15 +198,7 @@ CurrentCaller = Annotated[KioskPrincipal | AdminPrincipal, Depends(current_calle
 def card_student(
     kiosk: CurrentKiosk,
     backend: BackendDep,
-    x_card_uid: Annotated[
-        str,
-        Header(
-            description="The UID of the card the student tapped at this kiosk",
-            min_length=1,
-            max_length=64,
-            pattern=r"^[0-9A-Fa-f:\- ]+$",
-        ),
-    ],
+    x_card_uid: CardUidHeader,
 ) -> StudentView:
     """The student whose card was tapped at the calling kiosk (404 for an unknown card)."""
     student = backend.login_by_card(x_card_uid)
