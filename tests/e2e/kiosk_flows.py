@@ -47,3 +47,14 @@ def send_request(qtbot: Any, kiosk: Any, faculty_id: int, message: str) -> int:
     form.send_button.click()
     qtbot.waitUntil(lambda: form.sent is not None, timeout=WAIT_MS)
     return int(form.sent.id)
+
+
+def sign_in_admin(qtbot: Any, kiosk: Any, username: str, password: str) -> Any:
+    """From the start screen, sign in as an administrator; returns the admin area."""
+    win = kiosk.window
+    win.login.admin_button.click()
+    win.admin_login.username.setText(username)
+    win.admin_login.password.setText(password)
+    win.admin_login.login_button.click()
+    qtbot.waitUntil(lambda: win.current_screen() is win.admin_area, timeout=WAIT_MS)
+    return win.admin_area

@@ -17,6 +17,7 @@ from central_system.controllers import AdminController
 from central_system.services.rfid import SimulatedRFIDReader
 from central_system.views.app import Kiosk
 from faculty_desk_unit.desk import DeskUnit
+from tests.e2e.kiosk_flows import sign_in_admin
 from tests.qt_touch import touch
 
 WAIT_MS = 20_000  # generous: a noisy 2-core machine
@@ -389,13 +390,7 @@ def test_admin_provisions_rotates_and_revokes_a_desk_unit(
     password = admin_ctl.generate_password()
     admin_ctl.create_first_admin("root", password)
     win = kiosk.window
-    qtbot.mouseClick(win.login.admin_button, Qt.MouseButton.LeftButton)
-    win.admin_login.username.setText("root")
-    win.admin_login.password.setText(password)
-    win.admin_login.login_button.click()
-    qtbot.waitUntil(lambda: win.current_screen() is win.admin_area, timeout=WAIT_MS)
-
-    area = win.admin_area
+    area = sign_in_admin(qtbot, kiosk, "root", password)
     area.tabs.setCurrentWidget(area.desks_tab)
     tab = area.desks_tab
     qtbot.waitUntil(lambda: len(tab.items) == 2, timeout=WAIT_MS)

@@ -17,6 +17,7 @@ from central_system.bootstrap import System
 from central_system.db import session_scope
 from central_system.models import DeskConnectionEvent, utcnow
 from central_system.views.app import Kiosk
+from tests.e2e.kiosk_flows import sign_in_admin
 from tests.e2e.test_kiosk import WAIT_MS
 
 # The fixtures of the kiosk tests, re-exported so that pytest finds them here.
@@ -45,15 +46,10 @@ def test_admin_insight_tab_shows_desk_uptime_and_exports_it(
     admin_ctl = system.controllers["admin"]
     password = admin_ctl.generate_password()
     admin_ctl.create_first_admin("root", password)
-    win = kiosk.window
-    win.login.admin_button.click()
-    win.admin_login.username.setText("root")
-    win.admin_login.password.setText(password)
-    win.admin_login.login_button.click()
-    qtbot.waitUntil(lambda: win.current_screen() is win.admin_area, timeout=WAIT_MS)
+    area = sign_in_admin(qtbot, kiosk, "root", password)
 
-    tab = win.admin_area.insight_tab
-    win.admin_area.tabs.setCurrentWidget(tab)
+    tab = area.insight_tab
+    area.tabs.setCurrentWidget(tab)
     tab.range_box.setCurrentIndex(1)  # the last 7 days
     # Ana 85.7 %, Ben's desk never connected (0 %): 42.9 % on average (over the default
     # 30 days first: 9 of 30 days, 15.0 %).

@@ -18,6 +18,7 @@ from central_system.db import session_scope
 from central_system.models import Consultation, utcnow
 from central_system.views.app import Kiosk
 from faculty_desk_unit.desk import DeskUnit
+from tests.e2e.kiosk_flows import sign_in_admin
 from tests.e2e.test_kiosk import WAIT_MS, login
 
 # The fixtures of the kiosk tests, re-exported so that pytest finds them here.
@@ -155,15 +156,10 @@ def test_admin_insight_tab_summarises_and_exports_csv(
     admin_ctl = system.controllers["admin"]
     password = admin_ctl.generate_password()
     admin_ctl.create_first_admin("root", password)
-    win = kiosk.window
-    win.login.admin_button.click()
-    win.admin_login.username.setText("root")
-    win.admin_login.password.setText(password)
-    win.admin_login.login_button.click()
-    qtbot.waitUntil(lambda: win.current_screen() is win.admin_area, timeout=WAIT_MS)
+    area = sign_in_admin(qtbot, kiosk, "root", password)
 
-    tab = win.admin_area.insight_tab
-    win.admin_area.tabs.setCurrentWidget(tab)
+    tab = area.insight_tab
+    area.tabs.setCurrentWidget(tab)
     tab.range_box.setCurrentIndex(1)  # the last 7 days
     qtbot.waitUntil(lambda: "4 requests" in tab.summary.text(), timeout=WAIT_MS)
     # Answer rate: 2 answered of 2 answered + 1 expired; median of [60, 180] = 120 s.
