@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/consultation_flow.py [--desks 200] [--rate 20] [--duration 30]
                                                      [--heartbeat 30] [--auto-ack 0.5]
                                                      [--flap 10 --offline-after 15]
+                                                     [--via-server]
 
 What it does, all on loopback:
 1. starts its own Mosquitto (tests/brokers.py) on a free port;
@@ -40,6 +41,15 @@ created. Printed: the time from the kill until the central system has heard ever
 desk again and shows every one available (target <= 30 s), the requests delivered
 in the end, and the desks' responses the central system did not receive (target 0).
 Latency figures then include the requests created while the broker was down.
+
+``--via-server`` (issue 9) puts the server in between, as deployed: a real
+``consultease server`` process (tests/server_helpers.py ``ServerProcess``) instead of
+the ``--central`` child. This process enrolls a kiosk token and an administrator in
+its database, creates the faculty and students over the API as the administrator,
+and sends each request as a kiosk does (``ApiClient.create_consultation``:
+``POST /api/v1/consultations`` with the card UID) from a thread, at the same
+``--rate``. The create figures are then the HTTP call, and the CPU figure is the
+server process's. ``--storm`` and ``--profile`` are in-process only.
 """
 
 from __future__ import annotations
@@ -54,6 +64,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +131,7 @@ def run_central(args: argparse.Namespace) -> int:
     ]
     student_ids = [
         student_ctl.create_student(
-            f"Student Number {i:03d}", f"2026-{i:05d}", f"{0xA0000000 + i:08X}", "Benchmark"
+            f"Student Number {i:03d}", f"2026-{i:05d}", _card(i), "Benchmark"
         ).id
         for i in range(args.desks)
     ]
@@ -139,7 +150,18 @@ def run_central(args: argparse.Namespace) -> int:
 
     def go() -> None:
         sampler = _ThreadCpu() if args.profile else None
-        _request_loop(consultation_ctl, faculty_ids, student_ids, args.rate, args.duration)
+        _request_loop(
+            lambda i, f, s: (
+                consultation_ctl.create_consultation(
+                    student_ids[s], faculty_ids[f], _message(i), "CS101"
+                ).id
+            ),
+            len(faculty_ids),
+            args.rate,
+            args.duration,
+            _emit,
+            (ValueError,),
+        )
         if sampler is not None:
             _emit("profile", top=sampler.stop())
         _emit("done")
@@ -247,12 +269,24 @@ class _session:
         self.session.close()
 
 
+def _message(i: int) -> str:
+    return f"Benchmark request number {i}: please review my work."
+
+
 def _request_loop(
-    controller: Any, faculty_ids: list[int], student_ids: list[int], rate: float, duration: float
+    create: Callable[[int, int, int], int],
+    n: int,
+    rate: float,
+    duration: float,
+    emit: Callable[..., None],
+    rejected: tuple[type[Exception], ...],
 ) -> None:
-    """``rate`` create calls per second for ``duration`` seconds, on a fixed schedule (no drift)."""
+    """``rate`` create calls per second for ``duration`` seconds, on a fixed schedule (no drift).
+
+    ``create(i, faculty index, student index)`` sends request ``i`` and answers its id;
+    an exception of a ``rejected`` type is reported as a rejection.
+    """
     total = int(rate * duration)
-    n = len(faculty_ids)
     start = time.monotonic() + 0.1
     for i in range(total):
         due = start + i / rate
@@ -261,17 +295,13 @@ def _request_loop(
             time.sleep(delay)
         # Pair i: faculty i % n, student (i // n + i) % n, so no pair repeats within a round
         # (the controller allows only 3 pending requests per pair).
-        fid = faculty_ids[i % n]
-        sid = student_ids[(i // n + i) % n]
         t0 = time.time()
         try:
-            consultation = controller.create_consultation(
-                sid, fid, f"Benchmark request number {i}: please review my work.", "CS101"
-            )
-        except ValueError as err:
-            _emit("reject", i=i, error=str(err))
+            cid = create(i, i % n, (i // n + i) % n)
+        except rejected as err:
+            emit("reject", i=i, error=str(err))
             continue
-        _emit("sent", cid=consultation.id, t0=t0, t1=time.time())
+        emit("sent", cid=cid, t0=t0, t1=time.time())
 
 
 # ---------------------------------------------------------------------- driver process
@@ -285,28 +315,19 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[k]
 
 
-class _CentralProcess:
-    """The child process and a reader thread for its JSON lines."""
+class _Lines:
+    """The central side's reports (JSON-like dicts with a ``kind``), and waiting for one."""
 
-    def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-        )
+    proc: subprocess.Popen[Any]
+
+    def __init__(self) -> None:
         self.lines: list[dict[str, Any]] = []
         self.cond = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue
-            with self.cond:
-                self.lines.append(item)
-                self.cond.notify_all()
+    def _add(self, item: dict[str, Any]) -> None:
+        with self.cond:
+            self.lines.append(item)
+            self.cond.notify_all()
 
     def wait_for(self, kind: str, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -322,12 +343,39 @@ class _CentralProcess:
                     raise RuntimeError(f"central process gave no {kind!r} line")
                 self.cond.wait(min(remaining, 0.5))
 
+    def send(self, command: str) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
     def ask(self, command: str, timeout: float = 30) -> Any:
         """Send ``command`` and return the payload of its answer (the line of the same kind)."""
         with self.cond:
             self.lines = [item for item in self.lines if item["kind"] != command]
         self.send(command)
         return self.wait_for(command, timeout)
+
+
+class _CentralProcess(_Lines):
+    """The child process and a reader thread for its JSON lines."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
+        super().__init__()
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            self._add(item)
 
     def send(self, command: str) -> None:
         assert self.proc.stdin is not None
@@ -342,6 +390,127 @@ class _CentralProcess:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def _card(i: int) -> str:
+    """Student ``i``'s card UID (both modes)."""
+    return f"{0xA0000000 + i:08X}"
+
+
+class _ServerCentral(_Lines):
+    """``--via-server``: a real ``consultease server`` process (tests/server_helpers.py).
+
+    This process enrolls a kiosk and an administrator in the database, seeds the
+    faculty and students over the API as the administrator, and sends each request as
+    a kiosk does: ``POST /api/v1/consultations`` through ``ApiClient`` with the card
+    UID, from a ``bench-requests`` thread. It answers the same commands and reports
+    the same lines as the ``--central`` child process, so ``run_benchmark`` measures
+    both modes alike (``proc`` is the server process, for its CPU).
+    """
+
+    def __init__(self, args: argparse.Namespace, mqtt_port: int, workdir: Path) -> None:
+        from tests.server_helpers import ServerProcess
+
+        super().__init__()
+        db_url = f"sqlite:///{workdir / 'bench.db'}"
+        env = {"CONSULTEASE_LOG_LEVEL": "WARNING"}
+        if args.offline_after:
+            env["CONSULTEASE_DESK_OFFLINE_AFTER_S"] = str(args.offline_after)
+        self.server = ServerProcess(
+            db_url,
+            mqtt_port,
+            workdir,
+            client_id=f"bench-server-{uuid.uuid4().hex[:8]}",
+            extra_env=env,
+        ).start()
+        assert self.server.proc is not None
+        self.proc = self.server.proc
+        self.args = args
+        self.workers: list[threading.Thread] = []
+        try:
+            self._seed(args, db_url)
+        except BaseException:
+            self.server.stop()
+            raise
+        self._add({"kind": "ready", "faculty_ids": self.faculty_ids})
+        self._start(self._watch_available, "bench-available")
+
+    def _seed(self, args: argparse.Namespace, db_url: str) -> None:
+        """A kiosk token and an administrator in the database; faculty and students over the API."""
+        from central_system.api.client import ApiClient
+        from tests.server_helpers import admin_client, create_admin, db_engine, enroll
+
+        self.server.wait_role("active", READY_TIMEOUT_S)
+        with db_engine(db_url) as engine:
+            create_admin(engine)
+            token = enroll(engine, "bench-kiosk")
+        self.admin = admin_client(self.server.url)
+        self.kiosk = ApiClient(self.server.url, token)
+        self.faculty_ids = [
+            self.admin.save_faculty(None, f"Faculty Member {i:03d}", "Benchmark", None).id
+            for i in range(args.desks)
+        ]
+        self.cards = [_card(i) for i in range(args.desks)]
+        for i, card in enumerate(self.cards):
+            self.admin.register_student(
+                f"Student Number {i:03d}", f"2026-{i:05d}", "Benchmark", card
+            )
+
+    def _start(self, target: Callable[[], None], name: str) -> None:
+        self.workers.append(threading.Thread(target=target, name=name, daemon=True))
+        self.workers[-1].start()
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        self._add({"kind": kind, **fields})
+
+    def _watch_available(self) -> None:
+        """Report ``available`` once the server shows every faculty member available."""
+        from central_system.api.errors import KioskError
+
+        wanted = set(self.faculty_ids)
+        deadline = time.monotonic() + AVAILABLE_TIMEOUT_S + 0.02 * len(wanted)
+        available = 0
+        while time.monotonic() < deadline:
+            try:
+                available = sum(1 for f in self.admin.faculty() if f.id in wanted and f.can_request)
+            except KioskError:
+                available = 0
+            if available == len(wanted):
+                break
+            time.sleep(0.5)
+        self._emit("available", count=available)
+
+    def _requests(self) -> None:
+        from central_system.api.errors import KioskError
+
+        fids, cards = self.faculty_ids, self.cards
+        _request_loop(
+            lambda i, f, s: (
+                self.kiosk.create_consultation(cards[s], fids[f], _message(i), "CS101").id
+            ),
+            len(fids),
+            self.args.rate,
+            self.args.duration,
+            self._emit,
+            (KioskError,),
+        )
+        self._emit("done")
+
+    def send(self, command: str) -> None:
+        if command == "go":
+            self._start(self._requests, "bench-requests")
+        elif command == "stats":
+            stats = self.admin.system_stats()
+            self._emit("stats", mqtt={k: v for k, v in stats.items() if not k.endswith("_policy")})
+        elif command != "quit":
+            raise ValueError(f"--via-server does not support {command!r}")
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.join(STORM_WATCH_TIMEOUT_S)
+        self.kiosk.close()
+        self.admin.close()
+        self.server.stop()
 
 
 def _thread_shares(
@@ -375,7 +544,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     broker = MosquittoBroker(extra_config="set_tcp_nodelay true").start()
     received: dict[str, float] = {}
     fleet: DeskFleet | None = None
-    central: _CentralProcess | None = None
+    central: _Lines | None = None
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONSULTEASE_")}
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -398,7 +567,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         ]
         cmd += ["--offline-after", str(args.offline_after)] if args.offline_after else []
         cmd += ["--profile"] if args.profile else []
-        central = _CentralProcess(cmd, env)
+        if args.via_server:
+            central = _ServerCentral(args, broker.port, workdir)
+        else:
+            central = _CentralProcess(cmd, env)
         # Seeding goes through the controllers, one commit per row: allow for 10,000 desks.
         faculty_ids = central.wait_for("ready", READY_TIMEOUT_S + 0.05 * args.desks)["faculty_ids"]
 
@@ -494,6 +666,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         inbound = mqtt_stats.get("inbound", {})
         responses_in = inbound.get("consultease/faculty/+/responses", {})
         return {
+            "via_server": bool(args.via_server),
             "profile": profile,
             "idle_profile": idle_profile,
             "storm": bool(args.storm),
@@ -550,9 +723,18 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(r: dict[str, Any]) -> None:
     """Print one scenario's figures."""
+    via = r.get("via_server", False)
+    central = "server process" if via else "central process"
     print(
         f"consultation_flow: {r['desks']} firmware-mode desks, heartbeat every {r['heartbeat_s']:g} s, "
         f"{r['rate']:g} requests/s for {r['duration_s']:g} s; desks connected in {r['connect_s']:.1f} s"
+    )
+    print(
+        "  mode: via server (a `consultease server` process; each request is the kiosk's "
+        "ApiClient POST /api/v1/consultations with the card UID, from this process)"
+        if via
+        else "  mode: in-process (ConsultEaseApp in a child process; ConsultationController."
+        "create_consultation called from its bench-requests thread)"
     )
     print(
         f"  requests: {r['sent']} created, {r['rejected']} rejected, {r['delivered']} parsed by a desk, "
@@ -564,15 +746,15 @@ def report(r: dict[str, Any]) -> None:
         f"  request -> desk latency: p50 {r['p50_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms, "
         f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms (mean {r['mean_ms']:.1f} ms)"
     )
+    call = "POST /api/v1/consultations (HTTP call)" if via else "create_consultation call"
+    print(f"  {call}: p50 {r['create_p50_ms']:.1f} ms, p99 {r['create_p99_ms']:.1f} ms")
     print(
-        f"  create_consultation call: p50 {r['create_p50_ms']:.1f} ms, p99 {r['create_p99_ms']:.1f} ms"
-    )
-    print(
-        f"  central process CPU: {r['cpu_busy_pct']:.1f} % of one core while requests flow, "
+        f"  {central} CPU: {r['cpu_busy_pct']:.1f} % of one core while requests flow, "
         f"{r['cpu_idle_pct']:.1f} % with heartbeats only"
     )
+    fleet = "simulated desk fleet and the kiosk client" if via else "simulated desk fleet"
     print(
-        f"  simulated desk fleet (this process, one network thread): {r['fleet_cpu_pct']:.1f} % of one core; "
+        f"  {fleet} (this process, one network thread): {r['fleet_cpu_pct']:.1f} % of one core; "
         f"machine load average {r['loadavg_1m']:.2f} on {os.cpu_count()} cores"
     )
     if r.get("flap_s"):
@@ -619,7 +801,7 @@ def report(r: dict[str, Any]) -> None:
     ok_cpu = r["cpu_busy_pct"] < cpu_target
     print(
         f"  target p99 <= {TARGET_P99_MS:g} ms with every request delivered: {'PASS' if ok_latency else 'FAIL'}; "
-        f"central CPU < {cpu_target:g} %: {'PASS' if ok_cpu else 'FAIL'}"
+        f"{central} CPU < {cpu_target:g} %: {'PASS' if ok_cpu else 'FAIL'}"
     )
 
 
@@ -663,6 +845,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="print the central process's CPU per thread",
     )
+    parser.add_argument(
+        "--via-server",
+        action="store_true",
+        help="a real `consultease server` process in between: requests go as a kiosk's "
+        "POST /api/v1/consultations (issue 9)",
+    )
     parser.add_argument("--central", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
@@ -672,6 +860,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_central(args)
     if args.desks < 1 or args.rate <= 0 or args.duration <= 0:
         parser.error("--desks, --rate and --duration must be positive")
+    if args.via_server and (args.storm or args.profile):
+        parser.error("--via-server does not take --storm or --profile")
     figures = run_benchmark(args)
     report(figures)
     if args.json:
