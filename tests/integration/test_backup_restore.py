@@ -23,7 +23,10 @@ from central_system.models import (
     ConsultationStatsDaily,
     ConsultationStatsHourly,
     ConsultationStatsWeekly,
+    DeskConnectionEvent,
     DeskUnit,
+    DeskUptimeDaily,
+    DeskUptimeWeekly,
     Faculty,
     KioskToken,
     LegacyDeskLogin,
@@ -86,6 +89,31 @@ def _populate(engine: Engine) -> None:
         s.add(ConsultationStatsDaily(day=day, faculty_id=faculty.id, requests=3, answered=2))
         s.add(AnalyticsRollupState(name="consultations", until=day))
         s.add(ConsultationStatsWeekly(week=day, faculty_id=faculty.id, requests=3, h05=2))
+        s.add(DeskConnectionEvent(faculty_id=faculty.id, at=day, online=True, reason="status"))
+        s.add(
+            DeskUptimeDaily(
+                faculty_id=faculty.id,
+                day=day,
+                online_s=80000.5,
+                drops=1,
+                lead_off_s=0.0,
+                inner_off_s=6400.0,
+                trail_run_s=0.0,
+                online_at_end=True,
+            )
+        )
+        s.add(
+            DeskUptimeWeekly(
+                faculty_id=faculty.id,
+                week=day,
+                online_s=560000.0,
+                drops=2,
+                first_close_run_s=120.0,
+                first_close_end_s=120.0,
+                other_max_s=600.0,
+                trail_run_s=0.0,
+            )
+        )
         later = utcnow() + timedelta(hours=1)
         s.add(WebSession(token_hash="c" * 64, account_id=admin.id, expires_at=later))
         s.add(
