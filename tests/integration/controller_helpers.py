@@ -122,6 +122,24 @@ def bring_desk_online(
     raise AssertionError(f"desk {fid} never came online: {faculty.get_faculty(fid)!r}")
 
 
+def settle_inbound(app: ConsultEaseApp, quiet_s: float = 1.0, timeout: float = 20.0) -> None:
+    """Wait until the central system has handled everything sent to it so far: nothing waiting
+    for the handlers and nothing new received for ``quiet_s``. ``bring_desk_online`` may have
+    published a presence more than once on a slow machine; a late copy must not land in the
+    middle of a test that compares the database before and after one message."""
+    service = app.async_mqtt_service
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        stats = service.get_stats()
+        if stats["messages_received"] != last or stats["inbound_pending"]:
+            last, since = stats["messages_received"], time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the central system's inbound never settled: {service.get_stats()!r}")
+
+
 def seed(app: ConsultEaseApp, faculty_count: int = 2) -> dict[str, Any]:
     """Students and faculty through the controllers."""
     students: StudentController = app.controllers["student"]

@@ -34,6 +34,7 @@ from tests.integration.controller_helpers import (
     response_payload,
     running_app,
     seed,
+    settle_inbound,
     wait_until,
 )
 
@@ -112,6 +113,7 @@ def fuzz_world(make_settings, engine: Engine, broker) -> Iterator[dict[str, Any]
         fa, fb = data["faculty"]
         for fac in (fa, fb):
             bring_desk_online(broker.port, fac.id, app.controllers["faculty"])
+        settle_inbound(app)  # no late presence copy lands inside a before/after snapshot
         sentinel = app.controllers["consultation"].create_consultation(
             data["students"][0].id, fa.id, "The request that must stay pending"
         )
