@@ -1,8 +1,20 @@
 """The server under kiosk load: API latency, event fan-out, server RSS (issue 9, "Numbers").
 
 Real processes: Mosquitto, one ``consultease server`` (SQLite by default, ``--pg URL``
-for PostgreSQL), and this process as the kiosks (asyncio + httpx, so 20 kiosks do
-not queue behind one interpreter lock the way 20 threads would).
+for PostgreSQL), and client processes playing the kiosks.
+
+``--client kiosk`` (the default) plays them as the kiosk talks: each kiosk is a thread
+with its own :class:`ApiClient` (``http.client``, kept-alive connections, about 0.25 ms
+of CPU per call), and the latency recorded is the ``ApiClient`` call as the kiosk's
+worker sees it (answer decoded and validated). A real kiosk is one Pi each; here the
+20 share ``--client-procs`` processes, 4 by default, 5 kiosk threads each: in one
+process a thread whose answer has arrived can wait for the interpreter lock behind the
+others (up to the 5 ms switch interval when one is busy), while 20 processes would put
+20 interpreters on the 2 cores beside the server. At about 45 calls/s per process and
+0.25 ms each a process's lock is busy ~1 % of the time, so two of its kiosks rarely
+collide. ``--client httpx`` keeps the earlier clients exactly (asyncio coroutines on
+httpx, ``--client-procs 1`` by default) so earlier figures stay comparable; httpx costs
+about 2.8 ms of client CPU per call, which then lands inside the measured latency.
 
   (1) 20 kiosk clients at once, each making the kiosk's calls in a loop at a
       touchscreen's pace (a card tap, the faculty list, waiting counts, My
@@ -13,7 +25,8 @@ not queue behind one interpreter lock the way 20 threads would).
       publish to the event's arrival at each subscriber. Target: p99 <= 100 ms.
   (3) The server's RSS after the load.
 
-    flock /tmp/consultease-bench.lock .venv/bin/python benchmarks/server_api.py [--pg URL]
+
+    flock /tmp/consultease-bench.lock .venv/bin/python benchmarks/server_api.py [--pg URL] [--client kiosk|httpx]
 """
 
 from __future__ import annotations
@@ -27,8 +40,11 @@ import random
 import resource
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +56,13 @@ import psutil  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from central_system.api.client import ApiClient  # noqa: E402
+from central_system.api.errors import (  # noqa: E402
+    ERRORS_BY_CODE,
+    KioskError,
+    OutcomeUnknownError,
+    UnavailableError,
+)
 from central_system.utils import topics  # noqa: E402
 from tests.brokers import MosquittoBroker  # noqa: E402
 from tests.server_helpers import (  # noqa: E402
@@ -56,6 +79,18 @@ SUBSCRIBERS = 50
 FACULTY = 10
 # A kiosk's pace: a touch every 100 ms at most (people tap, they do not loop).
 KIOSK_PAUSE_S = 0.1
+MESSAGE = "Benchmark request, please."
+# The paths the kiosks call (the baseline app answers these).
+STUDENT, FACULTY_LIST, WAITING, MINE, CREATE = (
+    "/api/v1/students/me",
+    "/api/v1/faculty",
+    "/api/v1/faculty/waiting",
+    "/api/v1/students/me/consultations",
+    "/api/v1/consultations",
+)
+BASELINE_APP = Path(__file__).resolve().parent / "_baseline_app.py"
+
+Latencies = dict[str, list[float]]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -110,41 +145,140 @@ async def kiosk_loop(
             n += 1
 
 
-def run_kiosks(
+def _is_server_error(err: KioskError) -> bool:
+    """True for what the httpx clients count as "5xx": no answer, a standby, or a 5xx.
+
+    ``ApiClient`` raises a :class:`KioskError` subclass for each error the API names
+    (the 4xx, counted as answers, as the httpx clients count them); an answer it cannot
+    name (a 500's plain text) comes as the bare ``KioskError``.
+    """
+    if isinstance(err, UnavailableError | OutcomeUnknownError):
+        return True
+    return type(err) is KioskError or type(err) not in ERRORS_BY_CODE.values()
+
+
+def kiosk_thread(
+    url: str, token: str, card: str, fids: list[int], seconds: float, out: Latencies
+) -> None:
+    """One kiosk as the real one talks: its own ``ApiClient``, paced, for ``seconds``."""
+    client = ApiClient(url, token)
+    try:
+        client.faculty()  # connect before measuring
+        end = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < end:
+            calls: list[tuple[str, Callable[[], object]]] = [
+                ("tap (students/me)", partial(client.student, card)),
+                ("faculty list", client.faculty),
+                ("waiting counts", client.waiting_counts),
+                ("my consultations", partial(client.my_consultations, card)),
+            ]
+            if n % 5 == 4:
+                fid = random.choice(fids)
+                calls.append(
+                    ("send request", partial(client.create_consultation, card, fid, MESSAGE))
+                )
+            for name, call in calls:
+                key = name
+                t0 = time.perf_counter()
+                try:
+                    call()
+                except KioskError as err:
+                    if _is_server_error(err):
+                        key = "5xx"
+                ms = (time.perf_counter() - t0) * 1000
+                out.setdefault(key, []).append(ms)
+                time.sleep(KIOSK_PAUSE_S * random.uniform(0.5, 1.5))
+            n += 1
+    finally:
+        client.close()
+
+
+def _kiosk_threads(
     url: str, tokens: list[str], cards: list[str], fids: list[int], seconds: float
-) -> tuple[dict[str, list[float]], float]:
+) -> Latencies:
+    outs: list[Latencies] = [{} for _ in tokens]
+    threads = [
+        threading.Thread(target=kiosk_thread, args=(url, token, card, fids, seconds, part))
+        for token, card, part in zip(tokens, cards, outs, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return merge(outs)
+
+
+def merge(parts: list[Latencies]) -> Latencies:
+    """The latencies of several clients, by call."""
+    out: Latencies = {}
+    for part in parts:
+        for name, ms in part.items():
+            out.setdefault(name, []).extend(ms)
+    return out
+
+
+def run_kiosks(
+    mode: str, url: str, tokens: list[str], cards: list[str], fids: list[int], seconds: float
+) -> tuple[Latencies, float]:
     """Some of the kiosks, in this process: (latencies by call, this process's CPU seconds)."""
-    out: dict[str, list[float]] = {}
+    out: Latencies = {}
     before = resource.getrusage(resource.RUSAGE_SELF)
+    if mode == "kiosk":
+        out = _kiosk_threads(url, tokens, cards, fids, seconds)
+    else:
 
-    async def kiosks() -> None:
-        await asyncio.gather(
-            *(
-                kiosk_loop(url, token, card, fids, seconds, out)
-                for token, card in zip(tokens, cards, strict=True)
+        async def kiosks() -> None:
+            await asyncio.gather(
+                *(
+                    kiosk_loop(url, token, card, fids, seconds, out)
+                    for token, card in zip(tokens, cards, strict=True)
+                )
             )
-        )
 
-    asyncio.run(kiosks())
+        asyncio.run(kiosks())
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return out, cpu
 
 
 def kiosks_in_processes(
-    url: str, tokens: list[str], cards: list[str], fids: list[int], seconds: float, procs: int
-) -> tuple[dict[str, list[float]], float]:
+    mode: str,
+    url: str,
+    tokens: list[str],
+    cards: list[str],
+    fids: list[int],
+    seconds: float,
+    procs: int,
+) -> tuple[Latencies, float]:
     """The kiosks shared among ``procs`` client processes (1: this process)."""
     if procs <= 1:
-        return run_kiosks(url, tokens, cards, fids, seconds)
-    jobs = [(url, tokens[i::procs], cards[i::procs], fids, seconds) for i in range(procs)]
+        return run_kiosks(mode, url, tokens, cards, fids, seconds)
+    jobs = [(mode, url, tokens[i::procs], cards[i::procs], fids, seconds) for i in range(procs)]
     with multiprocessing.get_context("spawn").Pool(procs) as pool:
         results = pool.starmap(run_kiosks, jobs)
-    out: dict[str, list[float]] = {}
-    for part, _cpu in results:
-        for name, ms in part.items():
-            out.setdefault(name, []).extend(ms)
-    return out, sum(cpu for _part, cpu in results)
+    return merge([part for part, _cpu in results]), sum(cpu for _part, cpu in results)
+
+
+def report_load(
+    title: str, out: Latencies, seconds: float, client_cpu_s: float, server_cpu_s: float
+) -> list[float]:
+    """Print one load's figures; every call's latency."""
+    print(title, flush=True)
+    every: list[float] = []
+    for name, ms in sorted(out.items()):
+        print(line(name, ms), flush=True)
+        every.extend(ms)
+    print(line("all calls", every), flush=True)
+    n = max(1, len(every))
+    print(
+        f"  {len(every) / seconds:.0f} calls/s; 5xx/errors: {len(out.get('5xx', []))}; server "
+        f"CPU {server_cpu_s * 1000 / n:.2f} ms per call ({server_cpu_s / seconds:.2f} of a "
+        f"core); clients' CPU {client_cpu_s * 1000 / n:.2f} ms per call "
+        f"({client_cpu_s / seconds:.2f} of a core)",
+        flush=True,
+    )
+    return every
 
 
 async def subscriber(
@@ -221,13 +355,23 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument(
+        "--client",
+        choices=("kiosk", "httpx"),
+        default="kiosk",
+        help="kiosk: a thread per kiosk with its own ApiClient, as the kiosk talks; "
+        "httpx: asyncio + httpx coroutines (the earlier clients, for comparable figures)",
+    )
+    parser.add_argument(
         "--client-procs",
         type=int,
-        default=1,
+        default=None,
         help="processes the 20 kiosk clients run in (1: this one; 2+: separate processes, so "
-        "the clients' own CPU does not queue behind one interpreter)",
+        "the clients' own CPU does not queue behind one interpreter); default 4 for "
+        "--client kiosk, 1 for --client httpx",
     )
     args = parser.parse_args()
+    if args.client_procs is None:
+        args.client_procs = 4 if args.client == "kiosk" else 1
     tmp = Path(tempfile.mkdtemp(prefix="consultease-serverbench-"))
     if args.pg:
         reset_pg(args.pg)
@@ -263,25 +407,17 @@ def main() -> int:
         cpu0 = sum(proc.cpu_times()[:2])
         load0 = os.getloadavg()[0]
         out, client_cpu_s = kiosks_in_processes(
-            server.url, tokens, cards, fids, args.seconds, args.client_procs
+            args.client, server.url, tokens, cards, fids, args.seconds, args.client_procs
         )
         cpu_s = sum(proc.cpu_times()[:2]) - cpu0
-        print(
-            f"(1) {KIOSKS} kiosk clients for {args.seconds:.0f} s in {max(1, args.client_procs)} "
-            f"client process(es) (load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after):",
-            flush=True,
-        )
-        every: list[float] = []
-        for name, ms in sorted(out.items()):
-            print(line(name, ms), flush=True)
-            every.extend(ms)
-        print(line("all calls", every), flush=True)
-        rate = len(every) / args.seconds
-        print(
-            f"  {rate:.0f} calls/s; 5xx answers: {len(out.get('5xx', []))}; server CPU "
-            f"{cpu_s * 1000 / max(1, len(every)):.2f} ms per call ({cpu_s / args.seconds:.2f} "
-            f"of a core); clients' CPU {client_cpu_s / args.seconds:.2f} of a core",
-            flush=True,
+        every = report_load(
+            f"(1) {KIOSKS} kiosk clients ({args.client}) for {args.seconds:.0f} s in "
+            f"{max(1, args.client_procs)} client process(es) (load average {load0:.2f} before, "
+            f"{os.getloadavg()[0]:.2f} after):",
+            out,
+            args.seconds,
+            client_cpu_s,
+            cpu_s,
         )
 
         # (2) fan-out
