@@ -24,9 +24,16 @@ about 2.8 ms of client CPU per call, which then lands inside the measured latenc
       sends it) ``--changes`` times; for each change, the time from the desk's
       publish to the event's arrival at each subscriber. Target: p99 <= 100 ms.
   (3) The server's RSS after the load.
+  (4) The baseline (``--no-baseline`` skips it): the same clients, same pacing, against
+      ``benchmarks/_baseline_app.py``, a bare ASGI app on uvicorn with the server's
+      settings that answers the same paths with the real server's answers (recorded
+      after (3)) and no database; its p50/p99 and the server/baseline ratios show how
+      much of the p99 is the machine (loopback, scheduling on the shared cores, the
+      clients' CPU) and how much is ConsultEase. It runs after the server and the
+      broker have stopped, so it has the machine they had.
 
 
-    flock /tmp/consultease-bench.lock .venv/bin/python benchmarks/server_api.py [--pg URL] [--client kiosk|httpx]
+    flock /tmp/consultease-bench.lock .venv/bin/python benchmarks/server_api.py [--pg URL] [--client kiosk|httpx] [--no-baseline]
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ import multiprocessing
 import os
 import random
 import resource
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -46,6 +55,7 @@ import uuid
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -281,6 +291,86 @@ def report_load(
     return every
 
 
+def record_answers(url: str, token: str, card: str, fid: int) -> dict[str, Any]:
+    """The real server's answer to each path the kiosks call: the baseline app's bodies."""
+    client = ApiClient(url, token)
+    try:
+        mine = client.request("GET", MINE, card_uid=card, params={"limit": 50})
+        created = mine[0] if mine else None  # a request's answer is the new consultation
+        if created is None:
+            body = {"faculty_id": fid, "message": MESSAGE, "course_code": None}
+            created = client.request("POST", CREATE, body=body, card_uid=card)
+        return {
+            STUDENT: client.request("GET", STUDENT, card_uid=card),
+            FACULTY_LIST: client.request("GET", FACULTY_LIST),
+            WAITING: client.request("GET", WAITING),
+            MINE: mine,
+            CREATE: created,
+        }
+    finally:
+        client.close()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_answering(url: str, timeout: float = 20.0) -> None:
+    """Return once ``url`` answers the faculty list (the baseline app has started)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with httpx.Client(base_url=url, timeout=2.0) as client:
+                if client.get(FACULTY_LIST).status_code == 200:
+                    return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the baseline app at {url} did not answer in {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def run_baseline(
+    args: argparse.Namespace,
+    tokens: list[str],
+    cards: list[str],
+    fids: list[int],
+    answers: dict[str, Any],
+    tmp: Path,
+) -> list[float]:
+    """(4) The same kiosk load against the baseline app; every call's latency."""
+    bodies = tmp / "baseline-answers.json"
+    bodies.write_text(json.dumps(answers))
+    port = free_port()
+    app = subprocess.Popen(
+        [sys.executable, str(BASELINE_APP), "--port", str(port), "--bodies", str(bodies)]
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_answering(url)
+        proc = psutil.Process(app.pid)
+        cpu0 = sum(proc.cpu_times()[:2])
+        load0 = os.getloadavg()[0]
+        out, client_cpu_s = kiosks_in_processes(
+            args.client, url, tokens, cards, fids, args.seconds, args.client_procs
+        )
+        cpu_s = sum(proc.cpu_times()[:2]) - cpu0
+        return report_load(
+            f"(4) baseline: the same load against a bare uvicorn app with fixed answers "
+            f"(load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after):",
+            out,
+            args.seconds,
+            client_cpu_s,
+            cpu_s,
+        )
+    finally:
+        app.terminate()
+        app.wait(timeout=10)
+
+
 async def subscriber(
     url: str, token: str, ready: asyncio.Event, got: list[tuple[int, float]], count: list[int]
 ) -> None:
@@ -369,6 +459,11 @@ def main() -> int:
         "the clients' own CPU does not queue behind one interpreter); default 4 for "
         "--client kiosk, 1 for --client httpx",
     )
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip (4), the same load against benchmarks/_baseline_app.py",
+    )
     args = parser.parse_args()
     if args.client_procs is None:
         args.client_procs = 4 if args.client == "kiosk" else 1
@@ -432,9 +527,19 @@ def main() -> int:
         )
         print(f"api p99 ms: {pct(every, 0.99):.2f}", flush=True)
         print(f"fan-out p99 ms: {pct(delays, 0.99):.2f}", flush=True)
+        answers = record_answers(server.url, tokens[0], cards[0], fids[0])
     finally:
         server.stop()
         broker.cleanup()
+    if not args.no_baseline:
+        # (4) with the server and the broker stopped: the baseline gets the machine they had
+        base = run_baseline(args, tokens, cards, fids, answers, tmp)
+        print(
+            f"server / baseline: p50 {pct(every, 0.5) / pct(base, 0.5):.1f}x, "
+            f"p99 {pct(every, 0.99) / pct(base, 0.99):.1f}x",
+            flush=True,
+        )
+        print(f"baseline api p99 ms: {pct(base, 0.99):.2f}", flush=True)
     return 0
 
 
