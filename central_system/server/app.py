@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from .central import CentralServer
 from .errors import install_error_handlers
+from .fast_path import KioskFastPath
 from .metrics import LatencyMiddleware, make_registry
 from .routes import include_api
 from .routes.health import router as health_router
@@ -135,5 +136,7 @@ def create_app(server: CentralServer) -> FastAPI:
     mount_web(app)  # the web dashboard's pages (issue 10, server/web/)
     app.add_middleware(LimitsAndRole, server=server)
     app.state.metrics_registry, latency = make_registry(server)  # per app: tests run several
-    app.add_middleware(LatencyMiddleware, histogram=latency)  # outermost: times 413/503 too
+    app.add_middleware(LatencyMiddleware, histogram=latency)  # times 413/503 too
+    # Outermost: the kiosk's frequent reads answered before all of the above (fast_path.py).
+    app.add_middleware(KioskFastPath, server=server, histogram=latency)
     return app

@@ -114,6 +114,7 @@ class CentralServer:
                 self.local_kiosk_token,
             )
             self.frequent = FrequentCalls(system.engine, self.auth, backend)
+            backend.connect_events(self.frequent)  # changes invalidate its shared answers
             self.system = system
             self.backend = backend
             self.role = "active"

@@ -18,6 +18,8 @@ list and the waiting counts, through :meth:`Authenticator.admin`.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -41,6 +43,8 @@ T = TypeVar("T")
 
 UNKNOWN_CARD: Final = "Unknown card. Please see the department office to register it."
 JSON: Final = "application/json"
+# The longest a shared answer is kept (changes made outside this server show within it).
+SHARED_ANSWER_TTL_S: Final = 1.0
 
 FACULTY_LIST: Final = TypeAdapter(list[FacultyView])
 WAITING: Final = TypeAdapter(dict[int, int])
@@ -140,6 +144,50 @@ def my_consultations(conn: Connection, student_id: int, limit: int) -> list[Cons
 Caller = KioskPrincipal | AdminPrincipal
 
 
+class SharedAnswer:
+    """An answer every kiosk gets alike (the faculty list, waiting counts), read once and shared.
+
+    Twenty kiosks poll these; each poll read and serialised the same rows again. The answer
+    is kept as its JSON bytes until something may have changed it (:meth:`invalidate`: the
+    controllers' faculty and consultation events, any call that writes through this server)
+    and never longer than :data:`SHARED_ANSWER_TTL_S`, which bounds how long a change made
+    outside this server (the ``consultease`` command on the same database) goes unseen.
+
+    A read that overlaps an invalidation is answered but not kept: it may have read the rows
+    before the change it raced with (the events fire after their transaction commits).
+    """
+
+    def __init__(self, read: Callable[[Connection], bytes], ttl: float = SHARED_ANSWER_TTL_S):
+        self._read = read
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._body: bytes | None = None
+        self._expires = 0.0
+        self.reads = 0
+
+    def invalidate(self) -> None:
+        """Forget the kept answer (any thread)."""
+        with self._lock:
+            self._generation += 1
+            self._body = None
+
+    def read(self, conn: Connection, _caller: object = None, _student: object = None) -> bytes:
+        """The kept answer, or a fresh one read on ``conn`` (kept if nothing changed meanwhile)."""
+        with self._lock:
+            body, generation = self._body, self._generation
+            if body is not None and time.monotonic() < self._expires:
+                return body
+        started = time.monotonic()
+        body = self._read(conn)
+        with self._lock:
+            self.reads += 1
+            if self._generation == generation:
+                self._body = body
+                self._expires = started + self.ttl
+        return body
+
+
 def _known(student: StudentView | None) -> StudentView:
     if student is None:  # check() answered 404 already for a card-holder call
         raise NotFoundError(UNKNOWN_CARD)
@@ -153,14 +201,38 @@ class FrequentCalls:
         self.engine = engine
         self.auth = auth
         self.backend = backend
+        self._faculty = SharedAnswer(lambda conn: FACULTY_LIST.dump_json(list_faculty(conn)))
+        self._waiting = SharedAnswer(lambda conn: WAITING.dump_json(waiting_counts(conn)))
 
     async def faculty_list(self, call: KioskCall) -> Response:
         """``GET /faculty``."""
-        return await self.answer(call, lambda conn, _c, _s: list_faculty(conn), FACULTY_LIST)
+        body = await run_in_threadpool(self.run, call, self._faculty.read)
+        return Response(body, media_type=JSON)
 
     async def waiting_counts(self, call: KioskCall) -> Response:
         """``GET /faculty/waiting``."""
-        return await self.answer(call, lambda conn, _c, _s: waiting_counts(conn), WAITING)
+        body = await run_in_threadpool(self.run, call, self._waiting.read)
+        return Response(body, media_type=JSON)
+
+    def invalidate(self) -> None:
+        """Something may have changed: the next faculty list and waiting counts are read anew."""
+        self._faculty.invalidate()
+        self._waiting.invalidate()
+
+    # The facade's connect_events() calls these on the service threads (as the event hub's).
+
+    def on_consultation(
+        self, _consultation_id: int, _status: str, _faculty_id: int | None = None
+    ) -> None:
+        """A consultation changed status (or was created): waiting counts change."""
+        self._waiting.invalidate()
+
+    def on_faculty(self, _faculty_id: int) -> None:
+        """A faculty member's status or desk liveness changed."""
+        self._faculty.invalidate()
+
+    def on_mqtt_state(self, _state: str) -> None:
+        """The MQTT connection's state (nothing cached depends on it)."""
 
     async def card_holder(self, call: KioskCall) -> Response:
         """``GET /students/me``."""

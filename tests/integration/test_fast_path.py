@@ -1,0 +1,229 @@
+"""The kiosk's frequent reads answered ahead of FastAPI (server/fast_path.py) and the shared
+faculty list and waiting counts (frequent.SharedAnswer): the same answers as the app's, kept
+fresh by every change. A real CentralServer on SQLite and PostgreSQL with real Mosquitto,
+in-process behind Starlette's TestClient."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from central_system.models import Faculty
+from central_system.server.fast_path import KioskFastPath
+from central_system.utils import topics
+from tests.brokers import MosquittoBroker
+from tests.mqtt_probe import publish_raw
+from tests.server_helpers import ADMIN_PASSWORD, ADMIN_USER, create_admin, enroll, revoke
+from tests.web.helpers import Web, running_web
+
+CARD = "04A1B2C3"
+OTHER_CARD = "04A1B2C4"
+
+
+@pytest.fixture
+def web(db_url: str, make_settings: Any) -> Iterator[Web]:
+    with running_web(make_settings(database_url=db_url)) as w:
+        yield w
+
+
+def _fast_path(web: Web) -> KioskFastPath:
+    layer = web.app.middleware_stack  # Starlette's and FastAPI's own layers, then ours
+    for _ in range(6):
+        if isinstance(layer, KioskFastPath):
+            return layer
+        layer = layer.app
+    raise AssertionError("the fast path is not among the outermost layers")
+
+
+def _seed(web: Web, client: TestClient) -> dict[str, Any]:
+    create_admin(web.engine)
+    signed_in = client.post(
+        "/api/v1/admin/session", json={"username": ADMIN_USER, "password": ADMIN_PASSWORD}
+    )
+    assert signed_in.status_code == 201, signed_in.text
+    admin = {"Authorization": f"Bearer {signed_in.json()['token']}"}
+    fids = []
+    for name in ("Dr. Ada Cruz", "Dr. Ben Reyes"):
+        r = client.post(
+            "/api/v1/faculty", json={"name": name, "department": "CS", "email": None}, headers=admin
+        )
+        assert r.status_code == 201, r.text
+        fids.append(r.json()["id"])
+    for name, number, card in (("Maria Santos", "2021-1", CARD), ("Juan Luna", "2021-2", OTHER_CARD)):
+        r = client.post(
+            "/api/v1/students",
+            json={"name": name, "student_id": number, "department": "CS", "rfid_uid": card},
+            headers=admin,
+        )
+        assert r.status_code == 201, r.text
+    token = enroll(web.engine, "kiosk-a")
+    return {"admin": admin, "kiosk": {"Authorization": f"Bearer {token}"}, "fids": fids}
+
+
+def _both(client: TestClient, path: str, headers: dict[str, str]) -> tuple[Any, Any]:
+    """The same call answered by the fast path and by the app (an extra query parameter the
+    fast path does not take sends it to the app)."""
+    sep = "&" if "?" in path else "?"
+    return client.get(path, headers=headers), client.get(f"{path}{sep}_=1", headers=headers)
+
+
+def test_the_fast_path_answers_exactly_as_the_app_does(web: Web) -> None:
+    client = web.client()
+    seeded = _seed(web, client)
+    kiosk, admin = seeded["kiosk"], seeded["admin"]
+    card = {**kiosk, "X-Card-UID": CARD}
+    fast = _fast_path(web)
+    cases = [
+        ("/api/v1/faculty", kiosk, 200),
+        ("/api/v1/faculty", admin, 200),  # administrators may read the list
+        ("/api/v1/faculty/waiting", kiosk, 200),
+        ("/api/v1/students/me", card, 200),
+        ("/api/v1/students/me", {**kiosk, "X-Card-UID": "04:a1:b2:c3"}, 200),  # same card
+        ("/api/v1/students/me/consultations", card, 200),
+        ("/api/v1/students/me/consultations?limit=1", card, 200),
+        ("/api/v1/students/me", {**kiosk, "X-Card-UID": "0BADCAFE"}, 404),  # unknown card
+        ("/api/v1/students/me", {**admin, "X-Card-UID": CARD}, 403),  # not a kiosk
+        ("/api/v1/faculty", {"Authorization": "Bearer cek_unknown"}, 401),
+        ("/api/v1/faculty", {"Authorization": "Bearer nonsense"}, 401),
+    ]
+    for path, headers, status in cases:
+        before = fast.answered
+        quick, slow = _both(client, path, headers)
+        assert fast.answered == before + 1, f"{path} was not answered by the fast path"
+        assert (quick.status_code, slow.status_code) == (status, status), (path, quick.text)
+        assert quick.content == slow.content, path
+        assert quick.headers["content-type"] == slow.headers["content-type"] == "application/json"
+    # A request made and cancelled: the card holder's list shows it the same way on both.
+    made = client.post(
+        "/api/v1/consultations",
+        json={"faculty_id": seeded["fids"][0], "message": "Help with recursion please."},
+        headers=card,
+    )
+    # (the desk is offline: refused with the controller's reason, the same on both paths)
+    assert made.status_code == 400, made.text
+    quick, slow = _both(client, "/api/v1/students/me/consultations", card)
+    assert quick.content == slow.content
+
+
+def test_irregular_calls_are_left_to_the_app(web: Web) -> None:
+    client = web.client()
+    seeded = _seed(web, client)
+    kiosk = seeded["kiosk"]
+    fast = _fast_path(web)
+    before = fast.answered
+    irregular = [
+        ("/api/v1/faculty", {}, 401),  # no token
+        ("/api/v1/faculty", {"Authorization": "Basic abc"}, 401),
+        ("/api/v1/students/me", kiosk, 422),  # no card header
+        ("/api/v1/students/me", {**kiosk, "X-Card-UID": "not-hex!"}, 422),
+        ("/api/v1/students/me/consultations?limit=0", {**kiosk, "X-Card-UID": CARD}, 422),
+        ("/api/v1/students/me/consultations?limit=201", {**kiosk, "X-Card-UID": CARD}, 422),
+        ("/api/v1/students/me/consultations?limit=x", {**kiosk, "X-Card-UID": CARD}, 422),
+    ]
+    for path, headers, status in irregular:
+        r = client.get(path, headers=headers)
+        assert r.status_code == status, (path, r.text)
+        assert r.json()["error"], path
+    assert fast.answered == before
+    # A revoked kiosk is refused by both, on its very next call.
+    revoke(web.engine, "kiosk-a")
+    quick, slow = _both(client, "/api/v1/faculty", kiosk)
+    assert quick.status_code == slow.status_code == 401
+    assert quick.content == slow.content
+
+
+def _names(client: TestClient, headers: dict[str, str]) -> list[str]:
+    r = client.get("/api/v1/faculty", headers=headers)
+    assert r.status_code == 200
+    return [f["name"] for f in r.json()]
+
+
+def test_the_shared_faculty_list_is_read_once_and_never_outlives_a_change(
+    web: Web, broker: MosquittoBroker
+) -> None:
+    client = web.client()
+    seeded = _seed(web, client)
+    kiosk, admin, (fid, _other) = seeded["kiosk"], seeded["admin"], seeded["fids"]
+    shared = web.server.frequent._faculty  # type: ignore[union-attr]
+    _names(client, kiosk)
+    reads = shared.reads
+    for _ in range(10):
+        assert _names(client, kiosk) == ["Dr. Ada Cruz", "Dr. Ben Reyes"]
+    assert shared.reads == reads, "the list was read again although nothing changed"
+    # An administrator's edit through this server: the very next list shows it.
+    r = client.put(
+        f"/api/v1/faculty/{fid}",
+        json={"name": "Dr. Ada Cruz-Lim", "department": "CS", "email": None},
+        headers=admin,
+    )
+    assert r.status_code == 200, r.text
+    assert _names(client, kiosk) == ["Dr. Ada Cruz-Lim", "Dr. Ben Reyes"]
+    # A change written by another process (the consultease command): shown within the bound.
+    with Session(web.engine) as s:
+        s.execute(update(Faculty).where(Faculty.id == fid).values(name="Dr. Ada Lim"))
+        s.commit()
+    deadline = time.monotonic() + shared.ttl + 5
+    while _names(client, kiosk)[0] != "Dr. Ada Lim" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _names(client, kiosk)[0] == "Dr. Ada Lim"
+
+
+def test_waiting_counts_follow_requests_and_desk_presence_follows_the_desk(
+    web: Web, broker: MosquittoBroker
+) -> None:
+    client = web.client()
+    seeded = _seed(web, client)
+    kiosk, fid = seeded["kiosk"], seeded["fids"][0]
+    card = {**kiosk, "X-Card-UID": CARD}
+
+    def available() -> bool:
+        listed = client.get("/api/v1/faculty", headers=kiosk).json()
+        return any(f["id"] == fid and f["can_request"] for f in listed)
+
+    assert not available()
+    payload = json.dumps({"faculty_id": fid, "present": True, "status": "AVAILABLE"}).encode()
+    deadline = time.monotonic() + 20
+    while not available() and time.monotonic() < deadline:
+        publish_raw(broker.port, topics.faculty_status_topic(fid), payload, qos=0)
+        time.sleep(0.2)
+    assert available(), "the desk's presence never reached the shared faculty list"
+    waiting = client.get("/api/v1/faculty/waiting", headers=kiosk).json()
+    assert waiting.get(str(fid), 0) == 0
+    made = client.post(
+        "/api/v1/consultations",
+        json={"faculty_id": fid, "message": "Help with recursion please."},
+        headers=card,
+    )
+    assert made.status_code == 201, made.text
+    # The very next poll counts it (no waiting out the shared answer's bound).
+    assert client.get("/api/v1/faculty/waiting", headers=kiosk).json() == {str(fid): 1}
+    cancelled = client.post(f"/api/v1/consultations/{made.json()['id']}/cancel", headers=card)
+    assert cancelled.status_code == 200, cancelled.text
+    assert client.get("/api/v1/faculty/waiting", headers=kiosk).json() == {}
+
+
+def test_fast_path_calls_are_timed_under_their_route(web: Web) -> None:
+    client = web.client()
+    seeded = _seed(web, client)
+    for _ in range(6):
+        assert client.get("/api/v1/faculty/waiting", headers=seeded["kiosk"]).status_code == 200
+    text = client.get("/metrics").text
+    line = next(
+        (
+            ln
+            for ln in text.splitlines()
+            if ln.startswith("consultease_api_request_duration_seconds_count")
+            and 'route="/api/v1/faculty/waiting"' in ln
+            and 'status="200"' in ln
+        ),
+        None,
+    )
+    assert line is not None, "fast-path calls are missing from the latency histogram"
+    assert float(line.rsplit(" ", 1)[1]) >= 3
