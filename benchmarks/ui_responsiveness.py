@@ -250,8 +250,8 @@ def scenario_a(b: Bench) -> list[float]:
     # The server child echoes only the topic it was started with (``--backend server``).
     topic = getattr(b.backend, "echo_topic", None) or f"bench/ui/{uuid.uuid4().hex[:6]}"
     received = {"n": 0, "done_tasks": 0}
-    b.kiosk.bridge.consultation_changed.connect(
-        lambda _cid, _s: received.__setitem__("n", received["n"] + 1)
+    b.kiosk.bridge.consultations_changed.connect(
+        lambda changes: received.__setitem__("n", received["n"] + len(changes))
     )
     backend = b.backend
     backend.bench_echo(topic)

@@ -36,7 +36,8 @@ RECONNECT_DELAYS_S: Final = (0.2, 0.5, 1.0, 2.0, 5.0)
 # The bridge's words for "no server answers" (the header says so in plain words).
 UNREACHABLE_STATE: Final = "backend_failed"
 TAP_AGAIN = "Please tap your card again."
-# The event reader pauses this long after every YIELD_EVERY events of a burst.
+# The event reader posts a burst to the bridge YIELD_EVERY events at a time and pauses
+# this long between them.
 YIELD_EVERY: Final = 100
 YIELD_S: Final = 0.0005
 
@@ -101,23 +102,9 @@ class ApiBackend:
         attempt = 0
         while not self._stop.is_set():
             try:
-                for n, event in enumerate(self.client.events(), 1):
+                for batch in self.client.event_batches():
                     attempt = 0
-                    if n % YIELD_EVERY == 0:
-                        # A burst arrives as one message of hundreds of events: give the
-                        # interpreter lock to the screen now and then, not after all of them.
-                        time.sleep(YIELD_S)
-                    bridge = self._bridge
-                    if event.kind == "mqtt_state" and event.state is not None:
-                        self._set_state(event.state)
-                    elif bridge is None:
-                        continue
-                    elif event.kind == "consultation" and event.id is not None:
-                        bridge.on_consultation(event.id, event.status or "")
-                    elif event.kind == "faculty" and event.id is not None:
-                        bridge.on_faculty(event.id)
-                    elif event.kind == "overflow":
-                        logger.warning("the kiosk fell behind the event stream; reconnecting")
+                    self._deliver(batch)
             except Exception as err:
                 if self._stop.is_set():
                     return
@@ -131,6 +118,37 @@ class ApiBackend:
             if self._stop.wait(delay):
                 return
             self._resync()
+
+    def _deliver(self, batch: list[dict[str, Any]]) -> None:
+        """One read of the stream to the bridge: its changes posted YIELD_EVERY at a time.
+
+        A burst is hundreds of events per read; each slice goes in one ``on_changes``
+        call (one lock, at most one wake), and between slices the reader sleeps briefly
+        so that the screen gets the interpreter lock instead of waiting out the switch
+        interval (issue 9).
+        """
+        consultations: list[tuple[int, str]] = []
+        faculty: list[int] = []
+        for n, raw in enumerate(batch, 1):
+            kind = raw["kind"]
+            if kind == "consultation" and raw.get("id") is not None:
+                consultations.append((raw["id"], raw.get("status") or ""))
+            elif kind == "faculty" and raw.get("id") is not None:
+                faculty.append(raw["id"])
+            elif kind == "mqtt_state" and raw.get("state") is not None:
+                self._set_state(raw["state"])
+            elif kind == "overflow":
+                logger.warning("the kiosk fell behind the event stream; reconnecting")
+            if n % YIELD_EVERY == 0 and n < len(batch):
+                self._post(consultations, faculty)
+                consultations, faculty = [], []
+                time.sleep(YIELD_S)
+        self._post(consultations, faculty)
+
+    def _post(self, consultations: list[tuple[int, str]], faculty: list[int]) -> None:
+        bridge = self._bridge
+        if bridge is not None and (consultations or faculty):
+            bridge.on_changes(consultations, faculty)
 
     def _down_state(self) -> str:
         """What the header says while the stream is down."""

@@ -166,7 +166,7 @@ class DashboardScreen(QWidget):
         self.waiting: dict[int, int] = {}
         self._waiting_timer = _queue_timer(self, self.refresh_waiting)
         self._waiting_loading = False
-        ctx.bridge.consultation_changed.connect(self._on_consultation_changed)
+        ctx.bridge.consultations_changed.connect(self._on_consultation_changed)
 
     def refresh(self) -> None:
         """Reload every faculty member on the worker; at most one reload in flight."""
@@ -186,7 +186,7 @@ class DashboardScreen(QWidget):
         self._waiting_loading = True
         self.ctx.run(lambda b: b.waiting_counts(), self._waiting_loaded, self._waiting_failed)
 
-    def _on_consultation_changed(self, _consultation_id: int, _status: str) -> None:
+    def _on_consultation_changed(self, _changes: dict[int, str]) -> None:
         if not self._waiting_timer.isActive():
             self._waiting_timer.start()
 
@@ -319,7 +319,7 @@ class RequestFormScreen(QWidget):
         self.stack.addWidget(self._build_form())
         self.stack.addWidget(self._build_sent())
         self._queue_timer = _queue_timer(self, self._refresh_queue)
-        ctx.bridge.consultation_changed.connect(self._on_consultation_changed)
+        ctx.bridge.consultations_changed.connect(self._on_consultation_changed)
 
     def _build_form(self) -> QWidget:
         page = QWidget()
@@ -510,10 +510,11 @@ class RequestFormScreen(QWidget):
             self.form_error.setText(_error_text(err))
         self._validate()
 
-    def _on_consultation_changed(self, consultation_id: int, status: str) -> None:
+    def _on_consultation_changed(self, changes: dict[int, str]) -> None:
         if self.sent is None:
             return
-        if self.sent.id == consultation_id and status:
+        status = changes.get(self.sent.id)
+        if status:
             self.sent_status.set_status(status)
             if status != "pending":
                 self.queue_label.setText(EXPIRED_TEXT if status == "expired" else "")
@@ -637,7 +638,7 @@ class MyConsultationsScreen(QWidget):
         self.back_button.clicked.connect(self.back_requested.emit)
         self.queues: dict[int, QueueView] = {}
         self._queue_timer = _queue_timer(self, self.refresh_queues)
-        ctx.bridge.consultation_changed.connect(self._on_changed)
+        ctx.bridge.consultations_changed.connect(self._on_changed)
 
     def refresh_queues(self) -> None:
         """Re-read the positions and wait estimates of the student's pending requests."""
@@ -703,11 +704,15 @@ class MyConsultationsScreen(QWidget):
     def _failed(self, err: BaseException) -> None:
         self.info.setText(_error_text(err))
 
-    def _on_changed(self, consultation_id: int, status: str) -> None:
-        row = self.rows.get(consultation_id)
-        if row is not None and status:
-            row.set_status(status)  # from the event itself: no database round trip
-        elif row is None and self.student is not None and self.isVisible():
+    def _on_changed(self, changes: dict[int, str]) -> None:
+        unknown = False
+        for consultation_id, status in changes.items():
+            row = self.rows.get(consultation_id)
+            if row is None:
+                unknown = True
+            elif status:
+                row.set_status(status)  # from the event itself: no database round trip
+        if unknown and self.student is not None and self.isVisible():
             self.load(self.student)  # a request made at another kiosk
             return
         # Any request answered, cancelled or expired may move the student's pending ones up.

@@ -149,7 +149,7 @@ def test_bridge_delivers_bursts_in_order_and_merges_repeats(qtbot: Any) -> None:
 
     bridge = MqttBridge(budget_ms=1.0)
     seen: list[tuple[int, str]] = []
-    bridge.consultation_changed.connect(lambda cid, status: seen.append((cid, status)))
+    bridge.consultations_changed.connect(lambda changes: seen.extend(changes.items()))
     done = threading.Event()
 
     def burst() -> None:
