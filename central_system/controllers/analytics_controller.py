@@ -26,6 +26,7 @@ from sqlalchemy import (
     Float,
     Integer,
     Select,
+    Subquery,
     and_,
     bindparam,
     case,
@@ -84,6 +85,8 @@ UPTIME_ROLLUP_LAG: Final = timedelta(hours=1)
 EXACT_PERCENTILES_MAX: Final = 5_000
 # A date range longer than this is refused (a typo like year 2206 would scan everything).
 MAX_RANGE: Final = timedelta(days=3 * 366)
+# A float zero that PostgreSQL does not take for numeric (a UNION's types must agree).
+_ZERO_S: Final = cast(literal_column("0.0"), Float)
 WEEKDAYS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 OUTCOME_STATUSES: Final = (
     ConsultationStatus.PENDING,
@@ -356,27 +359,24 @@ class AnalyticsController(ControllerBase):
 
         Over ``[start, min(end, now))`` from ``desk_connection_events`` (docs/analytics.md
         "Desk uptime"); a desk with no row at all in or before the range never connected.
+        One statement: each desk's pieces summed in SQL and joined to its faculty member.
         """
         self._check(start, end)
         end = min(end, now or datetime.now(UTC))
+        f = Faculty
         with self.session() as session:
-            people = (
-                session.connection()
-                .execute(select(Faculty.id, Faculty.name, Faculty.department, Faculty.last_seen))
-                .all()
-            )
-            desks = self._desk_uptime(session, start, end) if end > start else {}
-            # Nothing is known before the history began (the upgrade to 0010, or the first
-            # desk's first message): that time is not counted as offline.
-            began = session.scalar(select(func.min(DeskConnectionEvent.at)))
-        known_from = end if began is None else max(start, began)
-        span = max(0.0, (end - known_from).total_seconds())
+            span = _known_span(session, start, end)
+            desks = self._desk_uptime(session, start, end)
+            stmt = select(
+                f.id, f.name, f.department, f.last_seen, *_uptime_columns(desks)
+            ).outerjoin(desks, desks.c.faculty_id == f.id)
+            people = session.connection().execute(stmt).all()
         rows = []
-        for fid, name, dept, last_seen in people:
-            online_s, drops, longest = desks.get(int(fid), (0.0, 0, None))
-            uptime = 100.0 * online_s / span if span else None
+        for fid, name, dept, last_seen, online_s, drops, longest in people:
+            uptime = 100.0 * float(online_s) / span if span else None
             seen = last_seen.astimezone(UTC).isoformat(timespec="seconds") if last_seen else None
-            rows.append((int(fid), name, dept or "", uptime, drops, longest, seen))
+            longest_s = None if longest is None else float(longest)
+            rows.append((int(fid), name, dept or "", uptime, int(drops), longest_s, seen))
         rows.sort(key=lambda r: (r[1], r[0]))
         return Table(
             "desk_uptime_by_faculty",
@@ -396,24 +396,48 @@ class AnalyticsController(ControllerBase):
         self, start: datetime, end: datetime, now: datetime | None = None
     ) -> Table:
         """Per department: desks, uptime % (all its desks' online time over theirs in the range),
-        disconnections, the longest outage of any of its desks, desks that never connected."""
-        per_desk = self.desk_uptime_by_faculty(start, end, now)
-        sums: dict[str, list[Any]] = {}
-        for _fid, _name, dept, uptime, drops, longest, _seen in per_desk.rows:
-            acc = sums.setdefault(dept, [0, 0.0, 0, None, 0, 0])
-            acc[0] += 1
-            acc[1] += uptime or 0.0
-            acc[2] += drops
-            if longest is not None and (acc[3] is None or longest > acc[3]):
-                acc[3] = longest
-            if not uptime and not drops and longest is None:
-                acc[4] += 1
-            if uptime is not None:
-                acc[5] += 1
+        disconnections, the longest outage of any of its desks, desks that never connected.
+
+        The per-desk figures of :meth:`desk_uptime_by_faculty`, summed per department in the
+        same statement, so one row per department leaves the database.
+        """
+        self._check(start, end)
+        end = min(end, now or datetime.now(UTC))
+        with self.session() as session:
+            span = _known_span(session, start, end)
+            desks = self._desk_uptime(session, start, end)
+            online, drops, longest = _uptime_columns(desks)
+            never = and_(online == 0, drops == 0, longest.is_(None))
+            # Inline '' (not a bound value): the GROUP BY must read exactly as the column.
+            dept = func.coalesce(Faculty.department, literal_column("''"))
+            stmt = (
+                select(
+                    dept,
+                    func.count(),
+                    func.sum(online),
+                    func.sum(drops),
+                    func.max(longest),
+                    func.sum(case((never, 1), else_=0)),
+                )
+                .select_from(Faculty)
+                .outerjoin(desks, desks.c.faculty_id == Faculty.id)
+                .group_by(dept)
+            )
+            sums = session.connection().execute(stmt).all()
+        # Each desk spans the same known time, so the mean of their uptimes is their summed
+        # online time over desks x span.
         rows = [
-            (dept, n, total / known if known else None, drops, longest, never)
-            for dept, (n, total, drops, longest, never, known) in sorted(sums.items())
+            (
+                name,
+                int(n),
+                100.0 * float(on) / (span * n) if span else None,
+                int(dropped),
+                None if worst is None else float(worst),
+                int(never_n),
+            )
+            for name, n, on, dropped, worst, never_n in sums
         ]
+        rows.sort(key=lambda r: r[0])
         return Table(
             "desk_uptime_by_department",
             (
@@ -427,69 +451,89 @@ class AnalyticsController(ControllerBase):
             rows,
         )
 
-    def _desk_uptime(
-        self, session: Session, start: datetime, end: datetime
-    ) -> dict[int, tuple[float, int, float | None]]:
-        """Per faculty id: seconds online, disconnections, longest outage (s) in ``[start, end)``.
+    def _desk_uptime(self, session: Session, start: datetime, end: datetime) -> Subquery:
+        """Per faculty id: seconds online, disconnections and the longest outage (s; NULL:
+        none) in ``[start, end)``, as a subquery (columns ``faculty_id``, ``online_s``,
+        ``drops``, ``longest``) that the reports join and group further.
 
-        Whole UTC days come from ``desk_uptime_daily`` (grouped in SQL), the partial days at
-        the edges from the transitions; an outage crossing from one part into the next is
-        joined up (docs/analytics.md "Desk uptime").
+        Whole weeks and days come from the rollups, the partial days at the edges from the
+        transitions; every piece is a row of (desk, online s, drops, an outage candidate),
+        summed per desk in SQL. An outage crossing from one piece into the next is joined up
+        where it ends: the days' ``close_run_s`` (cut at ``start``), or the tail's first
+        stretch plus the run still open when the rollup ends (docs/analytics.md "Desk
+        uptime"); so the head leaves out its last outage, which goes on into the days.
         """
+        if end <= start:
+            return (
+                select(
+                    literal(0).label("faculty_id"),
+                    _ZERO_S.label("online_s"),
+                    literal_column("0").label("drops"),
+                    _ZERO_S.label("longest"),
+                )
+                .where(false())
+                .subquery()
+            )
         until = self._uptime_rollup_until(session)
         if session.get_bind().dialect.name == "postgresql":
             # Short queries over a few thousand groups: compiling them, or starting parallel
-            # workers, costs more than it saves (docs/performance.md).
-            session.execute(text("SET LOCAL jit = off"))
-            session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+            # workers, costs more than it saves (docs/performance.md). One round trip for both.
+            session.execute(
+                text(
+                    "SELECT set_config('jit', 'off', true), "
+                    "set_config('max_parallel_workers_per_gather', '0', true)"
+                )
+            )
         first_day = _floor_day(start)
         if first_day < start:
             first_day += DAY
         last_day = min(_floor_day(end), until) if until is not None else first_day
+        parts: list[Select[Any]] = []
         if last_day <= first_day:
-            return {
-                fid: (p.online_s, p.drops, p.longest)
-                for fid, p in _uptime_pieces(session, start, end).items()
-            }
-        head = _uptime_pieces(session, start, first_day) if start < first_day else {}
-        # The tail starts where the rollup ends: each desk's state there is on its last row.
-        tail = _uptime_pieces(session, last_day, end, from_rollup=True) if last_day < end else {}
-        tail_s = (end - last_day).total_seconds()
-        middle, open_runs = self._uptime_days(session, start, first_day, last_day)
-        result: dict[int, tuple[float, int, float | None]] = {}
-        for fid in set(head) | set(middle) | set(tail) | set(open_runs):
-            online, drops, candidates = 0.0, 0, []
-            h = head.get(fid)
-            if h is not None:
-                online, drops = h.online_s, h.drops
-                if not h.all_off:  # its last outage, if any, goes on into the days
-                    candidates += [h.lead_off_s, h.inner_off_s]
-            m = middle.get(fid)
-            if m is not None:
-                online, drops = online + m[0], drops + m[1]
-                candidates += [m[2], m[3]]
-            run = open_runs.get(fid, 0.0)  # offline at the end of the days, cut at ``start``
-            t = tail.get(fid)
-            if t is None:
-                candidates.append(run)
+            whole = _uptime_segments(session, start, end, "range")[0]
+            parts.append(_segment_part(whole, case((_off(whole), whole.c.seconds))))
+        else:
+            if start < first_day:
+                head = _uptime_segments(session, start, first_day, "head")[0]
+                inside = and_(_off(head), head.c.nxt.is_not(None))
+                parts.append(_segment_part(head, case((inside, head.c.seconds))))
+            parts += self._uptime_day_parts(session, start, first_day, last_day)
+            # The outage still open where the rollup ends, cut at ``start``.
+            cap = bindparam("run_cap", (last_day - start).total_seconds(), type_=Float())
+            if last_day < end:
+                tail = _uptime_segments(session, last_day, end, "tail", run_cap=cap)[0]
+                s = tail.c
+                # Only the tail's first stretch carries the open run: it continues it.
+                joined = case((_off(tail), s.seconds + s.run), else_=s.run)
+                parts.append(_segment_part(tail, joined))
             else:
-                online, drops = online + t.online_s, drops + t.drops
-                if t.all_off:
-                    candidates.append(run + tail_s)
-                else:
-                    candidates += [run + t.lead_off_s, t.inner_off_s, t.trail_off_s]
-            longest = max((c for c in candidates if c > 0), default=None)
-            result[fid] = (online, drops, longest)
-        return result
+                d = DeskUptimeDaily
+                parts.append(
+                    select(
+                        d.faculty_id, _ZERO_S, literal_column("0"), _least(d.trail_run_s, cap)
+                    ).where(d.day == last_day - DAY)
+                )
+        rows = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
+        c = list(rows.c)
+        return (
+            select(
+                c[0].label("faculty_id"),
+                func.sum(c[1]).label("online_s"),
+                func.sum(c[2]).label("drops"),
+                func.max(case((c[3] > 0, c[3]))).label("longest"),
+            )
+            .group_by(c[0])
+            .subquery()
+        )
 
-    def _uptime_days(
+    def _uptime_day_parts(
         self, session: Session, start: datetime, first_day: datetime, last_day: datetime
-    ) -> tuple[dict[int, tuple[float, int, float, float]], dict[int, float]]:
-        """From the rollups, whole days ``[first_day, last_day)`` (whole weeks from the weekly
-        one): per desk (online s, drops, longest outage begun inside, longest outage ending
-        inside cut at ``start``), and the outage still open at ``last_day`` (cut at ``start``)."""
+    ) -> list[Select[Any]]:
+        """The rollup rows of the whole days ``[first_day, last_day)`` (of the whole weeks in
+        it, the weekly ones): desk, online s, drops, and the longer of the longest outage
+        begun inside and the outage ending inside cut at ``start``."""
         dialect = session.get_bind().dialect.name
-        at_start = bindparam("range_start", start, type_=UTCDateTime())
+        at_start = bindparam("days_start", start, type_=UTCDateTime())
         first_week = _floor_week(first_day)
         if first_week < first_day:
             first_week += WEEK
@@ -499,57 +543,30 @@ class AnalyticsController(ControllerBase):
         else:
             days = [(first_day, last_day)]
         d, w = DeskUptimeDaily, DeskUptimeWeekly
-        queries = []
         # An outage ending on day D lasted close_run_s in all, of which the part since
         # ``start`` ends lead_off_s after D: (D - start) + lead_off_s. The same for a week.
         since = _seconds_between(dialect, at_start, d.day) + d.lead_off_s
-        for a, b in days:
-            if a < b:
-                queries.append(
-                    select(
-                        d.faculty_id,
-                        func.sum(d.online_s),
-                        func.sum(d.drops),
-                        func.max(d.inner_off_s),
-                        func.max(_least(d.close_run_s, since)),
-                    )
-                    .where(d.day >= a, d.day < b)
-                    .group_by(d.faculty_id)
-                )
+        parts = [
+            select(
+                d.faculty_id,
+                d.online_s,
+                d.drops,
+                _greater(d.inner_off_s, _least(d.close_run_s, since)),
+            ).where(d.day >= a, d.day < b)
+            for a, b in days
+            if a < b
+        ]
         if first_week < last_week:
             since_w = _seconds_between(dialect, at_start, w.week) + w.first_close_end_s
-            queries.append(
+            parts.append(
                 select(
                     w.faculty_id,
-                    func.sum(w.online_s),
-                    func.sum(w.drops),
-                    func.max(w.other_max_s),
-                    func.max(_least(w.first_close_run_s, since_w)),
-                )
-                .where(w.week >= first_week, w.week < last_week)
-                .group_by(w.faculty_id)
+                    w.online_s,
+                    w.drops,
+                    _greater(w.other_max_s, _least(w.first_close_run_s, since_w)),
+                ).where(w.week >= first_week, w.week < last_week)
             )
-        middle: dict[int, tuple[float, int, float, float]] = {}
-        for stmt in queries:
-            for fid, on, drops, inner, close in session.connection().execute(stmt).all():
-                have = middle.get(int(fid), (0.0, 0, 0.0, 0.0))
-                middle[int(fid)] = (
-                    have[0] + float(on or 0.0),
-                    have[1] + int(drops or 0),
-                    max(have[2], float(inner or 0.0)),
-                    max(have[3], float(close or 0.0)),
-                )
-        if last_week < last_day or first_week >= last_week:
-            last = select(d.faculty_id, d.trail_run_s).where(d.day == last_day - DAY)
-        else:
-            last = select(w.faculty_id, w.trail_run_s).where(w.week == last_week - WEEK)
-        cap = (last_day - start).total_seconds()
-        open_runs = {
-            int(fid): min(float(run), cap)
-            for fid, run in session.connection().execute(last).all()
-            if run
-        }
-        return middle, open_runs
+        return parts
 
     def refresh_uptime_rollup(self, now: datetime | None = None) -> bool:
         """Summarise finished UTC days (ended over an hour ago) into ``desk_uptime_daily``.
@@ -991,26 +1008,34 @@ class UptimePiece(NamedTuple):
     online_at_end: bool
 
 
-def _uptime_pieces(
-    session: Session, start: datetime, end: datetime, from_rollup: bool = False
-) -> dict[int, UptimePiece]:
-    """Per desk whose state is known in ``[start, end)``: its :class:`UptimePiece`.
+def _uptime_segments(
+    session: Session, start: datetime, end: datetime, name: str, run_cap: Any = None
+) -> tuple[Subquery, Any]:
+    """Each desk's stretches of one known state in ``[start, end)``, and the bound ``start``.
 
-    All in SQL, so only one row per desk travels: each desk's state at ``start`` and its
-    rows in the range; repeats of the same state dropped; each remaining row lasts until
-    the next one (or ``end``). The state at ``start`` is the newest row before it, or,
-    ``from_rollup`` (``start`` is a midnight the daily rollup has reached), the
-    ``online_at_end`` of the day before: one indexed read instead of a probe per desk.
+    Columns: ``faculty_id``, ``online``, ``prev`` (the state before), ``at``, ``nxt`` (when
+    it ended; NULL: at ``end``), ``seconds``, ``run``. From each desk's state at ``start``
+    and its rows in the range, repeats of the same state dropped; each stretch lasts until
+    the next one (or ``end``). The state at ``start`` is the newest row before it; with
+    ``run_cap`` (``start`` is a midnight the daily rollup has reached) the
+    ``online_at_end`` of the day before instead (one indexed read, not a probe per desk),
+    and that first stretch's ``run`` is the outage open at that midnight, at most
+    ``run_cap`` s (0 on every other stretch). ``name`` keeps the bound values of several
+    such pieces in one statement apart.
     """
     ev = DeskConnectionEvent
     utc = UTCDateTime()
-    at_start = bindparam("range_start", start, type_=utc)
-    at_end = bindparam("range_end", end, type_=utc)
-    if from_rollup:
+    at_start = bindparam(f"{name}_start", start, type_=utc)
+    at_end = bindparam(f"{name}_end", end, type_=utc)
+    if run_cap is not None:
         d = DeskUptimeDaily
         initial = (
-            select(d.faculty_id.label("faculty_id"), d.online_at_end.label("online"))
-            .where(d.day == bindparam("day_before", start - DAY, type_=utc))
+            select(
+                d.faculty_id.label("faculty_id"),
+                d.online_at_end.label("online"),
+                _least(d.trail_run_s, run_cap).label("run"),
+            )
+            .where(d.day == bindparam(f"{name}_day_before", start - DAY, type_=utc))
             .subquery()
         )
     else:
@@ -1021,17 +1046,22 @@ def _uptime_pieces(
             .limit(1)
             .scalar_subquery()
         )
-        initial = select(Faculty.id.label("faculty_id"), newest_before.label("online")).subquery()
+        initial = select(
+            Faculty.id.label("faculty_id"), newest_before.label("online"), _ZERO_S.label("run")
+        ).subquery()
     # Not filtered on a known state here (PostgreSQL would probe the index twice per desk):
-    # a NULL state adds nothing below, and a desk with no known state is left out at the end.
+    # a NULL state adds nothing to the sums, and a desk with no known state is left out.
     rows = union_all(
         select(
             initial.c.faculty_id,
             literal(0).label("id"),
             at_start.label("at"),
             initial.c.online,
+            initial.c.run,
         ),
-        select(ev.faculty_id, ev.id, ev.at, ev.online).where(ev.at >= at_start, ev.at < at_end),
+        select(ev.faculty_id, ev.id, ev.at, ev.online, _ZERO_S).where(
+            ev.at >= at_start, ev.at < at_end
+        ),
     ).subquery()
     with_prev = select(
         rows.c.faculty_id,
@@ -1041,6 +1071,7 @@ def _uptime_pieces(
         .over(partition_by=rows.c.faculty_id, order_by=(rows.c.at, rows.c.id))
         .label("prev"),
         rows.c.id,
+        rows.c.run,
     ).subquery()
     changes = (
         select(with_prev)
@@ -1050,7 +1081,7 @@ def _uptime_pieces(
     following = func.lead(changes.c.at).over(
         partition_by=changes.c.faculty_id, order_by=(changes.c.at, changes.c.id)
     )
-    # Each segment's length computed once, here, not in each aggregate below.
+    # Each segment's length computed once, here, not in each aggregate that reads it.
     length = _seconds_between(
         session.get_bind().dialect.name, changes.c.at, func.coalesce(following, at_end)
     )
@@ -1061,10 +1092,53 @@ def _uptime_pieces(
         changes.c.at,
         following.label("nxt"),
         length.label("seconds"),
+        changes.c.run,
     ).subquery()
+    return segments, at_start
+
+
+def _off(segments: Subquery) -> ColumnElement[bool]:
+    return segments.c.online == false()
+
+
+def _segment_part(segments: Subquery, longest: Any) -> Select[Any]:
+    """One row per stretch of ``segments``: desk, online s, 1 for a disconnection, and the
+    outage ``longest`` it offers as a candidate (NULL: none)."""
+    s = segments.c
+    return select(
+        s.faculty_id.label("faculty_id"),
+        case((s.online == true(), s.seconds), else_=_ZERO_S).label("online_s"),
+        case((and_(_off(segments), s.prev == true()), 1), else_=0).label("drops"),
+        longest.label("longest"),
+    )
+
+
+def _uptime_columns(desks: Subquery) -> tuple[Any, Any, Any]:
+    """``desks``' online s, drops, longest outage, 0 / 0 / NULL for a desk it has no row of."""
+    c = desks.c
+    return (
+        func.coalesce(c.online_s, _ZERO_S),
+        func.coalesce(c.drops, literal_column("0")),
+        c.longest,
+    )
+
+
+def _known_span(session: Session, start: datetime, end: datetime) -> float:
+    """Seconds of ``[start, end)`` since the history began (0 with no history at all)."""
+    # Nothing is known before the history began (the upgrade to 0010, or the first desk's
+    # first message): that time is not counted as offline.
+    began = session.scalar(select(func.min(DeskConnectionEvent.at)))
+    known_from = end if began is None else max(start, began)
+    return max(0.0, (end - known_from).total_seconds())
+
+
+def _uptime_pieces(session: Session, start: datetime, end: datetime) -> dict[int, UptimePiece]:
+    """Per desk whose state is known in ``[start, end)``: its :class:`UptimePiece` (for the
+    daily rollup). All in SQL, so only one row per desk travels."""
+    segments, at_start = _uptime_segments(session, start, end, "range")
     seconds = segments.c.seconds
     is_on = segments.c.online == true()
-    off = segments.c.online == false()
+    off = _off(segments)
     first = segments.c.at == at_start
     last = segments.c.nxt.is_(None)
     stmt = select(
@@ -1095,6 +1169,11 @@ def _uptime_pieces(
             session.connection().execute(stmt).all()
         )
     }
+
+
+def _greater(a: Any, b: Any) -> Any:
+    """SQL for the larger of ``a`` and ``b`` (``a`` when ``b`` is NULL; ``a`` never is)."""
+    return case((b.is_(None), a), (b > a, b), else_=a)
 
 
 def _least(a: Any, b: Any) -> Any:
