@@ -269,55 +269,89 @@ class ConsultationController(ControllerBase):
     ) -> Consultation:
         """Validate and store a request and stage its three messages in the same transaction."""
         sid = _as_id(student_id, StudentNotFoundError, "student")
-        fid = _as_id(faculty_id, FacultyNotFoundError, "faculty member")
-        text = normalize_message(message)
-        code = normalize_course_code(course_code)
-        # Asked before the transaction: nothing may wait on liveness while holding the write lock.
-        utf8 = self._desk_shows_utf8(fid)
+        return self.create_consultation_for(lambda _session: sid, faculty_id, message, course_code)
+
+    def create_consultation_for(
+        self,
+        card_holder: Callable[[Session], int],
+        faculty_id: int,
+        message: str,
+        course_code: str | None = None,
+    ) -> Consultation:
+        """:meth:`create_consultation` for the student id ``card_holder(session)`` answers,
+        asked first, in the request's own transaction.
+
+        The server checks the kiosk's token and the tapped card there, so the check and the
+        request share one connection and one commit instead of two (issue 9, "Numbers").
+        ``card_holder`` may write (a kiosk token's last use) and may refuse by raising; when
+        this method refuses (a :class:`ConsultationError`, raised before anything of the
+        request is written) what ``card_holder`` wrote is committed all the same.
+        """
         with self.session() as session:
-            row = session.execute(_CREATE_LOOKUP, {"sid": sid, "fid": fid}).first()
-            if row is None:
-                if session.get(Student, sid) is None:
-                    raise StudentNotFoundError(
-                        "Your student record was not found; please ask an admin."
-                    )
-                raise FacultyNotFoundError("That faculty member no longer exists.")
-            student, faculty, pending = row
-            if not faculty.is_available:
-                raise FacultyUnavailableError(
-                    f"{faculty.name} is not available right now; please try again later."
-                )
-            if (pending or 0) >= self.max_pending_per_faculty:
-                raise TooManyPendingError(
-                    f"You already have {pending} pending requests with {faculty.name}; "
-                    "please wait for an answer or cancel one."
-                )
-            now = utcnow()
-            values = {
-                "student_id": sid,
-                "faculty_id": fid,
-                "message": text,
-                "course_code": code,
-                "status": ConsultationStatus.PENDING.value,
-                "created_at": now,
-                "last_sent_at": now,
-            }
-            # Core, not the ORM: one INSERT in this transaction without a unit-of-work flush;
-            # it runs for every request under load. The id goes into the messages.
-            inserted = session.execute(_CREATE_INSERT, values)
-            key = cast("CursorResult[Any]", inserted).inserted_primary_key
-            assert key is not None  # a single-row INSERT always reports its key
-            cid = key[0]
-            # Transient, built from what was inserted (no reload); the caller gets the same
-            # attributes as before, the student and faculty member included.
-            consultation = Consultation(id=cid, **values)
-            consultation.student = student
-            consultation.faculty = faculty
-            messages = outbound.consultation_messages(consultation, student, faculty, utf8=utf8)
-            messages.append(self._event_message(consultation, None))
-            self.stage(session, messages)
+            sid = card_holder(session)
+            try:
+                fid = _as_id(faculty_id, FacultyNotFoundError, "faculty member")
+                text = normalize_message(message)
+                code = normalize_course_code(course_code)
+                student, faculty = self._admit(session, sid, fid)
+            except ConsultationError:
+                session.commit()  # nothing of the request; the token's last use, if written
+                raise
+            consultation = self._insert(session, student, faculty, text, code)
         logger.info("consultation %d created: student %d -> faculty %d", consultation.id, sid, fid)
         self._emit(consultation, None)
+        return consultation
+
+    def _admit(self, session: Session, sid: int, fid: int) -> tuple[Student, Faculty]:
+        """The student and the faculty member of a request that may be sent (reads only)."""
+        row = session.execute(_CREATE_LOOKUP, {"sid": sid, "fid": fid}).first()
+        if row is None:
+            if session.get(Student, sid) is None:
+                raise StudentNotFoundError(
+                    "Your student record was not found; please ask an admin."
+                )
+            raise FacultyNotFoundError("That faculty member no longer exists.")
+        student, faculty, pending = row
+        if not faculty.is_available:
+            raise FacultyUnavailableError(
+                f"{faculty.name} is not available right now; please try again later."
+            )
+        if (pending or 0) >= self.max_pending_per_faculty:
+            raise TooManyPendingError(
+                f"You already have {pending} pending requests with {faculty.name}; "
+                "please wait for an answer or cancel one."
+            )
+        return student, faculty
+
+    def _insert(
+        self, session: Session, student: Student, faculty: Faculty, text: str, code: str | None
+    ) -> Consultation:
+        """Insert an admitted request and stage its three messages and its event."""
+        # Lock-free (a dict lookup): safe while this transaction may hold the write lock.
+        utf8 = self._desk_shows_utf8(faculty.id)
+        now = utcnow()
+        values = {
+            "student_id": student.id,
+            "faculty_id": faculty.id,
+            "message": text,
+            "course_code": code,
+            "status": ConsultationStatus.PENDING.value,
+            "created_at": now,
+            "last_sent_at": now,
+        }
+        # Core, not the ORM: one INSERT in this transaction without a unit-of-work flush;
+        # it runs for every request under load. The id goes into the messages.
+        inserted = session.execute(_CREATE_INSERT, values)
+        key = cast("CursorResult[Any]", inserted).inserted_primary_key
+        assert key is not None  # a single-row INSERT always reports its key
+        # Transient, built from what was inserted (no reload); the caller gets the same
+        # attributes as before, the student and faculty member included.
+        consultation = Consultation(id=key[0], **values)
+        consultation.student = student
+        consultation.faculty = faculty
+        messages = outbound.consultation_messages(consultation, student, faculty, utf8=utf8)
+        messages.append(self._event_message(consultation, None))
+        self.stage(session, messages)
         return consultation
 
     def _publish_consultation(self, consultation: Consultation) -> bool:

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from .. import db
 from ..api.errors import ConflictError, KioskError, NotAuthenticatedError, NotFoundError
@@ -232,7 +233,28 @@ class KioskBackend:
             )
         except ValueError as err:
             raise _kiosk_error(err) from err
-        return self.get_consultation(c.id) or _consultation_view(c)
+        return _consultation_view(c)
+
+    def send_request_for(
+        self,
+        card_holder: Callable[[Session], int],
+        faculty_id: int,
+        message: str,
+        course_code: str | None,
+    ) -> ConsultationView:
+        """:meth:`send_request` for the student ``card_holder(session)`` names, in the request's
+        own transaction (the server's token and card check: one hop, one commit).
+
+        The answer is built from what was inserted, as committed (the controller's transient
+        consultation with its student and faculty member), not read back in a second session.
+        """
+        try:
+            c = self._controller("consultation").create_consultation_for(
+                card_holder, faculty_id, message, course_code=course_code or None
+            )
+        except ValueError as err:
+            raise _kiosk_error(err) from err
+        return _consultation_view(c)
 
     def get_consultation(self, consultation_id: int) -> ConsultationView | None:
         """One consultation, or None."""

@@ -27,7 +27,7 @@ from typing import Any, Final, TypeVar
 from fastapi import Response
 from pydantic import TypeAdapter
 from sqlalchemy import Connection, Engine, bindparam, func, select
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 from starlette.concurrency import run_in_threadpool
 
 from ..api.errors import ForbiddenError, NotAuthenticatedError, NotFoundError
@@ -247,14 +247,16 @@ class FrequentCalls:
         )
 
     async def send_request(self, call: KioskCall, body: ConsultationCreate) -> Response:
-        """``POST /consultations``: the checks, then the controller (its own transaction)."""
+        """``POST /consultations``: the checks and the request in one transaction (the
+        controller's), on one connection, in one worker-thread hop."""
+
+        def card_holder(session: Session) -> int:
+            _caller, student = self.check(session.connection(), call, session.commit)
+            return _known(student).id
 
         def send() -> ConsultationView:
-            with self.engine.connect() as conn:
-                _caller, student = self.check(conn, call)
-                conn.commit()
-            return self.backend.send_request(
-                _known(student).id, body.faculty_id, body.message, body.course_code
+            return self.backend.send_request_for(
+                card_holder, body.faculty_id, body.message, body.course_code
             )
 
         view = await run_in_threadpool(send)
@@ -281,8 +283,14 @@ class FrequentCalls:
             conn.commit()
         return result
 
-    def check(self, conn: Connection, call: KioskCall) -> tuple[Caller, StudentView | None]:
-        """The caller, and the card holder for a card-holder call; raises the API's errors."""
+    def check(
+        self, conn: Connection, call: KioskCall, commit: Callable[[], None] | None = None
+    ) -> tuple[Caller, StudentView | None]:
+        """The caller, and the card holder for a card-holder call; raises the API's errors.
+
+        ``commit`` commits ``conn``'s transaction before an unknown card's 404 (the token's
+        last use); default ``conn.commit``, a session's own when ``conn`` is a session's.
+        """
         if call.token.startswith(ADMIN_PREFIX):
             if not call.admin_allowed:
                 raise ForbiddenError(
@@ -301,7 +309,7 @@ class FrequentCalls:
         if call.card_uid is None:
             return kiosk, None
         if row is None:
-            conn.commit()  # the token's last_used_at, if it was due
+            (commit or conn.commit)()  # the token's last_used_at, if it was due
             raise NotFoundError(UNKNOWN_CARD)
         return kiosk, student_view(row)
 

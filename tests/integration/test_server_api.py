@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from central_system.api.client import ApiClient
 from central_system.api.errors import ForbiddenError, NotAuthenticatedError, NotFoundError
 from central_system.api.schemas import Event
-from central_system.models import AuditLog, Consultation
+from central_system.models import AuditLog, Consultation, KioskToken
+from central_system.server.frequent import UNKNOWN_CARD
 from central_system.utils import topics
 from tests.brokers import MosquittoBroker
 from tests.mqtt_probe import Probe, publish_raw
@@ -343,3 +344,53 @@ def test_the_kiosks_frequent_calls_check_token_and_card_in_one_read_with_the_sam
                 call()
         assert _consultation_count(engine) == before
         assert any(a.actor == "kiosk:floor-2" for a in _audit(engine, "api.refused"))
+
+
+def test_a_request_is_checked_and_created_in_one_transaction_with_the_same_answers(
+    db_url: str, broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    # POST /consultations checks the token and the card in the request's own transaction and
+    # answers from what it inserted (server/frequent.py, controllers, issue 9): the answer must
+    # be the stored row's, the checks must still come first, and a refusal must still commit
+    # the kiosk token's last use.
+    with running_server(db_url, broker.port, tmp_path) as server, db_engine(db_url) as engine:
+        seeded = _setup(server, engine, broker)
+        fid = seeded["faculty"].id
+        token = enroll(engine, "atrium")
+        url = server.url + "/api/v1/consultations"
+        kiosk_h = {"Authorization": f"Bearer {token}"}
+        # The kiosk's first call ever is a refused request: 400, and its last use is recorded.
+        short = httpx.post(
+            url,
+            headers={**kiosk_h, "X-Card-UID": CARD_A},
+            json={"faculty_id": fid, "message": "short"},
+        )
+        assert short.status_code == 400, short.text
+        with Session(engine) as s:
+            [used] = s.scalars(select(KioskToken.last_used_at).where(KioskToken.name == "atrium"))
+        assert used is not None
+        # The token, then the card, are checked before the request itself.
+        bogus_h = {"Authorization": "Bearer cek_" + "y" * 43, "X-Card-UID": "DEADBEEF"}
+        bad = {"faculty_id": 999_999, "message": "short"}
+        assert httpx.post(url, headers=bogus_h, json=bad).status_code == 401
+        unknown = httpx.post(url, headers={**kiosk_h, "X-Card-UID": "DEADBEEF"}, json=bad)
+        assert (unknown.status_code, unknown.json()["detail"]) == (404, UNKNOWN_CARD)
+        assert _consultation_count(engine) == 0
+        # The answer built from the inserted values is the one a read of the stored row gives.
+        body = {
+            "faculty_id": fid,
+            "message": "  Please\thelp with " + MESSAGE,
+            "course_code": " cs 101 ",
+        }
+        created = httpx.post(url, headers={**kiosk_h, "X-Card-UID": CARD_A}, json=body)
+        assert created.status_code == 201, created.text
+        answer = created.json()
+        stored = httpx.get(f"{url}/{answer['id']}", headers={**kiosk_h, "X-Card-UID": CARD_A})
+        assert answer == stored.json()
+        assert (answer["course_code"], answer["status"], answer["note"]) == (
+            "CS 101",
+            "pending",
+            None,
+        )
+        assert (answer["student_name"], answer["faculty_name"]) == ("Maria Santos", "Dr. Ada Cruz")
+        assert answer["message"] == "Please help with " + MESSAGE  # trimmed, tab to space
