@@ -158,6 +158,11 @@ class Refused(Exception):
         self.audit_actor = audit_actor
 
 
+class WriteNeeded(Exception):
+    """A check that may not write (the server's event loop) met a write it must make: the
+    kiosk's ``last_used_at`` is due. Run the call where it may write."""
+
+
 class Authenticator:
     """Resolves bearer tokens to principals, issues administrator sessions, audits refusals."""
 
@@ -182,7 +187,7 @@ class Authenticator:
         return principal
 
     def kiosk_and_card(
-        self, conn: Connection, token: str, card_uid: str | None
+        self, conn: Connection, token: str, card_uid: str | None, *, may_write: bool = True
     ) -> tuple[KioskPrincipal, Any]:
         """The kiosk holding ``token`` and the student holding the card ``card_uid`` (a stored,
         normalised UID; None: no card), in one read on ``conn``; raises :class:`Refused`.
@@ -190,7 +195,8 @@ class Authenticator:
         Core, not the ORM, and one indexed read per call, so a token revoked by
         ``consultease kiosk revoke`` in another process is refused on its very next call.
         The student row (``id, name, student_id, department, rfid_uid``) is None for an
-        unknown card. The caller commits (``last_used_at`` is written once a minute).
+        unknown card. The caller commits (``last_used_at`` is written once a minute; with
+        ``may_write`` False, :class:`WriteNeeded` is raised instead when that write is due).
         """
         if not token.startswith(KIOSK_PREFIX) or len(token) > MAX_TOKEN_CHARS:
             raise Refused("not a kiosk token")
@@ -206,19 +212,22 @@ class Authenticator:
         kiosk_id, name, revoked_at = row[0], row[1], row[2]
         if revoked_at is not None:
             raise Refused("revoked kiosk token", audit_actor=f"kiosk:{name}")
-        if self._due(kiosk_id):
+        if self._due(kiosk_id, mark=may_write):
+            if not may_write:
+                raise WriteNeeded
             conn.execute(
                 update(KioskToken).where(KioskToken.id == kiosk_id).values(last_used_at=utcnow())
             )
         student = row if card_uid and row.id is not None else None
         return KioskPrincipal(kiosk_id, name), student
 
-    def _due(self, kiosk_id: int) -> bool:
+    def _due(self, kiosk_id: int, *, mark: bool = True) -> bool:
         now = time.monotonic()
         with self._lock:
             if now - self._last_used.get(kiosk_id, -LAST_USED_EVERY_S) < LAST_USED_EVERY_S:
                 return False
-            self._last_used[kiosk_id] = now
+            if mark:
+                self._last_used[kiosk_id] = now
             return True
 
     # ------------------------------------------------------------------ administrators

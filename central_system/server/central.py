@@ -136,13 +136,15 @@ class CentralServer:
         """Stop serving: the central system flushes and says offline; the lock is released."""
         with self._lock:
             self.role = "stopping"
-            backend, system = self.backend, self.system
+            backend, system, frequent = self.backend, self.system, self.frequent
             self.backend = None
             self.frequent = None
             self.system = None
         if self._pg is not None:
             # Before the system stops: a lock check failing during shutdown is not "lost".
             self._pg.stop()
+        if frequent is not None:
+            frequent.close()
         if backend is not None:
             backend.disconnect_events()
         if system is not None:

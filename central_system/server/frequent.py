@@ -1,14 +1,17 @@
-"""The kiosk's frequent calls, each in one worker-thread hop on one database connection.
+"""The kiosk's frequent calls: on the event loop, or in one worker-thread hop, on one connection.
 
 A kiosk polls the faculty list and waiting counts, and each card tap reads the student and
 their consultations: most of the server's traffic (issue 9, "Numbers"). Run as plain ``def``
 dependencies and routes, each call made three or four thread-pool hops, three database
 sessions (token, card, the data) and validated its answer twice. Here the route is
 ``async``, its dependencies only read headers, and everything that touches the database
-runs in one worker thread on one connection: the token and the card in one indexed read
-(:meth:`Authenticator.kiosk_and_card`), then the data with Core queries. The answer is
-serialised by pydantic from the schema the route declares (``response_model`` stays the
-OpenAPI document's schema), once.
+runs on one connection: the token and the card in one indexed read
+(:meth:`Authenticator.kiosk_and_card`), then the data with Core queries. Reads run on the
+event loop itself (:meth:`FrequentCalls.read` says why and when not); the send goes to one
+worker thread. The faculty list and waiting counts, the same for every kiosk, are read once
+and shared until something changes (:class:`SharedAnswer`). The answer is serialised by
+pydantic from the schema the route declares (``response_model`` stays the OpenAPI
+document's schema), once.
 
 The checks are the same as the dependencies in ``deps.py``: a missing token is a 401, an
 administrator's session on a kiosk-only call a 403, an unknown or revoked kiosk token a 401
@@ -18,6 +21,8 @@ list and the waiting counts, through :meth:`Authenticator.admin`.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -27,19 +32,29 @@ from typing import Any, Final, TypeVar
 from fastapi import Response
 from pydantic import TypeAdapter
 from sqlalchemy import Connection, Engine, bindparam, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 from starlette.concurrency import run_in_threadpool
 
-from ..api.errors import ForbiddenError, NotAuthenticatedError, NotFoundError
+from ..api.errors import ForbiddenError, KioskError, NotAuthenticatedError, NotFoundError
 from ..api.schemas import ConsultationCreate, ConsultationView, FacultyView, StudentView
 from ..controllers.kiosk_facade import KioskBackend, faculty_view, student_view
 from ..controllers.student_controller import StudentValidationError, normalize_rfid_uid
 from ..models import Consultation, Faculty, Student
 from ..models.consultation import ConsultationStatus
 from ..services.rfid import InvalidUIDError, normalize_uid
-from .auth import ADMIN_PREFIX, AdminPrincipal, Authenticator, KioskPrincipal, Refused
+from .auth import (
+    ADMIN_PREFIX,
+    AdminPrincipal,
+    Authenticator,
+    KioskPrincipal,
+    Refused,
+    WriteNeeded,
+)
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 UNKNOWN_CARD: Final = "Unknown card. Please see the department office to register it."
 JSON: Final = "application/json"
@@ -194,25 +209,40 @@ def _known(student: StudentView | None) -> StudentView:
     return student
 
 
-class FrequentCalls:
-    """Runs a kiosk call's checks and reads in one worker-thread hop and answers it."""
+class _UseThread(Exception):
+    """This call cannot be read on the event loop: run it in a worker thread."""
 
-    def __init__(self, engine: Engine, auth: Authenticator, backend: KioskBackend) -> None:
+
+class FrequentCalls:
+    """Runs a kiosk call's checks and reads (on the event loop, or in one worker-thread hop)
+    and answers it."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        auth: Authenticator,
+        backend: KioskBackend,
+        *,
+        reads_on_loop: bool = True,
+    ) -> None:
         self.engine = engine
         self.auth = auth
         self.backend = backend
+        # Reads on the event loop (see :meth:`read`); its connection is used on the loop only.
+        self.reads_on_loop = reads_on_loop
+        self._loop_conn: Connection | None = None
+        self.loop_reads = 0  # calls read on the loop / in a worker thread (tests, diagnostics)
+        self.thread_reads = 0
         self._faculty = SharedAnswer(lambda conn: FACULTY_LIST.dump_json(list_faculty(conn)))
         self._waiting = SharedAnswer(lambda conn: WAITING.dump_json(waiting_counts(conn)))
 
     async def faculty_list(self, call: KioskCall) -> Response:
         """``GET /faculty``."""
-        body = await run_in_threadpool(self.run, call, self._faculty.read)
-        return Response(body, media_type=JSON)
+        return Response(await self.read(call, self._faculty.read), media_type=JSON)
 
     async def waiting_counts(self, call: KioskCall) -> Response:
         """``GET /faculty/waiting``."""
-        body = await run_in_threadpool(self.run, call, self._waiting.read)
-        return Response(body, media_type=JSON)
+        return Response(await self.read(call, self._waiting.read), media_type=JSON)
 
     def invalidate(self) -> None:
         """Something may have changed: the next faculty list and waiting counts are read anew."""
@@ -270,8 +300,66 @@ class FrequentCalls:
         status_code: int = 200,
     ) -> Response:
         """``work(conn, caller, student)`` after the checks, its result as the JSON answer."""
-        result = await run_in_threadpool(self.run, call, work)
+        result = await self.read(call, work)
         return Response(adapter.dump_json(result), status_code=status_code, media_type=JSON)
+
+    async def read(
+        self, call: KioskCall, work: Callable[[Connection, Caller, StudentView | None], T]
+    ) -> T:
+        """The checks and ``work`` (reads only): on the event loop when they can be, else in
+        one worker-thread hop (:meth:`run`).
+
+        A worker-thread hop costs more than these reads: handing the call over, waking the
+        thread, waking the loop again, and the interpreter lock passed back and forth each
+        time (on a 2-core machine under 20 kiosks, most of such a call's time). So the reads
+        run on the loop, on a connection of its own (never waiting for the pool), read-only:
+        what must write (the kiosk's ``last_used_at`` once a minute, a refusal's audit row),
+        an administrator's session and a database error go to the worker thread instead,
+        which repeats the call from the start.
+        """
+        if self.reads_on_loop:
+            try:
+                return self._read_on_loop(call, work)
+            except _UseThread:
+                pass
+        self.thread_reads += 1
+        return await run_in_threadpool(self.run, call, work)
+
+    def _read_on_loop(
+        self, call: KioskCall, work: Callable[[Connection, Caller, StudentView | None], T]
+    ) -> T:
+        if call.token.startswith(ADMIN_PREFIX):
+            raise _UseThread  # its checks read through the authenticator's own sessions
+        conn = self._loop_conn
+        try:
+            if conn is None or conn.closed or conn.invalidated:
+                conn = self._loop_conn = self.engine.connect()
+            try:
+                caller, student = self.check(conn, call, may_write=False)
+                result = work(conn, caller, student)
+            except KioskError:  # an answer (401, 404 ...) read on the loop
+                self.loop_reads += 1
+                raise
+            finally:
+                conn.rollback()  # ends the read: the next call reads what is committed then
+            self.loop_reads += 1
+            return result
+        except (WriteNeeded, _UseThread):
+            raise _UseThread from None
+        except SQLAlchemyError:
+            logger.warning("a read on the event loop failed; using a worker thread", exc_info=True)
+            self._drop_loop_connection()
+            raise _UseThread from None
+
+    def _drop_loop_connection(self) -> None:
+        conn, self._loop_conn = self._loop_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def close(self) -> None:
+        """Give back the event loop's connection (call it on the loop, as the server stops)."""
+        self._drop_loop_connection()
 
     def run(
         self, call: KioskCall, work: Callable[[Connection, Caller, StudentView | None], T]
@@ -284,12 +372,18 @@ class FrequentCalls:
         return result
 
     def check(
-        self, conn: Connection, call: KioskCall, commit: Callable[[], None] | None = None
+        self,
+        conn: Connection,
+        call: KioskCall,
+        commit: Callable[[], None] | None = None,
+        *,
+        may_write: bool = True,
     ) -> tuple[Caller, StudentView | None]:
         """The caller, and the card holder for a card-holder call; raises the API's errors.
 
         ``commit`` commits ``conn``'s transaction before an unknown card's 404 (the token's
         last use); default ``conn.commit``, a session's own when ``conn`` is a session's.
+        With ``may_write`` False, :class:`_UseThread` is raised for what would write.
         """
         if call.token.startswith(ADMIN_PREFIX):
             if not call.admin_allowed:
@@ -299,9 +393,11 @@ class FrequentCalls:
             return self._admin(call.token), None
         uid = stored_uid(call.card_uid) if call.card_uid is not None else None
         try:
-            kiosk, row = self.auth.kiosk_and_card(conn, call.token, uid)
+            kiosk, row = self.auth.kiosk_and_card(conn, call.token, uid, may_write=may_write)
         except Refused as refused:
             if refused.audit_actor:
+                if not may_write:
+                    raise _UseThread from None
                 self.auth.audit_refusal(
                     refused.audit_actor, "api.refused", call.path, refused.reason
                 )
@@ -309,7 +405,8 @@ class FrequentCalls:
         if call.card_uid is None:
             return kiosk, None
         if row is None:
-            (commit or conn.commit)()  # the token's last_used_at, if it was due
+            if may_write:
+                (commit or conn.commit)()  # the token's last_used_at, if it was due
             raise NotFoundError(UNKNOWN_CARD)
         return kiosk, student_view(row)
 

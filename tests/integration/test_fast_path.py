@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from central_system.models import Faculty
+from central_system.models import AuditLog, Faculty, KioskToken
 from central_system.server.fast_path import KioskFastPath
 from central_system.utils import topics
 from tests.brokers import MosquittoBroker
@@ -56,7 +56,10 @@ def _seed(web: Web, client: TestClient) -> dict[str, Any]:
         )
         assert r.status_code == 201, r.text
         fids.append(r.json()["id"])
-    for name, number, card in (("Maria Santos", "2021-1", CARD), ("Juan Luna", "2021-2", OTHER_CARD)):
+    for name, number, card in (
+        ("Maria Santos", "2021-1", CARD),
+        ("Juan Luna", "2021-2", OTHER_CARD),
+    ):
         r = client.post(
             "/api/v1/students",
             json={"name": name, "student_id": number, "department": "CS", "rfid_uid": card},
@@ -227,3 +230,40 @@ def test_fast_path_calls_are_timed_under_their_route(web: Web) -> None:
     )
     assert line is not None, "fast-path calls are missing from the latency histogram"
     assert float(line.rsplit(" ", 1)[1]) >= 3
+
+
+def test_reads_run_on_the_event_loop_and_what_must_write_in_a_worker_thread(web: Web) -> None:
+    client = web.client()
+    seeded = _seed(web, client)
+    kiosk, admin = seeded["kiosk"], seeded["admin"]
+    card = {**kiosk, "X-Card-UID": CARD}
+    calls = web.server.frequent
+    assert calls is not None
+    # A kiosk's first call writes its last_used_at (due once a minute): a worker thread.
+    before = (calls.loop_reads, calls.thread_reads)
+    assert client.get("/api/v1/students/me", headers=card).status_code == 200
+    assert (calls.loop_reads, calls.thread_reads) == (before[0], before[1] + 1)
+    with Session(web.engine) as s:
+        used = s.scalar(select(KioskToken.last_used_at).where(KioskToken.name == "kiosk-a"))
+    assert used is not None, "the kiosk's last use was not recorded"
+    # Then its reads run on the loop, every one of them.
+    before = (calls.loop_reads, calls.thread_reads)
+    for path in ("/api/v1/students/me", "/api/v1/students/me/consultations"):
+        assert client.get(path, headers=card).status_code == 200
+    assert client.get("/api/v1/faculty/waiting", headers=kiosk).status_code == 200
+    assert (
+        client.get("/api/v1/students/me", headers={**kiosk, "X-Card-UID": "0BAD"}).status_code
+        == 404
+    )
+    assert (calls.loop_reads, calls.thread_reads) == (before[0] + 4, before[1])
+    # An administrator's session is checked through its own sessions: a worker thread.
+    assert client.get("/api/v1/faculty", headers=admin).status_code == 200
+    assert calls.thread_reads == before[1] + 1
+    # A revoked token is refused on its next call, and the refusal is audited.
+    revoke(web.engine, "kiosk-a")
+    refused = client.get("/api/v1/faculty/waiting", headers=kiosk)
+    assert refused.status_code == 401
+    assert "revoked" in refused.json()["detail"]
+    with Session(web.engine) as s:
+        rows = s.scalars(select(AuditLog).where(AuditLog.action == "api.refused")).all()
+    assert any("kiosk-a" in (row.actor or "") for row in rows), "the refusal was not audited"
