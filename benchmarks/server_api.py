@@ -4,17 +4,18 @@ Real processes: Mosquitto, one ``consultease server`` (SQLite by default, ``--pg
 for PostgreSQL), and client processes playing the kiosks.
 
 ``--client kiosk`` (the default) plays them as the kiosk talks: each kiosk is a thread
-with its own :class:`ApiClient` (``http.client``, kept-alive connections, about 0.25 ms
-of CPU per call), and the latency recorded is the ``ApiClient`` call as the kiosk's
-worker sees it (answer decoded and validated). A real kiosk is one Pi each; here the
+with its own :class:`ApiClient` (``http.client``, kept-alive connections: about 1 ms of
+client CPU per call measured here over a whole client process, httpx about 3 ms), and
+the latency recorded is the ``ApiClient`` call as the kiosk's worker sees it (answer
+decoded and validated). A real kiosk is one Pi each; here the
 20 share ``--client-procs`` processes, 4 by default, 5 kiosk threads each: in one
 process a thread whose answer has arrived can wait for the interpreter lock behind the
 others (up to the 5 ms switch interval when one is busy), while 20 processes would put
 20 interpreters on the 2 cores beside the server. At about 45 calls/s per process and
-0.25 ms each a process's lock is busy ~1 % of the time, so two of its kiosks rarely
+~1 ms each a process's lock is busy ~5 % of the time, so two of its kiosks seldom
 collide. ``--client httpx`` keeps the earlier clients exactly (asyncio coroutines on
-httpx, ``--client-procs 1`` by default) so earlier figures stay comparable; httpx costs
-about 2.8 ms of client CPU per call, which then lands inside the measured latency.
+httpx, ``--client-procs 1`` by default) so earlier figures stay comparable; their client
+CPU and event-loop queueing land inside the measured latency.
 
   (1) 20 kiosk clients at once, each making the kiosk's calls in a loop at a
       touchscreen's pace (a card tap, the faculty list, waiting counts, My
@@ -31,7 +32,6 @@ about 2.8 ms of client CPU per call, which then lands inside the measured latenc
       much of the p99 is the machine (loopback, scheduling on the shared cores, the
       clients' CPU) and how much is ConsultEase. It runs after the server and the
       broker have stopped, so it has the machine they had.
-
 
     flock /tmp/consultease-bench.lock .venv/bin/python benchmarks/server_api.py [--pg URL] [--client kiosk|httpx] [--no-baseline]
 """
