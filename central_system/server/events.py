@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Final
@@ -60,9 +61,15 @@ class EventHub:
         self.posted = 0
         self.dropped_subscribers = 0
         self.closed = False
+        # Events posted from other threads that the loop has not taken yet; one hand-over
+        # is scheduled per burst, not one per event (each wakes the loop: issue 9).
+        self._inbox: list[Event] = []
+        self._inbox_lock = threading.Lock()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The event loop subscribers live on (the server's)."""
+        with self._inbox_lock:
+            self._inbox = []
         self._loop = loop
 
     @property
@@ -71,12 +78,25 @@ class EventHub:
         return len(self._subscribers)
 
     def post(self, event: Event) -> None:
-        """Deliver ``event`` to every subscriber (any thread; never blocks)."""
+        """Deliver ``event`` to every subscriber (any thread; never blocks), in post order."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        with contextlib.suppress(RuntimeError):  # the loop is closing
-            loop.call_soon_threadsafe(self._fan_out, event)
+        with self._inbox_lock:
+            self._inbox.append(event)
+            if len(self._inbox) > 1:
+                return  # a hand-over is already scheduled and will take this one too
+        try:
+            loop.call_soon_threadsafe(self._take_inbox)
+        except RuntimeError:  # the loop is closing: nothing will take them
+            with self._inbox_lock:
+                self._inbox = []
+
+    def _take_inbox(self) -> None:
+        with self._inbox_lock:
+            events, self._inbox = self._inbox, []
+        for event in events:
+            self._fan_out(event)
 
     def _fan_out(self, event: Event) -> None:
         self.posted += 1

@@ -84,3 +84,38 @@ def test_a_queue_that_stays_at_its_bound_ends_the_stream_with_overflow(
         return messages
 
     assert _kinds_and_ids(asyncio.run(scenario())) == [("overflow", None)]
+
+
+def test_events_posted_from_another_thread_wake_the_loop_once_per_burst_and_keep_their_order() -> (
+    None
+):
+    """Each wake of the server's loop costs it a turn: a burst posted while the loop is
+    busy is handed over with one ``call_soon_threadsafe``, not one per event (issue 9)."""
+    import threading
+
+    async def run() -> tuple[list[str], int]:
+        loop = asyncio.get_running_loop()
+        wakes = {"n": 0}
+        original = loop.call_soon_threadsafe
+
+        def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+            wakes["n"] += 1
+            return original(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        hub = EventHub()
+        hub.bind(loop)
+        stream = hub.stream()
+        messages = [await stream.__anext__()]
+        # The loop is busy (blocked here) while another thread posts 500 events.
+        poster = threading.Thread(target=lambda: [hub.on_faculty(i) for i in range(500)])
+        poster.start()
+        poster.join()
+        while len(_kinds_and_ids(messages)) < 500:
+            messages.append(await asyncio.wait_for(stream.__anext__(), 5))
+        await stream.aclose()
+        return messages, wakes["n"]
+
+    messages, wakes = asyncio.run(run())
+    assert _kinds_and_ids(messages) == [("faculty", i) for i in range(500)]
+    assert wakes == 1
