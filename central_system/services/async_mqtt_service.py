@@ -97,6 +97,8 @@ _ROUTE_CACHE_MAX: Final = 100_000  # topics whose matching subscriptions are rem
 _ECHO_TTL_S: Final = 30.0
 _STATE_POLL_S: Final = 1.0
 _DELETE_FLUSH_S: Final = 0.25
+# Rows per multi-row INSERT into the SQLite outbox (5 parameters each; SQLite allows 32,766).
+_SQLITE_ROWS_PER_INSERT: Final = 500
 _CONNECT_TIMEOUT_S: Final = 5.0
 _READ_BUFFER_BYTES: Final = 64 * 1024
 _PACKETS_PER_READ: Final = 2000  # packets handled per wake-up of the network thread, at most
@@ -962,19 +964,33 @@ class AsyncMQTTService:
 
     @staticmethod
     def _insert_sqlite(conn: Connection, rows: list[PublishHandle]) -> list[int]:
-        """Bulk insert on SQLite through the driver: one executemany, no per-row ORM work.
+        """Bulk insert on SQLite through the driver: one multi-row INSERT per chunk of rows.
 
-        Ids are contiguous: ``id`` is the rowid (no AUTOINCREMENT) and this transaction
-        holds SQLite's write lock from its first insert, so each new rowid is max + 1.
+        One statement, not an ``executemany`` of one per row and a ``last_insert_rowid()``
+        query: each statement gives up the interpreter lock while SQLite runs it and waits
+        to get it back, and a transaction that announces a change holds the write lock
+        meanwhile (a kiosk's request stages four messages: issue 9, "Numbers"). Ids are
+        contiguous: ``id`` is the rowid (no AUTOINCREMENT) and this transaction holds
+        SQLite's write lock from its first insert, so each new rowid is max + 1; the
+        statement's ``lastrowid`` is its last row's.
         """
         # The text format SQLAlchemy's SQLite DATETIME uses, naive UTC (see models.base).
         stamp = utcnow().replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-        conn.exec_driver_sql(
-            "INSERT INTO mqtt_outbox (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
-            [(h.topic, h.payload, h.qos, int(h.retain), stamp) for h in rows],
-        )
-        last = int(conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one())
-        return list(range(last - len(rows) + 1, last + 1))
+        ids: list[int] = []
+        for start in range(0, len(rows), _SQLITE_ROWS_PER_INSERT):
+            chunk = rows[start : start + _SQLITE_ROWS_PER_INSERT]
+            params: list[object] = []
+            for h in chunk:
+                params += (h.topic, h.payload, h.qos, int(h.retain), stamp)
+            # Placeholders only: every value is a bound parameter.
+            values = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+            result = conn.exec_driver_sql(
+                f"INSERT INTO mqtt_outbox (topic, payload, qos, retain, created_at) VALUES {values}",  # noqa: S608
+                tuple(params),
+            )
+            last = int(result.lastrowid)
+            ids += range(last - len(chunk) + 1, last + 1)
+        return ids
 
     def _enforce_pending_bound(self, pending: list[PublishHandle]) -> None:
         over = (
