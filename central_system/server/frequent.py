@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 UNKNOWN_CARD: Final = "Unknown card. Please see the department office to register it."
 JSON: Final = "application/json"
+# The longest a read on the event loop may wait for a lock before it goes to a worker thread.
+LOOP_READ_WAIT_MS: Final = 250
 # The longest a shared answer is kept (changes made outside this server show within it).
 SHARED_ANSWER_TTL_S: Final = 1.0
 
@@ -333,11 +335,7 @@ class FrequentCalls:
         conn = self._loop_conn
         try:
             if conn is None or conn.closed or conn.invalidated:
-                # Autocommit: each read is its own statement, with no BEGIN and ROLLBACK round
-                # trips around it (on PostgreSQL, two of a call's three or four).
-                conn = self._loop_conn = self.engine.connect().execution_options(
-                    isolation_level="AUTOCOMMIT"
-                )
+                conn = self._loop_conn = self._open_loop_connection()
             try:
                 caller, student = self.check(conn, call, may_write=False)
                 result = work(conn, caller, student)
@@ -354,6 +352,24 @@ class FrequentCalls:
             logger.warning("a read on the event loop failed; using a worker thread", exc_info=True)
             self._drop_loop_connection()
             raise _UseThread from None
+
+    def _open_loop_connection(self) -> Connection:
+        """The event loop's read connection: autocommit, its own, and never waiting long.
+
+        Autocommit: each read is its own statement, with no BEGIN and ROLLBACK round trips
+        around it (on PostgreSQL, two of a call's three or four). Detached from the pool, so
+        the short wait set here never reaches the pool's other users: a read that would wait
+        on a lock longer than :data:`LOOP_READ_WAIT_MS` (SQLite's busy handler, a PostgreSQL
+        statement held up by a table lock) fails at once and the call goes to a worker
+        thread, where it may wait; the loop serves everyone else meanwhile.
+        """
+        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        conn.detach()
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"PRAGMA busy_timeout = {LOOP_READ_WAIT_MS}")
+        elif conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SET statement_timeout = {LOOP_READ_WAIT_MS}")
+        return conn
 
     def _drop_loop_connection(self) -> None:
         conn, self._loop_conn = self._loop_conn, None

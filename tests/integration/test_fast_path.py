@@ -6,6 +6,7 @@ in-process behind Starlette's TestClient."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from central_system.models import AuditLog, Faculty, KioskToken
 from central_system.server.fast_path import KioskFastPath
+from central_system.server.frequent import LOOP_READ_WAIT_MS
 from central_system.utils import topics
 from tests.brokers import MosquittoBroker
 from tests.mqtt_probe import publish_raw
@@ -267,3 +269,47 @@ def test_reads_run_on_the_event_loop_and_what_must_write_in_a_worker_thread(web:
     with Session(web.engine) as s:
         rows = s.scalars(select(AuditLog).where(AuditLog.action == "api.refused")).all()
     assert any("kiosk-a" in (row.actor or "") for row in rows), "the refusal was not audited"
+
+
+def test_a_read_held_up_by_a_lock_leaves_the_event_loop_and_is_answered_from_a_thread(
+    web: Web,
+) -> None:
+    client = web.client()
+    seeded = _seed(web, client)
+    kiosk = seeded["kiosk"]
+    card = {**kiosk, "X-Card-UID": CARD}
+    calls = web.server.frequent
+    assert calls is not None
+    for _ in range(2):  # the first call records the kiosk's last use (a worker thread)
+        assert client.get("/api/v1/students/me", headers=card).status_code == 200
+    loop_conn = calls._loop_conn
+    assert loop_conn is not None
+    # Its short wait is its own: the pool's connections keep the configured one.
+    with web.engine.connect() as pooled:
+        if web.engine.dialect.name == "sqlite":
+            assert loop_conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == LOOP_READ_WAIT_MS
+            assert pooled.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10000
+            return  # (a WAL reader is not held up by a writer: nothing more to provoke here)
+        assert loop_conn.exec_driver_sql("SHOW statement_timeout").scalar() == "250ms"
+        assert pooled.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+    # PostgreSQL: another session holds the kiosk tokens' table locked for a second.
+    locker = web.engine.connect()
+    locker.exec_driver_sql("LOCK TABLE kiosk_tokens IN ACCESS EXCLUSIVE MODE")
+    release = threading.Timer(1.0, locker.rollback)
+    release.start()
+    try:
+        before = calls.thread_reads
+        started = time.monotonic()
+        answer = client.get("/api/v1/students/me", headers=card)
+        waited = time.monotonic() - started
+    finally:
+        release.join()
+        locker.close()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["name"] == "Maria Santos"
+    assert calls.thread_reads == before + 1, "the held-up read was not handed to a worker thread"
+    assert waited >= 0.9, "the read did not wait for the lock at all"
+    # The loop's connection was replaced and reads run on the loop again.
+    before = calls.loop_reads
+    assert client.get("/api/v1/students/me", headers=card).status_code == 200
+    assert calls.loop_reads == before + 1
