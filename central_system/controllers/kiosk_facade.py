@@ -227,13 +227,11 @@ class KioskBackend:
         self, student_id: int, faculty_id: int, message: str, course_code: str | None
     ) -> ConsultationView:
         """Create a consultation; a ValueError from the controller becomes a KioskError."""
-        try:
-            c = self._controller("consultation").create_consultation(
+        return self._created(
+            lambda controller: controller.create_consultation(
                 student_id, faculty_id, message, course_code=course_code or None
             )
-        except ValueError as err:
-            raise _kiosk_error(err) from err
-        return _consultation_view(c)
+        )
 
     def send_request_for(
         self,
@@ -248,10 +246,17 @@ class KioskBackend:
         The answer is built from what was inserted, as committed (the controller's transient
         consultation with its student and faculty member), not read back in a second session.
         """
-        try:
-            c = self._controller("consultation").create_consultation_for(
+        return self._created(
+            lambda controller: controller.create_consultation_for(
                 card_holder, faculty_id, message, course_code=course_code or None
             )
+        )
+
+    def _created(self, create: Callable[[Any], Consultation]) -> ConsultationView:
+        """``create(the consultation controller)``'s request as a view; a ValueError (the
+        controller's refusal) becomes a KioskError."""
+        try:
+            c = create(self._controller("consultation"))
         except ValueError as err:
             raise _kiosk_error(err) from err
         return _consultation_view(c)
