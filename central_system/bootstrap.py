@@ -56,12 +56,48 @@ class System:
 
 
 def build_controllers(system: System) -> None:
-    """Create the controllers and components on ``system`` (filled in by the controllers layer)."""
-    try:
-        from .controllers import wire_controllers
-    except ImportError:
-        return
-    wire_controllers(system)
+    """Build the controllers on ``system.mqtt``, with their subscriptions and the liveness timer."""
+    from .controllers import (
+        AdminController,
+        AnalyticsController,
+        ConsultationController,
+        ExpiryPolicy,
+        FacultyController,
+        QueueController,
+        StudentController,
+        inbound_stats,
+    )
+    from .controllers.liveness import LivenessService
+    from .services.expiry import ExpiryService
+
+    engine, mqtt, settings = system.engine, system.mqtt, system.settings
+    liveness = LivenessService(settings, db=engine, mqtt=mqtt)
+    faculty = FacultyController(db=engine, mqtt=mqtt, liveness=liveness)
+    expiry = ExpiryPolicy.from_settings(settings)
+    consultation = ConsultationController(db=engine, mqtt=mqtt, liveness=liveness, expiry=expiry)
+    expiry_sweep = ExpiryService(
+        consultation.expire_due, settings.consultation_expiry_check_interval_s
+    )
+    liveness.set_resender(consultation.resend_pending)
+    system.controllers.update(
+        {
+            "consultation": consultation,
+            "faculty": faculty,
+            "student": StudentController(db=engine, mqtt=mqtt),
+            "admin": AdminController(db=engine, mqtt=mqtt),
+            "liveness": liveness,
+            "queue": QueueController(db=engine, mqtt=mqtt, expiry=expiry),
+            "analytics": AnalyticsController(
+                db=engine, mqtt=mqtt, timezone=settings.consultation_timezone
+            ),
+            "expiry": expiry_sweep,
+            "inbound_stats": inbound_stats,
+        }
+    )
+    # Liveness first: it loads the desks' state before any presence report arrives.
+    system.components.extend([liveness, faculty, consultation])
+    if expiry.enabled:
+        system.components.append(expiry_sweep)
 
 
 def build_system(settings: Settings) -> System:

@@ -10,10 +10,8 @@ import argparse
 import importlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 COMMAND_MODULES: list[str] = [
     "central_system.commands.serve",
@@ -61,12 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(subparsers)
     return parser
-
-
-def install_signal_handlers(on_signal: Any) -> None:
-    """Run ``on_signal()`` on SIGINT/SIGTERM (clean shutdown under systemd)."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: on_signal())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

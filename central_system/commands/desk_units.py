@@ -176,7 +176,7 @@ def run_one(args: argparse.Namespace) -> int:
     """Run one desk in the terminal until q, EOF-then-Ctrl+C, SIGINT or SIGTERM."""
     from faculty_desk_unit import DeskUnit
 
-    from ..cli import install_signal_handlers
+    from . import install_signal_handlers
 
     host, port = _broker(args)
     desk = DeskUnit(
@@ -240,7 +240,7 @@ def run_many(args: argparse.Namespace) -> int:
     """Run a fleet of desks and print a stats line every few seconds until Ctrl+C."""
     from faculty_desk_unit import DeskFleet
 
-    from ..cli import install_signal_handlers
+    from . import install_signal_handlers
 
     if args.count < 1:
         print("--count must be at least 1", file=sys.stderr)

@@ -94,7 +94,7 @@ def _import(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from ..config import get_settings
-    from ..services.legacy_import import ImportOptions, LegacyImportError, import_legacy
+    from ..controllers.legacy_import import ImportOptions, LegacyImportError, import_legacy
 
     settings = get_settings()
     hours = args.pending_max_age_hours

@@ -208,7 +208,7 @@ def _quit_on_signals(app: Any) -> threading.Event:
     """
     from PySide6.QtCore import QTimer
 
-    from ..cli import install_signal_handlers
+    from . import install_signal_handlers
 
     stopping = threading.Event()
 

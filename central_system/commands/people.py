@@ -14,7 +14,10 @@ import getpass
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..controllers import FacultyController, StudentController
 
 
 def register(subparsers: Any) -> None:
@@ -273,6 +276,13 @@ def run_students_remove(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- CSV
 
 
+def _controller(kind: str) -> StudentController | FacultyController:
+    """The controller whose ``import_csv``/``export_csv`` serve ``kind`` (the process's database)."""
+    from ..controllers import FacultyController, StudentController
+
+    return StudentController() if kind == "students" else FacultyController()
+
+
 def run_import(args: argparse.Namespace) -> int:
     """Preview (default) or commit a CSV import."""
     from ..controllers import roster
@@ -284,7 +294,7 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"cannot read {args.file}: {err.strerror or err}", file=sys.stderr)
         return 1
     try:
-        report = roster.import_csv(args.kind, data, commit=args.commit, actor=cli_actor())
+        report = _controller(args.kind).import_csv(data, commit=args.commit, actor=cli_actor())
     except roster.RosterError as err:
         print(err, file=sys.stderr)
         return 1
@@ -298,9 +308,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Write the CSV export to a file or stdout."""
-    from ..controllers import roster
-
-    text = roster.export_csv(args.kind)
+    text = _controller(args.kind).export_csv()
     if args.output is None:
         sys.stdout.write(text)
         return 0

@@ -29,10 +29,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start ConsultEase headless and run until SIGINT/SIGTERM."""
-    from ..cli import install_signal_handlers
     from ..config import get_settings
     from ..main import ConsultEaseApp
     from ..services.embedded_broker import EmbeddedBroker
+    from . import install_signal_handlers
 
     settings = get_settings()
     broker = None

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from sqlalchemy import CursorResult, Table, bindparam, func, insert, select, true, update
 from sqlalchemy.orm import Session
@@ -44,7 +44,6 @@ from .schemas import (
 
 if TYPE_CHECKING:
     from ..services.async_mqtt_service import AsyncMQTTService
-    from ..services.liveness import LivenessService
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +216,18 @@ def _as_id(value: object, error: type[ConsultationError], what: str) -> int:
         raise error(f"Unknown {what}.") from err
 
 
+class DeskLiveness(Protocol):
+    """What this controller asks of the desk liveness service (``liveness.LivenessService``).
+
+    A protocol, not an import: the liveness service re-sends pending requests through this
+    controller, so it sits above it (no import circle).
+    """
+
+    def observe(self, faculty_id: int, *, retained: bool = False) -> bool: ...
+
+    def shows_utf8(self, faculty_id: int) -> bool: ...
+
+
 class ConsultationController(ControllerBase):
     """Creates, cancels and lists consultations; applies desk responses (contract 2.2)."""
 
@@ -225,7 +236,7 @@ class ConsultationController(ControllerBase):
         db: DbSource = None,
         mqtt: AsyncMQTTService | None = None,
         *,
-        liveness: LivenessService | None = None,
+        liveness: DeskLiveness | None = None,
         stats: InboundStats | None = None,
         max_pending_per_faculty: int = DEFAULT_MAX_PENDING_PER_FACULTY,
         expiry: ExpiryPolicy | None = None,

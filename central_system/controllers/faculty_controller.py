@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ..models import Faculty, FacultyStatus, utcnow
 from ..utils import topics
@@ -33,7 +34,7 @@ from .schemas import (
 
 if TYPE_CHECKING:
     from ..services.async_mqtt_service import AsyncMQTTService, MQTTMessage, PublishHandle
-    from ..services.liveness import LivenessService
+    from .liveness import LivenessService
     from .roster import ImportReport
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class FacultyController(ControllerBase):
         self.stats = stats or inbound_stats
         self._listeners: Listeners[FacultyEvent] = Listeners("faculty")
         if liveness is None:
-            from ..services.liveness import LivenessService
+            from .liveness import LivenessService
 
             liveness = LivenessService(db=db, mqtt=mqtt, stats=self.stats)
         if liveness.on_faculty_change is None:
@@ -353,7 +354,9 @@ class FacultyController(ControllerBase):
         self, data: bytes, *, commit: bool = False, actor: str = "system"
     ) -> ImportReport:
         """Preview (default) or commit a CSV import of faculty; see :mod:`.roster`."""
-        report = roster.import_rows(self.session, "faculty", data, commit=commit, actor=actor)
+        report = roster.import_rows(
+            self.session, "faculty", data, _check_roster_rows, commit=commit, actor=actor
+        )
         for fid in report.created_ids:
             self.liveness.forget(fid)
         return report
@@ -377,3 +380,35 @@ class FacultyController(ControllerBase):
         other = session.scalar(select(Faculty.id).where(Faculty.email == email))
         if other is not None and other != own_id:
             raise DuplicateEmailError(f"{email} is already used by another faculty member.")
+
+
+def _check_roster_rows(
+    session: Session, rows: list[roster.Row], report: roster.ImportReport
+) -> list[tuple[Faculty | None, dict[str, object]]]:
+    """The CSV import's row check (:func:`.roster.import_rows`), with this module's validators."""
+    by_email = {f.email: f for f in session.scalars(select(Faculty)) if f.email}
+    seen: dict[str, int] = {}
+    plan: list[tuple[Faculty | None, dict[str, object]]] = []
+    for row in rows:
+        v = row.values
+        try:
+            email = validate_email(v.get("email", ""))
+            if email is None:
+                raise FacultyError("The email address is required (it identifies the row).")
+            clean: dict[str, object] = {
+                "name": validate_name(v.get("name", "")),
+                "email": email,
+                "department": FacultyController._department(v.get("department", "")),
+                "ble_id": validate_ble_id(v.get("ble_id", "")),
+            }
+        except FacultyError as err:
+            report.bad_rows.append(roster.BadRow(row.line, str(err)))
+            continue
+        if email in seen:
+            report.bad_rows.append(
+                roster.BadRow(row.line, f"{email} is also on line {seen[email]}")
+            )
+            continue
+        seen[email] = row.line
+        plan.append((by_email.get(email), clean))
+    return plan

@@ -1,8 +1,8 @@
 """CSV import and export of students and faculty: one implementation, two front ends.
 
 The ``consultease students|faculty import|export`` commands and the web
-dashboard both call :func:`import_csv` and :func:`export_csv` (or the
-controllers' ``import_csv``/``export_csv``, which delegate here).
+dashboard both call the controllers' ``import_csv``/``export_csv``, which
+delegate here, passing their own row checks (this module imports no controller).
 
 Import, in two steps:
 
@@ -70,6 +70,11 @@ MAX_ROWS: Final = 200_000
 MAX_FIELD_CHARS: Final = 1000  # anything longer is refused before validation looks at it
 
 SessionScope = Callable[[], AbstractContextManager[Session]]
+# A controller's check of the rows: (session, rows, report) -> [(existing record or None, clean values)]
+RowCheck = Callable[
+    [Session, "list[Row]", "ImportReport"],
+    Sequence[tuple["Student | Faculty | None", dict[str, object]]],
+]
 
 
 class RosterError(ValueError):
@@ -119,7 +124,7 @@ class ImportReport:
 
 
 @dataclass(slots=True)
-class _Row:
+class Row:
     line: int
     values: dict[str, str]
 
@@ -143,7 +148,7 @@ def _has_bad_bytes(value: str) -> bool:
 
 def _read_rows(
     data: bytes, columns: tuple[str, ...], required: frozenset[str], ignored: frozenset[str]
-) -> tuple[list[_Row], list[BadRow]]:
+) -> tuple[list[Row], list[BadRow]]:
     text = _decode(data)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
@@ -168,7 +173,7 @@ def _read_rows(
         )
     if len(set(names)) != len(names):
         raise RosterError("line 1: a column appears twice in the header.")
-    rows: list[_Row] = []
+    rows: list[Row] = []
     bad: list[BadRow] = []
     line = reader.line_num + 1
     while True:
@@ -196,72 +201,13 @@ def _read_rows(
             bad.append(BadRow(start, f"{long[0]}: more than {MAX_FIELD_CHARS} characters"))
             continue
         values = {n: _unescape(f) for n, f in zip(names, fields, strict=True) if n in columns}
-        rows.append(_Row(start, values))
+        rows.append(Row(start, values))
     return rows, bad
 
 
 def _unescape(cell: str) -> str:
     """Undo the export's formula guard (``'=…`` back to ``=…``)."""
     return cell[1:] if cell[:1] == "'" and cell[1:2] in _FORMULA_STARTS else cell
-
-
-# --------------------------------------------------------------------------- students
-
-
-def _check_students(
-    session: Session, rows: list[_Row], report: ImportReport
-) -> list[tuple[Student | None, dict[str, object]]]:
-    from .student_controller import (
-        StudentError,
-        _department,
-        normalize_rfid_uid,
-        validate_student_name,
-        validate_student_number,
-    )
-
-    existing = list(session.scalars(select(Student)))
-    by_uid = {s.rfid_uid: s for s in existing}
-    by_number = {s.student_id: s for s in existing}
-    seen_uid: dict[str, int] = {}
-    seen_number: dict[str, int] = {}
-    plan: list[tuple[Student | None, dict[str, object]]] = []
-    for row in rows:
-        v = row.values
-        try:
-            clean: dict[str, object] = {
-                "name": validate_student_name(v.get("name", "")),
-                "student_id": validate_student_number(v.get("student_number", "")),
-                "rfid_uid": normalize_rfid_uid(v.get("card_uid", "")),
-                "department": _department(v.get("department", "")),
-            }
-        except StudentError as err:
-            report.bad_rows.append(BadRow(row.line, str(err)))
-            continue
-        uid, number = str(clean["rfid_uid"]), str(clean["student_id"])
-        if uid in seen_uid:
-            report.bad_rows.append(
-                BadRow(row.line, f"card UID {uid} is also on line {seen_uid[uid]}")
-            )
-            continue
-        if number in seen_number:
-            report.bad_rows.append(
-                BadRow(row.line, f"student number {number} is also on line {seen_number[number]}")
-            )
-            continue
-        seen_uid[uid], seen_number[number] = row.line, row.line
-        target = by_uid.get(uid)
-        holder = by_number.get(number)
-        if holder is not None and holder is not target:
-            report.bad_rows.append(
-                BadRow(
-                    row.line,
-                    f"student number {number} is already registered to another card "
-                    f"({holder.rfid_uid})",
-                )
-            )
-            continue
-        plan.append((target, clean))
-    return plan
 
 
 def _counts_as_change(
@@ -278,53 +224,18 @@ def _counts_as_change(
     return False
 
 
-# --------------------------------------------------------------------------- faculty
-
-
-def _check_faculty(
-    session: Session, rows: list[_Row], report: ImportReport
-) -> list[tuple[Faculty | None, dict[str, object]]]:
-    from .faculty_controller import (
-        FacultyController,
-        FacultyError,
-        validate_ble_id,
-        validate_email,
-        validate_name,
-    )
-
-    by_email = {f.email: f for f in session.scalars(select(Faculty)) if f.email}
-    seen: dict[str, int] = {}
-    plan: list[tuple[Faculty | None, dict[str, object]]] = []
-    for row in rows:
-        v = row.values
-        try:
-            email = validate_email(v.get("email", ""))
-            if email is None:
-                raise FacultyError("The email address is required (it identifies the row).")
-            clean: dict[str, object] = {
-                "name": validate_name(v.get("name", "")),
-                "email": email,
-                "department": FacultyController._department(v.get("department", "")),
-                "ble_id": validate_ble_id(v.get("ble_id", "")),
-            }
-        except FacultyError as err:
-            report.bad_rows.append(BadRow(row.line, str(err)))
-            continue
-        if email in seen:
-            report.bad_rows.append(BadRow(row.line, f"{email} is also on line {seen[email]}"))
-            continue
-        seen[email] = row.line
-        plan.append((by_email.get(email), clean))
-    return plan
-
-
 # --------------------------------------------------------------------------- entry points
 
 
 def import_rows(
-    scope: SessionScope, kind: Kind, data: bytes, *, commit: bool, actor: str
+    scope: SessionScope, kind: Kind, data: bytes, check: RowCheck, *, commit: bool, actor: str
 ) -> ImportReport:
-    """Check ``data`` (CSV bytes) and, when ``commit`` and no row is bad, write it in one transaction."""
+    """Check ``data`` (CSV bytes) and, when ``commit`` and no row is bad, write it in one transaction.
+
+    ``check`` is the controller's own validation of the rows (``StudentController`` and
+    ``FacultyController`` pass theirs): it appends bad rows to the report and returns each good
+    row's existing record (None for a new one) with its clean values.
+    """
     if kind not in ("students", "faculty"):
         raise RosterError(f"unknown kind {kind!r}")
     report = ImportReport(kind)
@@ -335,11 +246,7 @@ def import_rows(
     rows, report.bad_rows = _read_rows(data, columns, required, frozenset({"id"}))
     report.rows = len(rows) + len(report.bad_rows)
     with scope() as session:
-        checked: Sequence[tuple[Student | Faculty | None, dict[str, object]]] = (
-            _check_students(session, rows, report)
-            if kind == "students"
-            else _check_faculty(session, rows, report)
-        )
+        checked = check(session, rows, report)
         plan = [(t, clean) for t, clean in checked if _counts_as_change(t, clean, report)]
         report.bad_rows.sort(key=lambda b: b.line)
         if not commit or report.bad_rows:
@@ -408,23 +315,3 @@ def spreadsheet_safe(cell: str) -> str:
 
 def _safe(cells: list[str]) -> list[str]:
     return [spreadsheet_safe(c) for c in cells]
-
-
-def import_csv(kind: Kind, data: bytes, *, commit: bool, actor: str) -> ImportReport:
-    """Import through the process database's controllers (what the CLI calls)."""
-    from .faculty_controller import FacultyController
-    from .student_controller import StudentController
-
-    if kind == "students":
-        return StudentController().import_csv(data, commit=commit, actor=actor)
-    return FacultyController().import_csv(data, commit=commit, actor=actor)
-
-
-def export_csv(kind: Kind) -> str:
-    """Export through the process database's controllers (what the CLI calls)."""
-    from .faculty_controller import FacultyController
-    from .student_controller import StudentController
-
-    if kind == "students":
-        return StudentController().export_csv()
-    return FacultyController().export_csv()

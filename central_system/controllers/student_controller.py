@@ -186,7 +186,9 @@ class StudentController(ControllerBase):
         self, data: bytes, *, commit: bool = False, actor: str = "system"
     ) -> ImportReport:
         """Preview (default) or commit a CSV import of students; see :mod:`.roster`."""
-        report = roster.import_rows(self.session, "students", data, commit=commit, actor=actor)
+        report = roster.import_rows(
+            self.session, "students", data, _check_roster_rows, commit=commit, actor=actor
+        )
         return report
 
     def export_csv(self) -> str:
@@ -205,3 +207,54 @@ class StudentController(ControllerBase):
             other = session.scalar(select(Student.id).where(Student.rfid_uid == uid))
             if other is not None and other != own_id:
                 raise DuplicateRfidError("This card is already registered to another student.")
+
+
+def _check_roster_rows(
+    session: Session, rows: list[roster.Row], report: roster.ImportReport
+) -> list[tuple[Student | None, dict[str, object]]]:
+    """The CSV import's row check (:func:`.roster.import_rows`), with this module's validators."""
+    existing = list(session.scalars(select(Student)))
+    by_uid = {s.rfid_uid: s for s in existing}
+    by_number = {s.student_id: s for s in existing}
+    seen_uid: dict[str, int] = {}
+    seen_number: dict[str, int] = {}
+    plan: list[tuple[Student | None, dict[str, object]]] = []
+    for row in rows:
+        v = row.values
+        try:
+            clean: dict[str, object] = {
+                "name": validate_student_name(v.get("name", "")),
+                "student_id": validate_student_number(v.get("student_number", "")),
+                "rfid_uid": normalize_rfid_uid(v.get("card_uid", "")),
+                "department": _department(v.get("department", "")),
+            }
+        except StudentError as err:
+            report.bad_rows.append(roster.BadRow(row.line, str(err)))
+            continue
+        uid, number = str(clean["rfid_uid"]), str(clean["student_id"])
+        if uid in seen_uid:
+            report.bad_rows.append(
+                roster.BadRow(row.line, f"card UID {uid} is also on line {seen_uid[uid]}")
+            )
+            continue
+        if number in seen_number:
+            report.bad_rows.append(
+                roster.BadRow(
+                    row.line, f"student number {number} is also on line {seen_number[number]}"
+                )
+            )
+            continue
+        seen_uid[uid], seen_number[number] = row.line, row.line
+        target = by_uid.get(uid)
+        holder = by_number.get(number)
+        if holder is not None and holder is not target:
+            report.bad_rows.append(
+                roster.BadRow(
+                    row.line,
+                    f"student number {number} is already registered to another card "
+                    f"({holder.rfid_uid})",
+                )
+            )
+            continue
+        plan.append((target, clean))
+    return plan

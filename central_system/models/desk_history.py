@@ -1,7 +1,7 @@
 """Desk-unit connection history (issue 12): one row per online/offline transition of a desk.
 
 Written by the liveness service in the same transaction as the change it records
-(services/liveness.py), read by the uptime reports (controllers/analytics_controller.py,
+(controllers/liveness.py), read by the uptime reports (controllers/analytics_controller.py,
 docs/analytics.md "Desk uptime"). Rows older than ``CONSULTEASE_DESK_HISTORY_DAYS`` are
 pruned, except each desk's newest one before the cut (it says what state the desk was in).
 """

@@ -25,11 +25,11 @@ from central_system.controllers.consultation_controller import (
     NotOwnConsultationError,
     TooManyPendingError,
 )
+from central_system.controllers.liveness import LivenessService
 from central_system.controllers.outbound import iso
 from central_system.db import session_scope
 from central_system.main import ConsultEaseApp
 from central_system.models import AuditLog, DeskUnit
-from central_system.services.liveness import LivenessService
 from central_system.utils import topics
 from tests.integration.controller_helpers import (
     bring_desk_online,

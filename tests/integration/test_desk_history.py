@@ -14,10 +14,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, select
 
+from central_system.controllers.liveness import LivenessService
 from central_system.db import session_scope
 from central_system.main import ConsultEaseApp
 from central_system.models import DeskConnectionEvent, utcnow
-from central_system.services.liveness import LivenessService
 from faculty_desk_unit.desk import DeskUnit
 from tests.integration.controller_helpers import db_url_of, running_app, seed, wait_until
 

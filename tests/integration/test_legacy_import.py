@@ -16,13 +16,13 @@ from central_system.cli import main as cli_main
 from central_system.config import reset_settings_cache
 from central_system.controllers import FacultyController, StudentController
 from central_system.controllers.admin_controller import AdminController
-from central_system.models import Admin, AuditLog, Consultation, Faculty, LegacyImportMap, Student
-from central_system.services.legacy_import import (
+from central_system.controllers.legacy_import import (
     ImportOptions,
     ImportRefusedError,
     import_legacy,
     legacy_status,
 )
+from central_system.models import Admin, AuditLog, Consultation, Faculty, LegacyImportMap, Student
 from tests.conftest import PG_ADMIN_URL
 from tests.legacy_fixture import BCRYPT_ADMIN_PASSWORD, ORIGINAL_DEFAULT, create_legacy_db
 
@@ -335,7 +335,7 @@ def test_a_failure_half_way_leaves_the_target_as_it_was(
 ) -> None:
     """One transaction: faculty, students and consultations were written when the audit step
     fails, and none of them stays."""
-    from central_system.services import legacy_import as module
+    from central_system.controllers import legacy_import as module
 
     dbmod.init_db(db_url)
     dbmod.dispose_db()
@@ -413,7 +413,7 @@ def test_indexes_rebuilt_after_a_big_import_and_restored_when_it_fails(
 ) -> None:
     """A big import drops the consultation indexes and builds them once at the end;
     a failure (or a dry run) gives them back with the rest of the transaction."""
-    from central_system.services import legacy_import as module
+    from central_system.controllers import legacy_import as module
 
     monkeypatch.setattr(module, "REBUILD_INDEXES_FROM", 1)  # the fixture's 9 rows count as big
     dbmod.init_db(db_url)

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, event, select
 
+from central_system.controllers.liveness import ROUTINE_FLUSH_ROWS, LivenessService
 from central_system.db import session_scope
 from central_system.main import ConsultEaseApp
 from central_system.models import DeskUnit, Faculty
-from central_system.services.liveness import ROUTINE_FLUSH_ROWS, LivenessService
 from tests.integration.controller_helpers import db_url_of, running_app, seed
 
 pytestmark = pytest.mark.timeout(120)

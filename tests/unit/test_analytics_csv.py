@@ -20,6 +20,6 @@ def test_analytics_csv_defuses_formula_text_but_keeps_numbers() -> None:
     )
     rows = list(csv.reader(io.StringIO(table.to_csv())))
     assert rows[0] == ["faculty", "department", "answered", "median_s"]
-    assert rows[1] == ["'=HYPERLINK(\"http://x\",\"y\")", "'+Physics", "3", "12.346"]
+    assert rows[1] == ['\'=HYPERLINK("http://x","y")', "'+Physics", "3", "12.346"]
     assert rows[2] == ["Dr. Ana Reyes", "'-CS", "-1", "-2.5"]
     assert rows[3] == ["'@SUM(A1)", "Math", "0", ""]

@@ -35,9 +35,7 @@ def _stream_read(events: list[dict[str, Any]]) -> bytes:
     return f"event: batch\ndata: {json.dumps(events)}\n\n".encode()
 
 
-def test_a_read_of_the_stream_goes_to_the_bridge_in_a_few_calls_with_every_event_in_order() -> (
-    None
-):
+def test_a_read_of_the_stream_goes_to_the_bridge_in_a_few_calls_with_every_event_in_order() -> None:
     burst: list[dict[str, Any]] = [
         {"kind": "consultation", "id": i, "status": "pending"} for i in range(250)
     ]

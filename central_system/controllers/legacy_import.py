@@ -457,7 +457,7 @@ class _Importer:
     # ------------------------------------------------------------------ faculty
 
     def _faculty(self, conn: Connection) -> None:
-        from ..controllers.faculty_controller import FacultyError, validate_ble_id, validate_email
+        from .faculty_controller import FacultyError, validate_ble_id, validate_email
 
         rep = self.report.tables["faculty"]
         done = self.provenance["faculty"]
@@ -562,7 +562,7 @@ class _Importer:
     # ------------------------------------------------------------------ students
 
     def _students(self, conn: Connection) -> None:
-        from ..controllers.student_controller import StudentError, normalize_rfid_uid
+        from .student_controller import StudentError, normalize_rfid_uid
 
         rep = self.report.tables["students"]
         done = self.provenance["student"]
@@ -636,7 +636,7 @@ class _Importer:
     # ------------------------------------------------------------------ admins
 
     def _admins(self, conn: Connection) -> None:
-        from ..controllers.admin_controller import AdminError, validate_username
+        from .admin_controller import AdminError, validate_username
 
         rep = self.report.tables["admins"]
         if not self.src.has("admins"):

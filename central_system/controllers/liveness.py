@@ -47,16 +47,6 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..config import Settings, get_settings
-from ..controllers.base import ControllerBase, DbSource, FacultyEvent
-from ..controllers.outbound import faculty_status_message
-from ..controllers.schemas import (
-    DiagnosticsPayload,
-    HeartbeatPayload,
-    InboundStats,
-    drop_unknown_faculty,
-    inbound_stats,
-    parse_inbound,
-)
 from ..models import (
     Consultation,
     ConsultationStatus,
@@ -70,9 +60,19 @@ from ..models import (
     utcnow,
 )
 from ..utils import topics
+from .base import ControllerBase, DbSource, FacultyEvent
+from .outbound import faculty_status_message
+from .schemas import (
+    DiagnosticsPayload,
+    HeartbeatPayload,
+    InboundStats,
+    drop_unknown_faculty,
+    inbound_stats,
+    parse_inbound,
+)
 
 if TYPE_CHECKING:
-    from .async_mqtt_service import AsyncMQTTService, MQTTMessage
+    from ..services.async_mqtt_service import AsyncMQTTService, MQTTMessage
 
 logger = logging.getLogger(__name__)
 
@@ -820,7 +820,7 @@ class LivenessService(ControllerBase):
     def _resend_now(self, faculty_id: int, resend: Resend) -> None:
         resend_fn = self._resend
         if resend_fn is None:
-            from ..controllers.consultation_controller import ConsultationController
+            from .consultation_controller import ConsultationController
 
             resend_fn = ConsultationController(db=self._db_source, mqtt=self._mqtt).resend_pending
             self._resend = resend_fn
