@@ -32,9 +32,22 @@ class DeskConnectionEvent(Base):
     """Desk of ``faculty_id`` went ``online`` (True) or offline (False) at ``at`` (UTC)."""
 
     __tablename__ = "desk_connection_events"
+    # Covering on PostgreSQL (migration 0015): the uptime reports' probe for each desk's
+    # newest row before a range (in the reports' order, ``at`` then ``id``) and a range's
+    # rows (also the rollup's day) read these indexes only, not the table, where the
+    # visibility map says the table's pages are all-visible (VACUUM; docs/performance.md).
+    # SQLite has no INCLUDE, and its indexes already carry ``id`` (the rowid): the same keys.
     __table_args__ = (
-        Index("ix_desk_connection_events_faculty_at", "faculty_id", "at"),
-        Index("ix_desk_connection_events_at", "at"),  # a day's rows, for the rollup
+        Index(
+            "ix_desk_connection_events_faculty_at_id",
+            "faculty_id",
+            "at",
+            "id",
+            postgresql_include=["online"],
+        ),
+        Index(
+            "ix_desk_connection_events_at", "at", postgresql_include=["faculty_id", "id", "online"]
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
