@@ -51,7 +51,7 @@ WARMUP_TIMEOUT_S = 120.0
 
 def run_publisher(args: argparse.Namespace) -> int:
     """Warm-up burst, then heartbeats at ``--rate`` on a fixed schedule; one raw connection."""
-    from central_system.utils import topics
+    from central_system import topics
     from faculty_desk_unit import protocol
     from faculty_desk_unit.herd import connect_packet, presence_packets, publish_packet
 

@@ -66,6 +66,7 @@ import psutil  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from central_system import topics  # noqa: E402
 from central_system.api.client import ApiClient  # noqa: E402
 from central_system.api.errors import (  # noqa: E402
     KioskError,
@@ -73,7 +74,6 @@ from central_system.api.errors import (  # noqa: E402
     UnavailableError,
 )
 from central_system.api.transport import Response  # noqa: E402
-from central_system.utils import topics  # noqa: E402
 from tests.brokers import MosquittoBroker  # noqa: E402
 from tests.server_helpers import (  # noqa: E402
     ServerProcess,

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from central_system.utils import topics
+from central_system import topics
 
 from . import protocol
 from .loop import NetworkLoop, TimerHandle

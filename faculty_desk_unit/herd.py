@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from central_system.utils import topics
+from central_system import topics
 
 from .protocol import ACKNOWLEDGE, build_presence_json, build_response_json
 

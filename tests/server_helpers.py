@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine
 
+from central_system import topics
 from central_system.api.client import ApiClient
 from central_system.controllers.admin_controller import AdminController
 from central_system.db import create_db_engine
 from central_system.server.auth import enroll_kiosk, revoke_kiosk
-from central_system.utils import topics
 from tests.brokers import free_port
 from tests.mqtt_probe import publish_raw
 

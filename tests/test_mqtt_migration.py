@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from central_system import topics
 from central_system.services import async_mqtt_service as svcmod
 from central_system.services.async_mqtt_service import get_async_mqtt_service
 from central_system.services.mqtt_service import MQTTService
-from central_system.utils import topics
 from central_system.utils.mqtt_utils import (
     get_mqtt_service,
     publish_mqtt_message,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 from sqlalchemy import CursorResult, Table, bindparam, func, insert, select, true, update
 from sqlalchemy.orm import Session
 
+from .. import topics
 from ..models import (
     ALLOWED_TRANSITIONS,
     ANSWER_STATUSES,
@@ -29,7 +30,6 @@ from ..models import (
     utcnow,
 )
 from ..services.async_mqtt_service import MQTTMessage, MQTTServiceError
-from ..utils import topics
 from . import outbound
 from .base import ConsultationEvent, ControllerBase, DbSource, Listeners, audit
 from .queue_controller import ExpiryPolicy

@@ -18,8 +18,8 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .. import topics
 from ..models import Faculty, FacultyStatus, utcnow
-from ..utils import topics
 from . import outbound, roster
 from .base import ControllerBase, DbSource, FacultyEvent, Listeners, audit
 from .schemas import (

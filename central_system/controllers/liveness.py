@@ -46,6 +46,7 @@ from sqlalchemy import Table, bindparam, case, delete, func, insert, select, upd
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from .. import topics
 from ..config import Settings, get_settings
 from ..models import (
     Consultation,
@@ -59,7 +60,6 @@ from ..models import (
     FacultyStatus,
     utcnow,
 )
-from ..utils import topics
 from .base import ControllerBase, DbSource, FacultyEvent
 from .outbound import faculty_status_message
 from .schemas import (

@@ -15,8 +15,8 @@ from typing import Any, Final
 
 from anyascii import anyascii
 
+from .. import topics
 from ..models import Consultation, Faculty, Student
-from ..utils import topics
 
 MAX_REQUEST_TEXT_BYTES: Final = 512  # the deployed firmware truncates at 512 bytes (contract 1.1)
 ELLIPSIS: Final = "…"

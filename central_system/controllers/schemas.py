@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..models import ConsultationStatus, FacultyStatus
 from ..services.async_mqtt_service import MQTTMessage
-from ..utils.topics import parse_faculty_topic
+from ..topics import parse_faculty_topic
 
 logger = logging.getLogger(__name__)
 

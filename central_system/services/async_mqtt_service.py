@@ -57,7 +57,7 @@ from sqlalchemy.orm import Session
 from ..config import Settings, get_settings
 from ..models.base import utcnow
 from ..models.outbox import OutboxMessage
-from ..utils.topics import central_status_topic
+from ..topics import central_status_topic
 from .inbound_queue import InboundQueue
 
 logger = logging.getLogger(__name__)

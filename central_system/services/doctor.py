@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from ..config import Settings
-from ..utils.topics import ROOT
+from ..topics import ROOT
 
 CENTRAL_STATUS_FILTER: Final = f"{ROOT}/system/central/+/status"
 DISK_FAIL_BYTES: Final = 200 * 1024 * 1024

@@ -30,8 +30,8 @@ from typing import Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .. import topics
 from ..models import DeskUnit, Faculty, utcnow
-from ..utils import topics
 
 logger = logging.getLogger(__name__)
 

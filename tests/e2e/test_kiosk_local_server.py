@@ -389,7 +389,7 @@ def test_consultease_run_starts_its_server_child_and_stops_it_on_sigterm(
 ) -> None:
     """``consultease run`` with no server URL: one central connection online, from its
     server child; SIGTERM to the process group ends both, the child saying offline."""
-    from central_system.utils.topics import central_status_topic
+    from central_system.topics import central_status_topic
 
     client_id = "run-e2e-central"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSULTEASE_")}

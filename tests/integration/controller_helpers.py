@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from central_system import topics
 from central_system.config import Settings
 from central_system.controllers import (
     ConsultationController,
@@ -17,7 +18,6 @@ from central_system.controllers import (
     StudentController,
 )
 from central_system.main import ConsultEaseApp
-from central_system.utils import topics
 from tests.mqtt_probe import publish_raw
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
+from central_system import topics
 from central_system.controllers import (
     ConsultationController,
     ConsultationEvent,
@@ -30,7 +31,6 @@ from central_system.controllers.outbound import iso
 from central_system.db import session_scope
 from central_system.main import ConsultEaseApp
 from central_system.models import AuditLog, DeskUnit
-from central_system.utils import topics
 from tests.integration.controller_helpers import (
     bring_desk_online,
     db_url_of,

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
+from central_system import topics
 from central_system.controllers import ConsultationController, ConsultationEvent, outbound
 from central_system.db import session_scope
 from central_system.main import ConsultEaseApp
 from central_system.models import AuditLog
 from central_system.services.async_mqtt_service import MQTTMessage
-from central_system.utils import topics
 from faculty_desk_unit import DeskUnit
 from faculty_desk_unit.protocol import build_response_json
 from tests.integration.controller_helpers import (

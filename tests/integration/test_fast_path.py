@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from central_system import topics
 from central_system.models import AuditLog, Faculty, KioskToken
 from central_system.server.fast_path import KioskFastPath
 from central_system.server.frequent import LOOP_READ_WAIT_MS
-from central_system.utils import topics
 from tests.brokers import MosquittoBroker
 from tests.mqtt_probe import publish_raw
 from tests.server_helpers import ADMIN_PASSWORD, ADMIN_USER, create_admin, enroll, revoke

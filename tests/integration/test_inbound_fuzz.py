@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine, select
 
+from central_system import topics
 from central_system.controllers.schemas import inbound_stats
 from central_system.db import session_scope
 from central_system.main import ConsultEaseApp
 from central_system.models import Consultation, Faculty, Student
 from central_system.services.async_mqtt_service import MQTTMessage
-from central_system.utils import topics
 from tests.integration.controller_helpers import (
     bring_desk_online,
     db_url_of,

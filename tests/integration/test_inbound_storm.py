@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, insert, select
 
+from central_system import topics
 from central_system.controllers.schemas import inbound_stats
 from central_system.main import ConsultEaseApp
 from central_system.models import Consultation, Faculty, Student
 from central_system.services.provisioning import render_mosquitto_conf
-from central_system.utils import topics
 from faculty_desk_unit.herd import (
     DeskHerd,
     connect_packet,

@@ -14,6 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, text, update
 
 from central_system import db as dbmod
+from central_system import topics
 from central_system.controllers import (
     ConsultationController,
     ConsultationEvent,
@@ -24,7 +25,6 @@ from central_system.controllers.outbound import iso
 from central_system.db import session_scope
 from central_system.main import ConsultEaseApp
 from central_system.models import Consultation, Faculty, Student
-from central_system.utils import topics
 from tests.integration.controller_helpers import (
     bring_desk_online,
     db_url_of,

@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from central_system import topics
 from central_system.api.client import ApiClient
 from central_system.api.errors import ForbiddenError, NotAuthenticatedError, NotFoundError
 from central_system.api.schemas import Event
 from central_system.models import AuditLog, Consultation, KioskToken
 from central_system.server.frequent import UNKNOWN_CARD
-from central_system.utils import topics
 from tests.brokers import MosquittoBroker
 from tests.mqtt_probe import Probe, publish_raw
 from tests.server_helpers import (

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from central_system import topics
 from central_system.api.client import ApiClient
-from central_system.utils import topics
 from tests.brokers import MosquittoBroker
 from tests.integration.controller_helpers import presence_payload
 from tests.mqtt_probe import publish_raw

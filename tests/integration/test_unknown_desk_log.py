@@ -15,9 +15,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from central_system import topics
 from central_system.controllers import schemas
 from central_system.controllers.schemas import UnknownDeskLog, inbound_stats
-from central_system.utils import topics
 from tests.brokers import MosquittoBroker
 from tests.integration.controller_helpers import (
     heartbeat_payload,
