@@ -11,6 +11,7 @@ of being sent twice; a ``GET`` is simply tried on the next server.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import logging
 import ssl
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from pydantic import BaseModel, TypeAdapter
 
@@ -41,10 +42,19 @@ from .transport import ConnectFailed, Response, SendFailed, Transport
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S: Final = 3.0
-# A backup of a large database is the slowest call the kiosk makes.
-READ_TIMEOUT_S: Final = 300.0
-# The server sends a keepalive every 15 s: a silent stream this long means the server is gone.
-EVENTS_READ_TIMEOUT_S: Final = 40.0
+# How long a kiosk call waits for its answer. A server that accepts the connection and
+# then says nothing (its host lost power or network, a frozen VM, a stopped process: no
+# reset ever comes) must not hold a student, and every call queued behind theirs on the
+# kiosk's one worker thread, for minutes: after this a GET goes on to the next URL and a
+# POST reports that it may have been sent. It is a little longer than the slowest answer
+# a live server gives a kiosk: a write waits at most 10 s for the server's SQLite write
+# gate (db.SQLITE_WRITE_GATE_TIMEOUT_S, a test keeps the two in step).
+KIOSK_READ_TIMEOUT_S: Final = 12.0
+# An administrator's backup of a large database or a report over a long period.
+ADMIN_READ_TIMEOUT_S: Final = 300.0
+# The server sends a keepalive every 15 s (server.events.KEEPALIVE_S): a stream silent for
+# longer than this means the server is gone, and the kiosk says so and looks elsewhere.
+EVENTS_READ_TIMEOUT_S: Final = 20.0
 NO_SERVER = "No ConsultEase server answers. The kiosk keeps trying; please try again in a moment."
 UNTRUSTED = (
     "The server's certificate is not signed by the CA this kiosk trusts "
@@ -85,6 +95,21 @@ def split_urls(value: str | Sequence[str]) -> list[str]:
     return urls
 
 
+def sends_token_in_clear(url: str) -> bool:
+    """True for an ``http://`` URL of another machine: a token sent there crosses the
+    network unencrypted (loopback stays on this machine)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a name: another machine
+
+
 def _error_from(response: Response) -> KioskError:
     try:
         body = response.json()
@@ -110,7 +135,7 @@ class ApiClient:
         *,
         ca_file: Path | str | None = None,
         uds: str | None = None,
-        timeout: float = READ_TIMEOUT_S,
+        timeout: float = KIOSK_READ_TIMEOUT_S,
     ) -> None:
         self.urls = split_urls(urls)
         self.token = token
@@ -149,8 +174,12 @@ class ApiClient:
         card_uid: str | None = None,
         admin: bool = False,
         params: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> Any:
-        """Send one call to the active server; the decoded JSON answer, or the API's error."""
+        """Send one call to the active server; the decoded JSON answer, or the API's error.
+
+        ``timeout``: how long to wait for the answer (default: the client's, for kiosk calls).
+        """
         # Calls both may make (the faculty list) go with the kiosk token, else the session.
         token = self.admin_token if admin else (self.token or self.admin_token)
         if admin and not token:
@@ -169,7 +198,7 @@ class ApiClient:
             index = (start + i) % len(self.urls)
             try:
                 response = self._http.request(
-                    method, self.urls[index], path, body=content, headers=headers
+                    method, self.urls[index], path, body=content, headers=headers, timeout=timeout
                 )
             except ConnectFailed as err:
                 last = err  # never reached the server: the next one may be the active one
@@ -201,9 +230,10 @@ class ApiClient:
 
     # ------------------------------------------------------------------ health
 
-    def health(self, url: str | None = None) -> dict[str, Any]:
-        """``GET /healthz`` of one server (default: the active one)."""
-        response = self._http.request("GET", url or self.active_url, "/healthz", timeout=5.0)
+    def health(self, url: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
+        """``GET /healthz`` of one server (default: the active one); TransportError when it
+        does not answer."""
+        response = self._http.request("GET", url or self.active_url, "/healthz", timeout=timeout)
         result: dict[str, Any] = response.json()
         return result
 
@@ -365,18 +395,28 @@ class ApiClient:
     def backup(self) -> str:
         """Back the database up on the server; the file written."""
         return TextAnswer.model_validate(
-            self.request("POST", "/api/v1/system/backup", admin=True)
+            self.request("POST", "/api/v1/system/backup", admin=True, timeout=ADMIN_READ_TIMEOUT_S)
         ).text
 
     def analytics(self, days: int) -> dict[str, AnalyticsTable]:
         """Every analytics report for the last ``days`` days."""
-        data = self.request("GET", "/api/v1/analytics", admin=True, params={"days": days})
+        data = self.request(
+            "GET",
+            "/api/v1/analytics",
+            admin=True,
+            params={"days": days},
+            timeout=ADMIN_READ_TIMEOUT_S,
+        )
         return _TABLES.validate_python(data)
 
     def export_analytics(self, report: str, days: int) -> str:
         """Write one report as CSV on the server; the file written."""
         data = self.request(
-            "POST", f"/api/v1/analytics/{report}/export", admin=True, params={"days": days}
+            "POST",
+            f"/api/v1/analytics/{report}/export",
+            admin=True,
+            params={"days": days},
+            timeout=ADMIN_READ_TIMEOUT_S,
         )
         return TextAnswer.model_validate(data).text
 
@@ -419,13 +459,23 @@ class ApiClient:
                         raise error
                     self._active = index
                     parser = SseParser()
-                    for chunk in chunks:
-                        batch = parser.feed_raw(chunk)
-                        if batch:
-                            yield batch
+                    try:
+                        for chunk in chunks:
+                            batch = parser.feed_raw(chunk)
+                            if batch:
+                                yield batch
+                    except TimeoutError as err:
+                        # Not even a keepalive: the server's host is gone or frozen. The
+                        # next attempt (and the next call) starts with the next URL.
+                        if self._active == index:
+                            self._active = (index + 1) % len(self.urls)
+                        raise UnavailableError(
+                            f"{self.urls[index]}: the event stream was silent for "
+                            f"{EVENTS_READ_TIMEOUT_S:.0f} s"
+                        ) from err
                     return
-            except ConnectFailed as err:
-                last = err
+            except (ConnectFailed, SendFailed) as err:
+                last = err  # nothing acts on a GET: the next server may be the active one
                 continue
         raise UnavailableError(UNTRUSTED if _untrusted(last) else NO_SERVER) from last
 

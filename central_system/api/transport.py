@@ -32,6 +32,13 @@ from urllib.parse import urlsplit
 # Idle keep-alive connections kept per server (the kiosk makes one call at a time).
 MAX_IDLE: Final = 4
 READ_CHUNK: Final = 65536
+# TCP keepalive on every connection to a server: an idle kept-alive connection to a host
+# that vanished (power, network: no reset ever comes) is found broken after about
+# 5 + 3 x 2 = 11 s, so the next call opens a fresh one instead of sending into the void
+# and waiting out its read timeout (for a POST: "may have been sent").
+KEEPALIVE_IDLE_S: Final = 5
+KEEPALIVE_INTERVAL_S: Final = 2
+KEEPALIVE_COUNT: Final = 3
 
 
 class TransportError(Exception):
@@ -79,6 +86,22 @@ class _UnixConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+
+def _keep_alive(sock: socket.socket) -> None:
+    """Turn on TCP keepalive probes (where the platform lets us set their timing)."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a Unix socket: the kiosk's own server, on this machine
+    with contextlib.suppress(OSError):  # best effort: the read timeouts still bound a call
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (
+            ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+            ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+        ):
+            option = getattr(socket, name, None)
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 def _is_dead(conn: http.client.HTTPConnection) -> bool:
@@ -155,6 +178,7 @@ class Transport:
             raise ConnectFailed(f"{base}: {err}") from err
         assert conn.sock is not None
         conn.sock.settimeout(timeout)
+        _keep_alive(conn.sock)
         return conn
 
     def _take(self, base: str) -> http.client.HTTPConnection:

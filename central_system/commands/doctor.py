@@ -9,8 +9,12 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     """Add the ``doctor`` sub-command."""
-    p = subparsers.add_parser("doctor", help="check settings, broker, database, clock and disk")
-    p.add_argument("--timeout", type=float, default=5.0, help="broker probe timeout (s)")
+    p = subparsers.add_parser(
+        "doctor",
+        help="check settings, broker, database (a kiosk of a server: the servers and its "
+        "token), clock and disk",
+    )
+    p.add_argument("--timeout", type=float, default=5.0, help="broker or server probe timeout (s)")
     p.set_defaults(func=run)
 
 

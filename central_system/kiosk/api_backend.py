@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Final
 
-from ..api.client import ApiClient
+from ..api.client import ApiClient, sends_token_in_clear
 from ..api.errors import KioskError, NotFoundError
 from ..api.schemas import (
     AdminSession,
@@ -70,6 +70,15 @@ class ApiBackend:
                 "(consultease kiosk enroll NAME) and set the token it prints."
             )
         client = ApiClient(settings.server_url, token, ca_file=settings.server_ca_file)
+        for url in client.urls:
+            if sends_token_in_clear(url):
+                logger.warning(
+                    "CONSULTEASE_SERVER_URL %s is plain http:// to another machine: this "
+                    "kiosk's token crosses the network unencrypted and anyone on the way can "
+                    "reuse it. Use https:// with CONSULTEASE_SERVER_CA_FILE "
+                    "(docs/deployment.md, section 10a).",
+                    url,
+                )
         return cls(client, settings)
 
     # ------------------------------------------------------------------ events

@@ -2,6 +2,10 @@
 
 No check prints a secret. The broker is probed through
 ``async_mqtt_service.probe_broker`` (the only module that speaks MQTT).
+
+A kiosk with ``CONSULTEASE_SERVER_URL`` set uses neither a broker nor a database: its
+doctor checks the servers instead (each URL's ``/healthz``, the token with one kiosk
+call, the CA file), then the clock and the disk.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ..config import Settings
 from ..topics import ROOT
+
+if TYPE_CHECKING:
+    from ..api.client import ApiClient
 
 CENTRAL_STATUS_FILTER: Final = f"{ROOT}/system/central/+/status"
 DISK_FAIL_BYTES: Final = 200 * 1024 * 1024
@@ -50,6 +57,7 @@ class _Context:
     probe_timeout: float
     central_statuses: dict[str, bytes] | None = None
     broker_ok: bool = False
+    client: ApiClient | None = None  # a kiosk of a remote server: its client
 
 
 # --------------------------------------------------------------------------- checks
@@ -277,6 +285,142 @@ def check_disk(ctx: _Context) -> CheckResult:
     return CheckResult("disk space", Status.PASS, detail)
 
 
+# --------------------------------------------------------------------------- a kiosk of a server
+
+REFUSED_401: Final = (
+    "the server refused this kiosk's token (401): token revoked or wrong. On the server: "
+    "consultease kiosk enroll NAME, then set CONSULTEASE_SERVER_TOKEN to the token it prints"
+)
+
+
+def check_client_settings(ctx: _Context) -> CheckResult:
+    """The server URLs, the token and the CA file are set and usable (no secret shown)."""
+    from ..api.client import sends_token_in_clear, split_urls
+
+    s = ctx.settings
+    name = "settings"
+    try:
+        urls = split_urls(s.server_url or "")
+    except ValueError:
+        return CheckResult(name, Status.FAIL, "CONSULTEASE_SERVER_URL names no server")
+    problems = [f"{u} is not an http(s) URL" for u in urls if not u.startswith("http")]
+    if s.server_token is None or not s.server_token.get_secret_value():
+        problems.append(
+            "CONSULTEASE_SERVER_TOKEN is not set (consultease kiosk enroll NAME on the server)"
+        )
+    if s.server_ca_file is not None and not Path(s.server_ca_file).is_file():
+        problems.append(f"CONSULTEASE_SERVER_CA_FILE points at a missing file: {s.server_ca_file}")
+    if problems:
+        return CheckResult(name, Status.FAIL, "; ".join(problems))
+    clear = [u for u in urls if sends_token_in_clear(u)]
+    if clear:
+        return CheckResult(
+            name,
+            Status.WARN,
+            f"{', '.join(clear)}: plain http:// to another machine, the kiosk's token "
+            "crosses the network unencrypted; use https:// and CONSULTEASE_SERVER_CA_FILE",
+        )
+    ca = f", CA file {s.server_ca_file}" if s.server_ca_file else ""
+    return CheckResult(name, Status.PASS, f"kiosk of {len(urls)} server URL(s), token set{ca}")
+
+
+def _client(ctx: _Context) -> ApiClient | None:
+    """The kiosk's API client as the kiosk builds it (None: the settings do not allow one)."""
+    from ..api.client import ApiClient
+
+    s = ctx.settings
+    if ctx.client is None and s.server_url and s.server_token is not None:
+        if s.server_ca_file is not None and not Path(s.server_ca_file).is_file():
+            return None
+        try:
+            ctx.client = ApiClient(
+                s.server_url, s.server_token.get_secret_value(), ca_file=s.server_ca_file
+            )
+        except (ValueError, OSError):  # no URL; a CA file that is not a certificate
+            return None
+    return ctx.client
+
+
+def _transport_problem(url: str, err: BaseException, ca_file: Path | None) -> str:
+    """Why a server did not answer, in the words an installer needs."""
+    import ssl
+
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            trusted = f"the CA in {ca_file}" if ca_file else "the system's CAs"
+            return f"TLS: its certificate is not trusted by {trusted} ({cause.verify_message})"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake failed ({cause.reason or cause}): is it an https:// server?"
+        cause = cause.__cause__ or cause.__context__
+    return f"unreachable ({str(err).removeprefix(f'{url}: ')})"
+
+
+def check_servers(ctx: _Context) -> CheckResult:
+    """Each URL's ``/healthz``: reachable, and exactly one server is active."""
+    from ..api.transport import TransportError
+
+    name = "servers"
+    client = _client(ctx)
+    if client is None:
+        return CheckResult(name, Status.FAIL, "not checked: see settings")
+    seen: list[str] = []
+    active: list[str] = []
+    unreachable = 0
+    for url in client.urls:
+        try:
+            health = client.health(url, timeout=ctx.probe_timeout)
+        except (TransportError, ValueError) as err:
+            unreachable += 1
+            seen.append(f"{url} {_transport_problem(url, err, ctx.settings.server_ca_file)}")
+            continue
+        role = str(health.get("role", "?"))
+        extra = [f"{k} {health[k]}" for k in ("mqtt", "database") if k in health]
+        seen.append(f"{url} {role}" + (f" ({', '.join(extra)})" if extra else ""))
+        if role == "active":
+            active.append(url)
+    detail = "; ".join(seen)
+    if len(active) == 1 and not unreachable:
+        return CheckResult(name, Status.PASS, detail)
+    if len(active) == 1:
+        return CheckResult(name, Status.WARN, f"{detail}; no failover to an unreachable server")
+    if not active:
+        return CheckResult(name, Status.FAIL, f"no active server: {detail}")
+    return CheckResult(name, Status.FAIL, f"{len(active)} servers say active: {detail}")
+
+
+def check_token(ctx: _Context) -> CheckResult:
+    """The kiosk's token works: one authenticated kiosk call (the faculty list)."""
+    from ..api.client import UNTRUSTED
+    from ..api.errors import KioskError, NotAuthenticatedError, UnavailableError
+
+    name = "kiosk token"
+    client = _client(ctx)
+    if client is None:
+        return CheckResult(name, Status.FAIL, "not checked: see settings")
+    try:
+        faculty = client.faculty()
+    except NotAuthenticatedError:
+        return CheckResult(name, Status.FAIL, REFUSED_401)
+    except UnavailableError as err:
+        if str(err) == UNTRUSTED:
+            return CheckResult(name, Status.FAIL, f"not checked: {err}")
+        return CheckResult(name, Status.FAIL, "not checked: no active server answers")
+    except KioskError as err:
+        return CheckResult(name, Status.FAIL, f"{client.active_url} refused a kiosk call: {err}")
+    return CheckResult(
+        name, Status.PASS, f"accepted by {client.active_url} ({len(faculty)} faculty members)"
+    )
+
+
+CLIENT_CHECKS: Final[tuple[Callable[[_Context], CheckResult], ...]] = (
+    check_client_settings,
+    check_servers,
+    check_token,
+    check_clock,
+    check_disk,
+)
+
 CHECKS: Final[tuple[Callable[[_Context], CheckResult], ...]] = (
     check_settings,
     check_broker,
@@ -289,18 +433,26 @@ CHECKS: Final[tuple[Callable[[_Context], CheckResult], ...]] = (
 
 
 def run_checks(settings: Settings, probe_timeout: float = 5.0) -> list[CheckResult]:
-    """Run every check; a check that crashes is reported as FAIL, never raised."""
+    """Run every check; a check that crashes is reported as FAIL, never raised.
+
+    With ``server_url`` set (a kiosk of a remote server) the server checks replace the
+    broker and database ones, which such a kiosk does not use.
+    """
     ctx = _Context(settings, probe_timeout)
     results = []
-    for check in CHECKS:
-        try:
-            results.append(check(ctx))
-        except Exception as err:  # a doctor must finish its report
-            results.append(
-                CheckResult(
-                    check.__name__.removeprefix("check_"),
-                    Status.FAIL,
-                    f"{type(err).__name__}: {err}",
+    try:
+        for check in CLIENT_CHECKS if settings.server_url else CHECKS:
+            try:
+                results.append(check(ctx))
+            except Exception as err:  # a doctor must finish its report
+                results.append(
+                    CheckResult(
+                        check.__name__.removeprefix("check_"),
+                        Status.FAIL,
+                        f"{type(err).__name__}: {err}",
+                    )
                 )
-            )
+    finally:
+        if ctx.client is not None:
+            ctx.client.close()
     return results

@@ -34,6 +34,11 @@ logger = logging.getLogger(__name__)
 KIOSK_SIZE = (1024, 600)
 # How often the inactivity countdown is re-evaluated.
 INACTIVITY_TICK_MS = 250
+# A routine failover to the standby server takes about 3 s: for this long an outage of the
+# central system reads "Reconnecting…"; only one that lasts asks for an administrator.
+OUTAGE_CALM_MS = 20_000
+RECONNECTING = "Reconnecting to the central system…"
+UNAVAILABLE = "Central system unavailable, retrying. Please call an administrator."
 
 _ACTIVITY_EVENTS = frozenset(
     {
@@ -228,6 +233,10 @@ class KioskWindow(QMainWindow):
         row.addWidget(self.logout_button)
         self.header_row = row  # the demo puts its card reader's button here
         self.header = header
+        self._outage_timer = QTimer(self)
+        self._outage_timer.setSingleShot(True)
+        self._outage_timer.timeout.connect(self._outage_lasts)
+        self._outage_long = False
         return header
 
     def _set_mqtt_state(self, state: str) -> None:
@@ -242,11 +251,22 @@ class KioskWindow(QMainWindow):
             "backend_down": "Central system restarting… Please wait a moment.",
             "starting": "Starting…",
             # The details are in the log: a public screen shows no internals.
-            "backend_failed": "Central system unavailable, retrying. Please call an administrator.",
+            "backend_failed": UNAVAILABLE if self._outage_long else RECONNECTING,
         }.get(state, f"Desks: {state}")
+        if state != "backend_failed":
+            self._outage_timer.stop()
+            self._outage_long = False
+        elif not self._outage_long and not self._outage_timer.isActive():
+            self._outage_timer.start(OUTAGE_CALM_MS)  # the reader repeats the state: once
         self.mqtt_label.setText(text)
         self.mqtt_label.setProperty("state", state)
         repolish(self.mqtt_label)
+
+    def _outage_lasts(self) -> None:
+        """The central system has been unreachable for OUTAGE_CALM_MS: ask for help."""
+        self._outage_long = True
+        if self.mqtt_label.property("state") == "backend_failed":
+            self.mqtt_label.setText(UNAVAILABLE)
 
     # ------------------------------------------------------------------ navigation
 
