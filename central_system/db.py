@@ -331,9 +331,9 @@ def get_db() -> Session:
 
 
 @contextmanager
-def session_scope() -> Iterator[Session]:
-    """A session that commits on success, rolls back on error, and always closes."""
-    session = get_db()
+def unit_of_work(session: Session, *, close: bool = True) -> Iterator[Session]:
+    """``session`` as one unit of work: committed on success, rolled back on error, and
+    closed afterwards unless ``close`` is False (a session its caller owns)."""
     try:
         yield session
         session.commit()
@@ -341,7 +341,15 @@ def session_scope() -> Iterator[Session]:
         session.rollback()
         raise
     finally:
-        session.close()
+        if close:
+            session.close()
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A session that commits on success, rolls back on error, and always closes."""
+    with unit_of_work(get_db()) as session:
+        yield session
 
 
 def schema_revision(engine: Engine) -> str | None:

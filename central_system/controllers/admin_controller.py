@@ -23,6 +23,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..db import get_db, unit_of_work
 from ..models import Admin, AuditLog, utcnow
 
 logger = logging.getLogger(__name__)
@@ -284,29 +285,14 @@ class AdminController:
     @contextmanager
     def _session(self) -> Iterator[Session]:
         """A unit of work: commit on success, roll back on error."""
-        if isinstance(self._session_factory, Session):
+        owned = self._session_factory
+        if isinstance(owned, Session):
             # A caller-owned session: we commit our unit of work but never close it.
-            try:
-                yield self._session_factory
-                self._session_factory.commit()
-            except BaseException:
-                self._session_factory.rollback()
-                raise
+            with unit_of_work(owned, close=False) as session:
+                yield session
             return
-        if self._session_factory is None:
-            from ..db import get_db
-
-            session = get_db()
-        else:
-            session = self._session_factory()
-        try:
+        with unit_of_work(owned() if owned is not None else get_db()) as session:
             yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     # ------------------------------------------------------------------ hashing
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..db import unit_of_work
 from ..models import AuditLog
 from .outbound import Outgoing
 
@@ -118,15 +119,8 @@ class ControllerBase:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session that commits on success, rolls back on error, and always closes."""
-        session = self._session_factory()
-        try:
+        with unit_of_work(self._session_factory()) as session:
             yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     def stage(self, session: Session, messages: list[Outgoing]) -> None:
         """Stage ``messages`` in ``session``'s transaction (sent only after it commits)."""
