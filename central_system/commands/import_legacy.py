@@ -120,7 +120,8 @@ def _import(args: argparse.Namespace) -> int:
     except SQLAlchemyError as err:
         # The target (ConsultEase's database) is unreachable or refused a write; nothing
         # was committed. The driver's first line says why (no URL, so no password).
-        reason = str(err.orig if getattr(err, "orig", None) else err).splitlines()[0]
+        cause = getattr(err, "orig", None) or err  # a DBAPIError carries the driver's error
+        reason = str(cause).splitlines()[0]
         print(
             f"import failed, nothing was written: {type(err).__name__}: {reason}", file=sys.stderr
         )

@@ -168,8 +168,13 @@ def _run_demo(args: argparse.Namespace, env: Any) -> int:
     reader = SimulatedRFIDReader()
     kiosk = Kiosk(None, reader, backend=env.backend)
     stopping = _quit_on_signals(app)
+
     # A closed terminal ends the demo like Ctrl+C (the temporary data goes with it).
-    signal.signal(signal.SIGHUP, lambda *_: (stopping.set(), app.quit()))
+    def hang_up(*_: object) -> None:
+        stopping.set()
+        app.quit()
+
+    signal.signal(signal.SIGHUP, hang_up)
     try:
         if args.headless:
             kiosk.window.show()
