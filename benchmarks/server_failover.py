@@ -43,11 +43,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.server_api import reset_pg  # noqa: E402
+from central_system import topics  # noqa: E402
 from central_system.api.client import ApiClient  # noqa: E402
 from central_system.api.errors import KioskError, OutcomeUnknownError  # noqa: E402
 from central_system.config import Settings  # noqa: E402
 from central_system.db import normalize_database_url  # noqa: E402
-from central_system.utils import topics  # noqa: E402
 from tests.brokers import MosquittoBroker  # noqa: E402
 from tests.mqtt_probe import Probe, publish_raw  # noqa: E402
 from tests.server_helpers import (  # noqa: E402

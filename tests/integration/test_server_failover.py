@@ -22,11 +22,11 @@ import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from central_system import topics
 from central_system.api.client import ApiClient
 from central_system.api.errors import KioskError, OutcomeUnknownError, UnavailableError
 from central_system.config import Settings
 from central_system.server.central import LOST_LEADERSHIP_EXIT
-from central_system.utils import topics
 from tests.brokers import MosquittoBroker
 from tests.conftest import _reset_pg
 from tests.mqtt_probe import Probe

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from central_system import topics
 from central_system.controllers.admin_controller import MAX_FAILURES
 from central_system.models import Consultation, Faculty, utcnow
-from central_system.utils import topics
 from tests.mqtt_probe import Probe
 from tests.web.helpers import (
     ADMIN_PASSWORD,
