@@ -230,6 +230,17 @@ def sqlite_file_problem(path: Path, *, create: bool) -> str | None:
     return None
 
 
+def ensure_sqlite_file(database: str | None) -> None:
+    """Create the SQLite file ``database`` (and its directories) or raise DatabaseLocationError."""
+    if database and database != ":memory:":
+        problem = sqlite_file_problem(Path(database), create=True)
+        if problem is not None:
+            raise DatabaseLocationError(
+                f"the database {database} cannot be created or written: {problem}"
+                "; set CONSULTEASE_DATABASE_URL or CONSULTEASE_DATA_DIR to a writable place"
+            )
+
+
 def normalize_database_url(url: str) -> str:
     """``url`` with the driver we ship: ``postgresql://`` (as administrators type it, and as the
     original ConsultEase wrote it) means psycopg 3 here, not SQLAlchemy's default psycopg2;
@@ -253,13 +264,7 @@ def create_db_engine(url: str) -> Engine:
     url = normalize_database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            problem = sqlite_file_problem(Path(parsed.database), create=True)
-            if problem is not None:
-                raise DatabaseLocationError(
-                    f"the database {parsed.database} cannot be created or written: {problem}"
-                    "; set CONSULTEASE_DATABASE_URL or CONSULTEASE_DATA_DIR to a writable place"
-                )
+        ensure_sqlite_file(parsed.database)
         engine = create_engine(
             url,
             # _GatedConnection: writers of this process queue on a gate, not in the busy handler.

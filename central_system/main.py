@@ -1,7 +1,11 @@
-"""The ConsultEase application: starts the one MQTT service and everything that uses it.
+"""The central system in this process: the one MQTT service and everything that uses it.
 
-``ConsultEaseApp(headless=True)`` runs without Qt (``consultease serve``);
-``ConsultEaseApp()`` additionally shows the kiosk window.
+``ConsultEaseApp`` builds and starts :func:`bootstrap.build_system` with no API and no
+leadership: tests and benchmarks use it to drive the controllers directly. No command
+runs it: ``consultease server`` (and ``serve``, the same program) start the central
+system through ``server/central.py``, only while they hold the active role, and the
+kiosk is a client of such a server (its own child or a remote one). It never shows a
+window; ``headless`` is kept for its callers and changes nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 class ConsultEaseApp:
-    """Composition of database, the one MQTT service, the controllers and (unless headless) the kiosk."""
+    """Composition of database, the one MQTT service and the controllers (no API, no lock)."""
 
     def __init__(self, settings: Settings | None = None, *, headless: bool = False) -> None:
         self.settings = settings or get_settings()

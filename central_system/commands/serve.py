@@ -1,4 +1,11 @@
-"""``consultease serve``: the headless central system."""
+"""``consultease serve``: the same program as ``consultease server``, with an optional embedded broker.
+
+Before issue 9 ``serve`` ran the central system with no API and took no lock, so
+beside a ``server`` it made a second publisher. Now it *is* ``server``: the same
+leadership (the SQLite file lock, the PostgreSQL advisory lock), the same API on
+the same listener options; ``--embedded-broker`` starts a broker in the process
+for a zero-setup run.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +18,14 @@ logger = logging.getLogger(__name__)
 
 def register(subparsers: Any) -> None:
     """Add the ``serve`` sub-command."""
+    from . import server
+
     p = subparsers.add_parser(
         "serve",
-        help="run the headless central system with no API (no kiosk window; "
-        "`server` serves kiosks)",
+        help="the same as `server` (one active server per database, its API on 127.0.0.1:8080 "
+        "by default), optionally with an embedded MQTT broker",
     )
+    server.add_arguments(p)
     p.add_argument(
         "--embedded-broker",
         action="store_true",
@@ -28,11 +38,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Start ConsultEase headless and run until SIGINT/SIGTERM."""
+    """``consultease server`` with these options, after starting the embedded broker if asked."""
     from ..config import get_settings
-    from ..main import ConsultEaseApp
     from ..services.embedded_broker import EmbeddedBroker
-    from . import install_signal_handlers
+    from . import server
 
     settings = get_settings()
     broker = None
@@ -48,18 +57,8 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         print(f"embedded MQTT broker listening on {broker.host}:{broker.port}", flush=True)
-    app = ConsultEaseApp(settings, headless=True)
-    install_signal_handlers(app.stop)
-    app.start()
-    print(
-        f"ConsultEase central system running; database {settings.effective_database_url.split('@')[-1]}; "
-        f"MQTT {settings.mqtt_host}:{settings.mqtt_port}. Ctrl+C stops.",
-        flush=True,
-    )
     try:
-        app.wait()
+        return server.run(args, settings)
     finally:
-        app.stop()
         if broker is not None:
             broker.stop()
-    return 0

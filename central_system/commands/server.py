@@ -6,7 +6,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +20,12 @@ def register(subparsers: Any) -> None:
         "server",
         help="serve the central system's API to kiosks (active, or standby on a shared PostgreSQL)",
     )
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: Any) -> None:
+    """The listener's options (``serve`` takes them too)."""
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8080)")
     p.add_argument(
@@ -26,7 +35,6 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--tls-cert", type=Path, default=None, help="certificate (PEM) to serve HTTPS")
     p.add_argument("--tls-key", type=Path, default=None, help="its private key (PEM)")
-    p.set_defaults(func=run)
 
 
 PARENT_CHECK_S = 0.5
@@ -50,15 +58,19 @@ def _follow_parent(parent: str | None) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT/SIGTERM; exit 2 when another server holds the SQLite database."""
+def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; exit 2 when another server holds the SQLite database.
+
+    A kiosk's own server that may not run on its database exits KIOSK_SERVER_REFUSED_EXIT.
+    """
     import os
 
     from ..config import get_settings
-    from ..server.leadership import LeadershipError
+    from ..server.central import KIOSK_SERVER_REFUSED_EXIT
+    from ..server.leadership import KioskServerRefused, LeadershipError
     from ..server.run import serve
 
-    settings = get_settings()
+    settings = settings or get_settings()
     if bool(args.tls_cert) != bool(args.tls_key):
         print("--tls-cert and --tls-key go together.", file=sys.stderr)
         return 2
@@ -91,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
             # A kiosk's own server: uvicorn's start/stop lines are noise on the kiosk's console.
             log_level="warning" if local_token else args.log_level,
         )
-    except LeadershipError as err:
+    except KioskServerRefused as err:
         print(f"consultease server: {err}", file=sys.stderr)
+        return KIOSK_SERVER_REFUSED_EXIT
+    except LeadershipError as err:
+        print(f"consultease {getattr(args, 'command', 'server')}: {err}", file=sys.stderr)
         return 2

@@ -164,7 +164,7 @@ class ApiBackend:
         local = self.local
         if local is None:
             return UNREACHABLE_STATE
-        if local.state in ("starting", "backend_failed"):
+        if local.state in ("starting", "backend_failed", "backend_refused"):
             return str(local.state)
         return "backend_down"  # the kiosk's own central system is restarting
 

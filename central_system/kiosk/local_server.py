@@ -9,6 +9,11 @@ talks to it with the same API client as to a remote server: one protocol.
 The child exits when the kiosk dies (it watches its parent), and the kiosk restarts
 a child that died (1, 2, 5, 10, then every 30 s), reporting ``starting``,
 ``backend_down`` (restarting) and ``backend_failed`` (cannot start) on the way.
+
+A kiosk's own central system must be the only one on its database: beside a
+``consultease server`` (or another kiosk's own server on PostgreSQL) the child
+says why in one line and exits ``REFUSED_EXIT``. That is a setting to change, not a
+crash: the kiosk reports ``backend_refused`` and does not start it again.
 """
 
 from __future__ import annotations
@@ -38,6 +43,15 @@ RESTART_DELAY_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
 STARTING_STATE: Final = "starting"
 BACKEND_DOWN_STATE: Final = "backend_down"
 BACKEND_FAILED_STATE: Final = "backend_failed"
+BACKEND_REFUSED_STATE: Final = "backend_refused"
+# The child's exit status when it may not run on this database (server/central.py,
+# KIOSK_SERVER_REFUSED_EXIT): another central system uses it; CONSULTEASE_SERVER_URL is the fix.
+REFUSED_EXIT: Final = 78
+REFUSED_MESSAGE: Final = (
+    "another ConsultEase server uses this kiosk's database, so the kiosk does not start its "
+    "own central system: run `consultease server` and set CONSULTEASE_SERVER_URL and "
+    "CONSULTEASE_SERVER_TOKEN on this kiosk (docs/deployment.md, 10a)"
+)
 # A child ended by one of these was asked to stop; the kiosk is probably closing too and
 # gets this long to say so before the exit counts as unexpected (and is restarted).
 STOP_SIGNALS: Final = frozenset({-signal.SIGTERM, -signal.SIGINT})
@@ -72,7 +86,11 @@ class ChildExitedError(RuntimeError):
     """The child exited before it answered as active; ``code`` is its exit status."""
 
     def __init__(self, code: int) -> None:
-        super().__init__(f"the central system exited at start (status {code})")
+        super().__init__(
+            REFUSED_MESSAGE
+            if code == REFUSED_EXIT
+            else f"the central system exited at start (status {code})"
+        )
         self.code = code
 
 
@@ -208,10 +226,19 @@ class LocalServer:
             self._closing.wait(STOP_GRACE_S)
         if self._closing.is_set():
             return
+        if code == REFUSED_EXIT:
+            self._refused()  # it gave way to a `consultease server` that started
+            return
         logger.error("the kiosk's central system exited unexpectedly (status %s)", code)
         self._set_state(BACKEND_DOWN_STATE)
         if self.restart:
             self._restart_loop()
+
+    def _refused(self) -> None:
+        """The child may not run on this database: say so once and start no other."""
+        self.last_start_error = REFUSED_MESSAGE
+        logger.error("%s; not restarting it", REFUSED_MESSAGE)
+        self._set_state(BACKEND_REFUSED_STATE)
 
     def _restart_loop(self, first_start: bool = False) -> None:
         for attempt in itertools.count():
@@ -225,6 +252,10 @@ class LocalServer:
                 if isinstance(err, ChildExitedError) and err.code in STOP_SIGNALS:
                     self._closing.wait(STOP_GRACE_S)  # stopped with the kiosk, see _watch
                 if self._closing.is_set():
+                    return
+                if isinstance(err, ChildExitedError) and err.code == REFUSED_EXIT:
+                    self.start_failures += 1
+                    self._refused()
                     return
                 self.start_failures += 1
                 self.last_start_error = str(err)

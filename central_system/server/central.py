@@ -8,6 +8,7 @@ answers ``/healthz``; every API call gets 503.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -16,20 +17,32 @@ import uuid
 from typing import Any, Final, Literal
 
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import Settings
 from ..controllers.kiosk_facade import KioskBackend
+from ..db import ensure_sqlite_file, normalize_database_url
 from .auth import Authenticator
 from .events import EventHub
 from .frequent import FrequentCalls
-from .leadership import PostgresLeadership, SQLiteLeadership, is_sqlite
+from .leadership import (
+    KioskServerRefused,
+    LeadershipError,
+    PostgresLeadership,
+    SQLiteLeadership,
+    is_sqlite,
+)
 
 logger = logging.getLogger(__name__)
 
 Role = Literal["starting", "standby", "active", "stopping"]
 # Exit status of a server that lost its hold on the active role (its supervisor restarts it).
 LOST_LEADERSHIP_EXIT: Final = 75
+# Exit status of a kiosk's own server that may not run on its database (EX_CONFIG): the
+# kiosk shows why and does not restart it (kiosk/local_server.py REFUSED_EXIT).
+KIOSK_SERVER_REFUSED_EXIT: Final = 78
 
 
 class CentralServer:
@@ -51,6 +64,15 @@ class CentralServer:
         self.auth: Authenticator | None = None
         self.frequent: FrequentCalls | None = None
         self.local_kiosk_token = local_kiosk_token
+        # A kiosk's own server (``consultease run`` starts it with a token): its kiosk's host,
+        # pid and token (a hash of it; the token lives as long as the kiosk's LocalServer) name
+        # it on the database, so a restarted one knows its predecessor's lock connection.
+        self.kiosk_tag = (
+            f"{os.uname().nodename}:{os.getppid()}:"
+            f"{hashlib.sha256(local_kiosk_token.encode()).hexdigest()[:8]}"
+            if local_kiosk_token
+            else None
+        )
         self.backend_factory = backend_factory
         self._sqlite: SQLiteLeadership | None = None
         self._pg: PostgresLeadership | None = None
@@ -65,10 +87,29 @@ class CentralServer:
     # ------------------------------------------------------------------ lifecycle
 
     def claim(self) -> None:
-        """Before serving: on SQLite take the file lock (raises LeadershipError if held)."""
+        """Before serving: on SQLite take the file lock (raises LeadershipError if held).
+
+        A database URL that cannot work raises what ``consultease`` reports in one line
+        (DatabaseLocationError, ArgumentError): a standby would otherwise wait for it forever.
+        """
+        url = make_url(normalize_database_url(self.url))
+        backend = url.get_dialect().name  # NoSuchModuleError (an ArgumentError): unknown scheme
+        if backend not in ("sqlite", "postgresql"):
+            raise ArgumentError(f"a ConsultEase server runs on SQLite or PostgreSQL, not {backend}")
         if is_sqlite(self.url):
+            ensure_sqlite_file(url.database)
             self._sqlite = SQLiteLeadership(self.url)
-            self._sqlite.acquire()
+            try:
+                self._sqlite.acquire()
+            except LeadershipError as err:
+                if self.kiosk_tag is None or not self._sqlite.holder:
+                    raise
+                raise KioskServerRefused(
+                    f"another ConsultEase server (pid {self._sqlite.holder}) runs on this SQLite "
+                    "database, so this kiosk does not start its own central system; if it is "
+                    "this machine's `consultease server`, set CONSULTEASE_SERVER_URL and "
+                    "CONSULTEASE_SERVER_TOKEN on this kiosk to use it (docs/deployment.md, 10a)"
+                ) from err
 
     def start(self) -> None:
         """Become active now (SQLite) or start trying for the role (PostgreSQL). Non-blocking."""
@@ -84,6 +125,8 @@ class CentralServer:
                 self._lost,
                 poll_s=self.settings.server_standby_poll_s,
                 check_s=self.settings.server_lock_check_s,
+                kiosk_tag=self.kiosk_tag,
+                on_refused=self._refused,
             )
             self._pg.start()
 
@@ -131,6 +174,14 @@ class CentralServer:
         # os._exit: no clean MQTT stop (it would publish and wait for acknowledgements);
         # the kernel closes the MQTT socket now and the broker sends our last will.
         os._exit(LOST_LEADERSHIP_EXIT)
+
+    def _refused(self, reason: str) -> None:
+        """A kiosk's own server may not run here: one line, and an exit its kiosk recognises."""
+        print(f"consultease server: {reason}", file=sys.stderr, flush=True)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        # As in _lost: no clean MQTT stop while it may be active (a real server takes over).
+        os._exit(KIOSK_SERVER_REFUSED_EXIT)
 
     def stop(self) -> None:
         """Stop serving: the central system flushes and says offline; the lock is released."""

@@ -10,6 +10,11 @@
 * SQLite: one server per database file. An exclusive ``flock`` on
   ``<database>.server.lock`` (released by the kernel when the process dies); a
   second server on the same file refuses to start.
+* A kiosk's own server (``consultease run`` with no ``CONSULTEASE_SERVER_URL``) runs only
+  where it is the database's one central system. On SQLite the file lock sees to it. On
+  PostgreSQL it refuses to run beside a ``consultease server`` (active or standby) or
+  beside another kiosk's own server, and gives way when a ``consultease server`` starts
+  on its database: several kiosks share a database through a server, never directly.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -30,6 +36,16 @@ logger = logging.getLogger(__name__)
 # are per database, so deployments on one PostgreSQL cluster do not meet).
 ADVISORY_LOCK_KEY: Final = 0x436F6E7375
 CONNECT_TIMEOUT_S: Final = 3
+# The lock connection's application_name says who holds it (pg_stat_activity shows it).
+SERVER_LOCK_APP: Final = "consultease-server-lock"
+KIOSK_LOCK_APP: Final = "consultease-kiosk-lock"
+# How often a kiosk's own active server looks for a `consultease server` on its database.
+KIOSK_YIELD_CHECK_S: Final = 2.0
+KIOSK_REFUSAL_HINT: Final = (
+    "a kiosk's own central system must be the only one on its database. Run "
+    "`consultease server` (docs/deployment.md, 10a) and set CONSULTEASE_SERVER_URL and "
+    "CONSULTEASE_SERVER_TOKEN on every kiosk"
+)
 # libpq: a dead peer is noticed within a few seconds, not the kernel's two hours.
 _KEEPALIVES: Final[dict[str, Any]] = {
     "keepalives": 1,
@@ -42,6 +58,10 @@ _KEEPALIVES: Final[dict[str, Any]] = {
 
 class LeadershipError(RuntimeError):
     """This server cannot run: another one holds the SQLite database (its message says what to do)."""
+
+
+class KioskServerRefused(LeadershipError):
+    """A kiosk's own server may not run on this database (its message says what to do)."""
 
 
 def is_sqlite(url: str) -> bool:
@@ -58,6 +78,7 @@ class SQLiteLeadership:
             raise LeadershipError("the server needs a SQLite database file, not :memory:")
         self.lock_path = Path(database).with_name(Path(database).name + ".server.lock")
         self._fd: int | None = None
+        self.holder = ""  # the pid in the lock file, when another server holds it
         self.db_ok = True
 
     def acquire(self) -> None:
@@ -69,6 +90,7 @@ class SQLiteLeadership:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
+            self.holder = holder
             raise LeadershipError(
                 f"another ConsultEase server (pid {holder}) already runs on this SQLite database "
                 f"({self.lock_path.with_suffix('').with_suffix('')}); only one may. Stop it, or "
@@ -98,7 +120,10 @@ class PostgresLeadership:
         poll_s: float = 1.0,
         check_s: float = 0.5,
         key: int = ADVISORY_LOCK_KEY,
+        kiosk_tag: str | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
+        """``kiosk_tag`` (names the kiosk) makes this a kiosk's own server: alone or not at all."""
         self._conninfo = (
             make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         )
@@ -107,6 +132,11 @@ class PostgresLeadership:
         self.poll_s = poll_s
         self.check_s = check_s
         self.key = key
+        self.kiosk_tag = kiosk_tag
+        self._on_refused = on_refused
+        self.application_name = (
+            SERVER_LOCK_APP if kiosk_tag is None else f"{KIOSK_LOCK_APP} {kiosk_tag[-40:]}"
+        )
         self.db_ok = False
         self.holding = False
         self.backend_pid: int | None = None  # the lock connection's PostgreSQL pid
@@ -131,7 +161,7 @@ class PostgresLeadership:
             self._conninfo,
             autocommit=True,
             connect_timeout=CONNECT_TIMEOUT_S,
-            application_name="consultease-server-lock",
+            application_name=self.application_name,
             **_KEEPALIVES,
         )
         return conn
@@ -151,6 +181,7 @@ class PostgresLeadership:
                     self._conn = self._connect()
                     self.backend_pid = int(self._conn.info.backend_pid)
                 row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
+                refusal = self._kiosk_refusal(bool(row and row[0])) if self.kiosk_tag else None
                 self.db_ok = True
             except Exception as err:
                 self.db_ok = False
@@ -158,6 +189,10 @@ class PostgresLeadership:
                 self._close()
                 self._stop.wait(self.poll_s)
                 continue
+            if refusal is not None:
+                self._close()  # gives the lock back if this attempt took it
+                self._refuse(refusal)
+                return
             if row and row[0]:
                 break
             self._stop.wait(self.poll_s)
@@ -176,15 +211,70 @@ class PostgresLeadership:
         self._watch()
 
     def _watch(self) -> None:
+        next_yield_check = 0.0
         while not self._stop.wait(self.check_s):
             try:
                 row = self._conn.execute("SELECT 1").fetchone()
                 if not row:
                     raise RuntimeError("no answer")
                 self.db_ok = True
+                if self.kiosk_tag and time.monotonic() >= next_yield_check:
+                    next_yield_check = time.monotonic() + KIOSK_YIELD_CHECK_S
+                    if self._servers_present():
+                        self._refuse(
+                            "a `consultease server` started on this PostgreSQL database, so "
+                            f"this kiosk's own central system gives way: {KIOSK_REFUSAL_HINT}"
+                        )
+                        return
             except Exception as err:
                 self.db_ok = False
                 self.holding = False
                 if not self._stop.is_set():
                     self._on_lost(f"the connection holding the active lock failed: {err}")
                 return
+
+    # ------------------------------------------------------------------ a kiosk's own server
+
+    def _refuse(self, reason: str) -> None:
+        if self._on_refused is not None:
+            self._on_refused(reason)  # it says why (one line) and exits
+        else:
+            logger.error("%s", reason)
+
+    def _servers_present(self) -> bool:
+        """A ``consultease server`` (active or standby) holds a lock connection on this database."""
+        row = self._conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = %s",
+            (SERVER_LOCK_APP,),
+        ).fetchone()
+        return bool(row and row[0])
+
+    def _kiosk_refusal(self, took_lock: bool) -> str | None:
+        """Why a kiosk's own server may not run here, or None (it may, or may wait its turn).
+
+        Refused beside a ``consultease server`` and beside another kiosk's own server that
+        holds the lock. It waits for a lock held by this kiosk's previous server (one that
+        just died, whose connection PostgreSQL has not closed yet) or by someone unknown.
+        """
+        if self._servers_present():
+            return (
+                "a `consultease server` runs on this PostgreSQL database, so this kiosk does "
+                f"not start its own central system: {KIOSK_REFUSAL_HINT}"
+            )
+        if took_lock:
+            return None
+        holder = self._conn.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.classid::bigint = %s AND l.objid::bigint = %s "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (self.key >> 32, self.key & 0xFFFFFFFF),
+        ).fetchone()
+        name = str(holder[0] or "") if holder else ""
+        if name.startswith(KIOSK_LOCK_APP) and name != self.application_name:
+            return (
+                "another kiosk's own central system runs on this PostgreSQL database, so this "
+                f"kiosk does not start one: {KIOSK_REFUSAL_HINT}"
+            )
+        return None

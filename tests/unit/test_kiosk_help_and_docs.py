@@ -28,7 +28,8 @@ def test_run_help_says_whose_client_the_kiosk_is() -> None:
     assert "own `consultease server` child" in text
     overview = " ".join(_help().split())
     assert "run the kiosk: a client of CONSULTEASE_SERVER_URL" in overview
-    assert "`server` serves kiosks" in overview  # `serve` is not the kiosks' server
+    # `serve` is `server` (the same leadership, never a second publisher beside it).
+    assert "the same as `server` (one active server per database" in overview
 
 
 def test_the_docs_name_no_retired_piece_and_tell_an_upgrader_about_kiosk_backend() -> None:
