@@ -45,6 +45,13 @@ class ConflictError(KioskError):
     code = "conflict"
 
 
+class TooManyRequestsError(KioskError):
+    """The caller made too many calls of a kind in a short time; it may again later (HTTP 429)."""
+
+    status_code = 429
+    code = "rate_limited"
+
+
 class UnavailableError(KioskError):
     """No server answers, or the one that answered is a standby (HTTP 503)."""
 
@@ -70,6 +77,7 @@ ERRORS_BY_CODE: dict[str, type[KioskError]] = {
         NotAuthenticatedError,
         ForbiddenError,
         ConflictError,
+        TooManyRequestsError,
         UnavailableError,
         OutcomeUnknownError,
     )

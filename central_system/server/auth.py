@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..controllers.base import audit
@@ -33,6 +34,16 @@ ADMIN_SESSION_TTL: Final = timedelta(hours=8)
 LAST_USED_EVERY_S: Final = 60.0
 # A flood of refused calls must not fill the audit log: one row per actor and reason this often.
 AUDIT_REFUSAL_EVERY_S: Final = 10.0
+# A stolen kiosk token must not become a card-UID oracle: a kiosk whose calls meet more than
+# settings.server_unknown_cards_per_minute different unknown cards in this window gets 429 on
+# every card call (known cards too, or the 429s would tell unknown ones apart) until the
+# window ends; audited once per window. A student tapping one unknown card again and again
+# counts once.
+UNKNOWN_CARD_WINDOW_S: Final = 60.0
+UNKNOWN_CARDS_PER_WINDOW: Final = 20
+TOO_MANY_UNKNOWN_CARDS: Final = (
+    "Too many unknown cards were tapped at this kiosk. Please try again in a minute."
+)
 MAX_TOKEN_CHARS: Final = 128
 KIOSK_NAME_CHARS: Final = 64
 
@@ -59,6 +70,15 @@ _KIOSK_AND_CARD: Final = (
     .where(KioskToken.token_hash == bindparam("digest"))
 )
 _STUDENT_BY_CARD: Final = select(*_STUDENT_COLUMNS).where(Student.rfid_uid == bindparam("uid"))
+# An open event stream's token, checked again every keepalive (``still_allowed``).
+_KIOSK_REVOKED: Final = select(KioskToken.revoked_at).where(
+    KioskToken.token_hash == bindparam("digest")
+)
+_ADMIN_SESSION: Final = (
+    select(AdminSessionToken.expires_at, Admin.is_active)
+    .join(Admin, Admin.id == AdminSessionToken.admin_id)
+    .where(AdminSessionToken.token_hash == bindparam("digest"))
+)
 
 
 class EnrollmentError(ValueError):
@@ -77,6 +97,11 @@ class KioskPrincipal:
         """How the audit log names it."""
         return f"kiosk:{self.name}"
 
+    @property
+    def stream_key(self) -> tuple[str, int | None]:
+        """Whose its event streams are (``EventHub.end_streams_of`` on revoke)."""
+        return ("kiosk", self.id)
+
 
 @dataclass(frozen=True, slots=True)
 class AdminPrincipal:
@@ -91,6 +116,11 @@ class AdminPrincipal:
     def actor(self) -> str:
         """How the audit log names them."""
         return f"admin:{self.username}"
+
+    @property
+    def stream_key(self) -> tuple[str, int]:
+        """Whose its event streams are (``EventHub.end_streams_of`` on sign-out)."""
+        return ("admin-session", self.session_id)
 
 
 def token_hash(token: str) -> str:
@@ -133,8 +163,13 @@ def enroll_kiosk(session: Session, name: str, actor: str = "cli") -> str:
     return token
 
 
-def revoke_kiosk(session: Session, name: str, actor: str = "cli") -> None:
-    """Revoke a kiosk's token at once (its next call is refused). Audited."""
+def revoke_kiosk(session: Session, name: str, actor: str = "cli") -> int:
+    """Revoke a kiosk's token at once (its next call is refused); its id. Audited.
+
+    A server that revokes ends the kiosk's open event streams itself once this is
+    committed (``EventHub.end_streams_of(("kiosk", id))``); a revoke made elsewhere (the
+    ``consultease kiosk revoke`` command) ends them at their next keepalive.
+    """
     name = name.strip()
     row = session.scalar(select(KioskToken).where(KioskToken.name == name))
     if row is None or row.revoked_at is not None:
@@ -142,6 +177,7 @@ def revoke_kiosk(session: Session, name: str, actor: str = "cli") -> None:
         raise EnrollmentError(f"No enrolled kiosk named {name!r}.")
     row.revoked_at = utcnow()
     audit(session, actor, "kiosk.revoke", name, success=True)
+    return row.id
 
 
 def list_kiosks(session: Session) -> list[KioskToken]:
@@ -167,7 +203,11 @@ class Authenticator:
     """Resolves bearer tokens to principals, issues administrator sessions, audits refusals."""
 
     def __init__(
-        self, session_factory: sessionmaker[Session], local_kiosk_token: str | None = None
+        self,
+        session_factory: sessionmaker[Session],
+        local_kiosk_token: str | None = None,
+        *,
+        unknown_cards_per_window: int = UNKNOWN_CARDS_PER_WINDOW,
     ) -> None:
         self._sessions = session_factory
         # The kiosk that started this server as its child (``consultease run``) holds a
@@ -176,6 +216,12 @@ class Authenticator:
         self._lock = threading.Lock()
         self._last_used: dict[int, float] = {}
         self._last_audit: dict[tuple[str, str], float] = {}
+        self.unknown_cards_per_window = unknown_cards_per_window  # 0: no limit
+        # Per kiosk: when its window began and the unknown cards met in it; and the kiosks
+        # whose card calls are refused, until when (empty nearly always: the normal path's
+        # whole cost is one truthiness check).
+        self._unknown_cards: dict[tuple[str, int | None], tuple[float, set[str]]] = {}
+        self._card_calls_refused: dict[tuple[str, int | None], float] = {}
 
     # ------------------------------------------------------------------ kiosks
 
@@ -230,6 +276,58 @@ class Authenticator:
                 self._last_used[kiosk_id] = now
             return True
 
+    # ------------------------------------------------------------------ unknown cards
+
+    def card_calls_refused(self, kiosk: KioskPrincipal) -> bool:
+        """Whether ``kiosk``'s card calls get 429 now (too many unknown cards this window)."""
+        if not self._card_calls_refused:
+            return False
+        until = self._card_calls_refused.get(kiosk.stream_key)
+        if until is None:
+            return False
+        now = time.monotonic()
+        if now < until:
+            return True
+        with self._lock:  # over: forget it (unless a new window was refused meanwhile)
+            if self._card_calls_refused.get(kiosk.stream_key, now) <= now:
+                self._card_calls_refused.pop(kiosk.stream_key, None)
+        return False
+
+    def unknown_card(
+        self, kiosk: KioskPrincipal, uid: str, target: str, *, may_write: bool = True
+    ) -> bool:
+        """Count an unknown card ``uid`` met by a call of ``kiosk``; True when it is one too
+        many: its card calls are refused until the window ends, and that is audited (once).
+
+        With ``may_write`` False, :class:`WriteNeeded` is raised instead of refusing (the
+        audit row is a write) and nothing is counted: the call is made again where it may.
+        """
+        limit = self.unknown_cards_per_window
+        if limit <= 0:
+            return False
+        key = kiosk.stream_key
+        now = time.monotonic()
+        with self._lock:
+            start, seen = self._unknown_cards.get(key, (now, set()))
+            if now - start >= UNKNOWN_CARD_WINDOW_S:
+                start, seen = now, set()
+            if uid in seen or len(seen) < limit:
+                seen.add(uid)
+                self._unknown_cards[key] = (start, seen)
+                return False
+            if not may_write:
+                raise WriteNeeded
+            until = start + UNKNOWN_CARD_WINDOW_S
+            self._card_calls_refused[key] = until
+        self.audit_refusal(
+            kiosk.actor,
+            "api.rate_limited",
+            target,
+            f"more than {limit} unknown cards within {UNKNOWN_CARD_WINDOW_S:.0f} s; "
+            f"its card calls are refused for {until - now:.0f} s",
+        )
+        return True
+
     # ------------------------------------------------------------------ administrators
 
     def open_admin_session(self, admin_id: int) -> tuple[str, datetime]:
@@ -265,6 +363,28 @@ class Authenticator:
             if not admin.is_active:
                 raise Refused("deactivated administrator", audit_actor=f"admin:{admin.username}")
             return AdminPrincipal(admin.id, admin.username, sess.id, admin.must_change_password)
+
+    # ------------------------------------------------------------------ open streams
+
+    def still_allowed(self, token: str) -> bool:
+        """Whether a token that opened an event stream may still use it: a kiosk's is not
+        revoked, an administrator's session is neither signed out nor expired and its
+        administrator still active. One indexed read; a database error answers True (the
+        stream is checked again at its next keepalive, and every other call checks too)."""
+        try:
+            if token.startswith(KIOSK_PREFIX):
+                digest = token_hash(token)
+                if self._local_hash is not None and hmac.compare_digest(digest, self._local_hash):
+                    return True
+                with self._sessions() as s:
+                    kiosk = s.execute(_KIOSK_REVOKED, {"digest": digest}).first()
+                return kiosk is not None and kiosk.revoked_at is None
+            with self._sessions() as s:
+                admin = s.execute(_ADMIN_SESSION, {"digest": token_hash(token)}).first()
+            return admin is not None and admin.expires_at > utcnow() and bool(admin.is_active)
+        except SQLAlchemyError:
+            logger.warning("could not check an event stream's token; checking again later")
+            return True
 
     def close_admin_session(self, principal: AdminPrincipal) -> None:
         """Sign out: the session's token stops working at once."""

@@ -58,7 +58,7 @@ class CentralServer:
         self.settings = settings
         self.server_id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.role: Role = "starting"
-        self.hub = EventHub()
+        self.hub = EventHub(keepalive_s=settings.server_keepalive_s)
         self.system: Any = None
         self.backend: KioskBackend | None = None
         self.auth: Authenticator | None = None
@@ -155,6 +155,7 @@ class CentralServer:
             self.auth = Authenticator(
                 sessionmaker(bind=system.engine, expire_on_commit=False),
                 self.local_kiosk_token,
+                unknown_cards_per_window=self.settings.server_unknown_cards_per_minute,
             )
             self.frequent = FrequentCalls(system.engine, self.auth, backend)
             backend.connect_events(self.frequent)  # changes invalidate its shared answers

@@ -6,7 +6,7 @@ the API's errors, which one exception handler turns into status codes.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,25 +15,34 @@ from ..api.errors import (
     ForbiddenError,
     NotAuthenticatedError,
     NotFoundError,
+    TooManyRequestsError,
     UnavailableError,
 )
-from ..api.schemas import MAX_ID, ConsultationView, StudentView
+from ..api.schemas import MAX_ID, ConsultationView, ErrorAnswer, StudentView
 from ..controllers.kiosk_facade import KioskBackend
 from .auth import (
     ADMIN_PREFIX,
     KIOSK_PREFIX,
+    TOO_MANY_UNKNOWN_CARDS,
     AdminPrincipal,
     Authenticator,
     KioskPrincipal,
     Refused,
 )
 from .central import CentralServer
-from .frequent import FrequentCalls, KioskCall
+from .frequent import FrequentCalls, KioskCall, stored_uid
 
 _bearer = HTTPBearer(auto_error=False, description="A kiosk token or an administrator session")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 UNKNOWN_CARD = "Unknown card. Please see the department office to register it."
+# The card calls' one answer beyond routes.ERROR_RESPONSES, for the OpenAPI document.
+CARD_CALL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorAnswer,
+        "description": "this kiosk met too many unknown cards this minute; try again later",
+    }
+}
 
 
 # Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in
@@ -196,13 +205,21 @@ CurrentCaller = Annotated[KioskPrincipal | AdminPrincipal, Depends(current_calle
 
 
 def card_student(
+    request: Request,
     kiosk: CurrentKiosk,
     backend: BackendDep,
+    auth: AuthDep,
     x_card_uid: CardUidHeader,
 ) -> StudentView:
-    """The student whose card was tapped at the calling kiosk (404 for an unknown card)."""
+    """The student whose card was tapped at the calling kiosk (404 for an unknown card; 429
+    while the kiosk is past its limit of unknown cards)."""
+    if auth.card_calls_refused(kiosk):
+        raise TooManyRequestsError(TOO_MANY_UNKNOWN_CARDS)
     student = backend.login_by_card(x_card_uid)
     if student is None:
+        uid = stored_uid(x_card_uid) or x_card_uid
+        if auth.unknown_card(kiosk, uid, request.url.path):
+            raise TooManyRequestsError(TOO_MANY_UNKNOWN_CARDS)
         raise NotFoundError(UNKNOWN_CARD)
     return student
 

@@ -3,16 +3,41 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from http import HTTPStatus
+from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..api.errors import KioskError
+from ..api.errors import (
+    ConflictError,
+    ForbiddenError,
+    KioskError,
+    NotAuthenticatedError,
+    NotFoundError,
+    UnavailableError,
+)
 
 logger = logging.getLogger(__name__)
+
+# The error code of an HTTP error the framework raises (docs/api.md "Errors").
+HTTP_CODES: Final[dict[int, str]] = {
+    400: KioskError.code,
+    401: NotAuthenticatedError.code,
+    403: ForbiddenError.code,
+    404: NotFoundError.code,
+    405: "method_not_allowed",
+    409: ConflictError.code,
+    413: "too_large",
+    503: UnavailableError.code,
+}
+# A sentence instead of the bare reason phrase ("Not Found").
+_DETAILS: Final[dict[int, str]] = {
+    404: "There is no such address in this API.",
+    405: "This address does not take {method}; the Allow header says what it takes.",
+}
 
 
 def error_response(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
@@ -47,8 +72,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid", f"{where}: {msg}" if where else msg, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        response = error_response(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # The framework's own answers (no such route, a method the route does not take)
+        # carry the codes of docs/api.md's error table, not one of their own.
+        status = exc.status_code
+        detail = str(exc.detail)
+        if status in _DETAILS and detail == HTTPStatus(status).phrase:
+            detail = _DETAILS[status].format(method=request.method)
+        response = error_response(status, HTTP_CODES.get(status, f"http_{status}"), detail)
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
         return response

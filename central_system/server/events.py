@@ -6,6 +6,13 @@ subscriber's queue without waiting. A subscriber whose queue stays full (or grow
 past its bound in a burst) has fallen behind: it is sent one ``overflow`` event and
 disconnected (it reconnects and reloads), never waited for (Home Assistant's websocket
 API does the same).
+
+A stream belongs to the kiosk or administrator session that opened it (its ``key``). It
+ends when that caller loses access: at once when the server itself revokes the kiosk or
+signs the session out (:meth:`EventHub.end_streams_of`), and otherwise at the next
+keepalive, where each stream checks its token again (``still_allowed``: one indexed read
+per stream every :data:`KEEPALIVE_S`, never per event), which catches a ``consultease
+kiosk revoke`` run in another process and a session that expired.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Final
 
 from ..api.schemas import Event
@@ -30,7 +37,8 @@ SUBSCRIBER_QUEUE: Final = 1000
 STALL_S: Final = 2.0
 BURST_FACTOR: Final = 20
 # An SSE comment this often keeps proxies from closing an idle stream and lets a
-# client notice a dead server within its read timeout.
+# client notice a dead server within its read timeout; each stream checks its caller's
+# token again as often (settings.server_keepalive_s).
 KEEPALIVE_S: Final = 15.0
 # Events already waiting when one is sent gather this long and go out as one ``batch``
 # message: a burst costs a client one parse, not one per event (the kiosk's reader shares
@@ -40,12 +48,15 @@ MAX_BATCH: Final = 500
 
 
 class Subscriber:
-    """One connected client's queue; ``None`` on it ends the stream (the server stops)."""
+    """One connected client's queue; ``None`` on it ends the stream (the server stops, or
+    the caller lost access)."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, key: Hashable = None) -> None:
         # Unbounded: the hub bounds it (``EventHub._fan_out``), by size and by time.
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self.limit = maxsize
+        self.key = key  # whose stream it is (``end_streams_of``)
+        self.ended = False
         # When the queue last reached ``limit`` without its stream taking it below again.
         self.behind_since: float | None = None
         self.overflowed = False
@@ -54,8 +65,11 @@ class Subscriber:
 class EventHub:
     """Fans events out to subscribers; thread-safe ``post`` from any thread."""
 
-    def __init__(self, queue_size: int = SUBSCRIBER_QUEUE) -> None:
+    def __init__(
+        self, queue_size: int = SUBSCRIBER_QUEUE, keepalive_s: float = KEEPALIVE_S
+    ) -> None:
         self.queue_size = queue_size
+        self.keepalive_s = keepalive_s
         self._subscribers: set[Subscriber] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.posted = 0
@@ -102,7 +116,7 @@ class EventHub:
         self.posted += 1
         now: float | None = None
         for sub in list(self._subscribers):
-            if sub.overflowed:
+            if sub.overflowed or sub.ended:
                 continue
             queue = sub.queue
             size = queue.qsize()
@@ -135,6 +149,21 @@ class EventHub:
                     sub.queue.get_nowait()
             sub.queue.put_nowait(None)
 
+    def end_streams_of(self, key: Hashable) -> None:
+        """End the open streams of one caller now: a revoked kiosk, a signed-out session
+        (any thread; call it after the change is committed, so a reconnect is refused)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing: the streams end anyway
+            loop.call_soon_threadsafe(self._end, key)
+
+    def _end(self, key: Hashable) -> None:
+        for sub in list(self._subscribers):
+            if sub.key == key and not sub.ended:
+                sub.ended = True
+                _end_queue(sub.queue)
+
     # ------------------------------------------------------------------ bridge interface
     # The facade's connect_events() calls these on the service threads.
 
@@ -156,19 +185,38 @@ class EventHub:
 
     # ------------------------------------------------------------------ streams
 
-    async def stream(self, first: list[Event] | None = None) -> AsyncIterator[str]:
-        """Server-sent events for one subscriber until it disconnects or falls behind."""
-        sub = Subscriber(self.queue_size)
+    async def stream(
+        self,
+        first: list[Event] | None = None,
+        *,
+        key: Hashable = None,
+        still_allowed: Callable[[], Awaitable[bool]] | None = None,
+    ) -> AsyncIterator[str]:
+        """Server-sent events for one subscriber until it disconnects, falls behind or loses
+        access: ``key`` names its caller (:meth:`end_streams_of`), ``still_allowed`` is
+        awaited every keepalive and ends the stream when it answers False."""
+        sub = Subscriber(self.queue_size, key)
         self._subscribers.add(sub)
         try:
             yield ": connected\n\n"
             for event in first or []:
                 yield _sse(event)
-            while not self.closed:
-                try:
-                    got = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
-                except TimeoutError:
+            # The keepalive and the access check are due every keepalive_s, busy or idle (a
+            # stream that always has events would otherwise never be checked).
+            due = time.monotonic() + self.keepalive_s
+            while not self.closed and not sub.ended:
+                wait = due - time.monotonic()
+                if wait <= 0:
+                    if still_allowed is not None and not await still_allowed():
+                        return
+                    if sub.ended:
+                        return
+                    due = time.monotonic() + self.keepalive_s
                     yield ": keepalive\n\n"
+                    continue
+                try:
+                    got = await asyncio.wait_for(sub.queue.get(), wait)
+                except TimeoutError:
                     continue
                 if got is None:
                     return
@@ -182,13 +230,23 @@ class EventHub:
                         if item is None:
                             break
                         batch.append(item)
+                if sub.ended:  # the caller lost access while the burst gathered
+                    return
                 if sub.queue.qsize() < sub.limit:
                     sub.behind_since = None
                 yield _sse_batch(batch)
-                if self.closed or any(e.kind == "overflow" for e in batch):
+                if self.closed or sub.ended or any(e.kind == "overflow" for e in batch):
                     return
         finally:
             self._subscribers.discard(sub)
+
+
+def _end_queue(queue: asyncio.Queue[Event | None]) -> None:
+    """Drop what waits on ``queue`` and put the end marker (``None``) on it."""
+    with contextlib.suppress(asyncio.QueueEmpty):
+        while not queue.empty():
+            queue.get_nowait()
+    queue.put_nowait(None)
 
 
 def _sse(event: Event) -> str:

@@ -36,7 +36,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 from starlette.concurrency import run_in_threadpool
 
-from ..api.errors import ForbiddenError, KioskError, NotAuthenticatedError, NotFoundError
+from ..api.errors import (
+    ForbiddenError,
+    KioskError,
+    NotAuthenticatedError,
+    NotFoundError,
+    TooManyRequestsError,
+)
 from ..api.schemas import ConsultationCreate, ConsultationView, FacultyView, StudentView
 from ..controllers.kiosk_facade import KioskBackend, faculty_view, student_view
 from ..controllers.student_controller import StudentValidationError, normalize_rfid_uid
@@ -45,6 +51,7 @@ from ..models.consultation import ConsultationStatus
 from ..services.rfid import InvalidUIDError, normalize_uid
 from .auth import (
     ADMIN_PREFIX,
+    TOO_MANY_UNKNOWN_CARDS,
     AdminPrincipal,
     Authenticator,
     KioskPrincipal,
@@ -424,9 +431,14 @@ class FrequentCalls:
             raise NotAuthenticatedError(f"Kiosk token refused ({refused.reason}).") from None
         if call.card_uid is None:
             return kiosk, None
-        if row is None:
+        limited = self.auth.card_calls_refused(kiosk)
+        if row is None or limited:
             if may_write:
                 (commit or conn.commit)()  # the token's last_used_at, if it was due
+            if limited or self.auth.unknown_card(
+                kiosk, uid or call.card_uid, call.path, may_write=may_write
+            ):
+                raise TooManyRequestsError(TOO_MANY_UNKNOWN_CARDS)
             raise NotFoundError(UNKNOWN_CARD)
         return kiosk, student_view(row)
 

@@ -366,6 +366,10 @@ def test_unknown_pages_and_bad_values_get_html_pages_and_the_api_keeps_json(web:
     bad = client.get("/web/faculty/history?page=-1")
     assert bad.status_code == 400 and "bad value" in bad.text
     api = client.get("/api/v1/nowhere")
-    assert api.status_code == 404 and api.json()["error"] == "http_404"
+    assert api.status_code == 404 and api.json()["error"] == "not_found"
+    wrong_method = client.delete("/api/v1/faculty")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"] == "method_not_allowed"
+    assert "GET" in wrong_method.headers["allow"]
     api_bad = client.get("/api/v1/consultations?limit=0")
     assert api_bad.status_code in (401, 422) and "error" in api_bad.json()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from ...api.schemas import AdminExists, AdminLogin, AdminSession, PasswordChange
-from ..deps import AuthDep, BackendDep, CurrentCaller, SignedInAdmin
+from ..deps import AuthDep, BackendDep, CurrentCaller, ServerDep, SignedInAdmin
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -34,9 +34,10 @@ def whoami(admin: SignedInAdmin, backend: BackendDep) -> AdminSession:
 
 
 @router.delete("/session", status_code=status.HTTP_204_NO_CONTENT)
-def sign_out(admin: SignedInAdmin, auth: AuthDep) -> None:
-    """Sign out: this session's token stops working."""
+def sign_out(admin: SignedInAdmin, auth: AuthDep, server: ServerDep) -> None:
+    """Sign out: this session's token stops working, and its event streams end."""
     auth.close_admin_session(admin)
+    server.hub.end_streams_of(admin.stream_key)
 
 
 @router.post("/password", status_code=status.HTTP_204_NO_CONTENT)

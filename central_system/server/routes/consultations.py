@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from ...api.schemas import ConsultationCreate, ConsultationView, QueueView
 from ..deps import (
+    CARD_CALL_RESPONSES,
     BackendDep,
     CardCallDep,
     CardStudent,
@@ -18,25 +19,40 @@ from ..deps import (
 router = APIRouter(prefix="/consultations", tags=["consultations"])
 
 
-@router.post("", response_model=ConsultationView, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=ConsultationView,
+    status_code=status.HTTP_201_CREATED,
+    responses=CARD_CALL_RESPONSES,
+)
 async def create_consultation(body: ConsultationCreate, call: CardCallDep) -> Response:
     """Send the card holder's request to a faculty member's desk (400 with the reason if refused)."""
     return await call.runner.send_request(call, body)
 
 
-@router.get("/{consultation_id:int}/queue", response_model=QueueView | None)
+@router.get(
+    "/{consultation_id:int}/queue",
+    response_model=QueueView | None,
+    responses=CARD_CALL_RESPONSES,
+)
 def queue_position(consultation: OwnConsultation, backend: BackendDep) -> QueueView | None:
     """Where one of the card holder's requests stands in its queue (null: not pending)."""
     return backend.queue_position(consultation.id)
 
 
-@router.get("/{consultation_id:int}", response_model=ConsultationView)
+@router.get(
+    "/{consultation_id:int}", response_model=ConsultationView, responses=CARD_CALL_RESPONSES
+)
 def get_consultation(consultation: OwnConsultation) -> ConsultationView:
     """One of the card holder's consultations (404 for anyone else's, audited)."""
     return consultation
 
 
-@router.post("/{consultation_id:int}/cancel", response_model=ConsultationView)
+@router.post(
+    "/{consultation_id:int}/cancel",
+    response_model=ConsultationView,
+    responses=CARD_CALL_RESPONSES,
+)
 def cancel_consultation(
     consultation: OwnConsultation, student: CardStudent, backend: BackendDep
 ) -> ConsultationView:

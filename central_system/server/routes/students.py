@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from ...api.schemas import MAX_ID, ConsultationView, QueueView, StudentIn, StudentView
 from ..deps import (
+    CARD_CALL_RESPONSES,
     BackendDep,
     CardCallDep,
     CardStudent,
@@ -18,13 +19,15 @@ from ..deps import (
 router = APIRouter(prefix="/students", tags=["students"])
 
 
-@router.get("/me", response_model=StudentView)
+@router.get("/me", response_model=StudentView, responses=CARD_CALL_RESPONSES)
 async def me(call: CardCallDep) -> Response:
     """The student whose card was just tapped at this kiosk (404: unknown card)."""
     return await call.runner.card_holder(call)
 
 
-@router.get("/me/consultations", response_model=list[ConsultationView])
+@router.get(
+    "/me/consultations", response_model=list[ConsultationView], responses=CARD_CALL_RESPONSES
+)
 async def my_consultations(
     call: CardCallDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -33,7 +36,7 @@ async def my_consultations(
     return await call.runner.my_consultations(call, limit)
 
 
-@router.get("/me/queue", response_model=dict[int, QueueView])
+@router.get("/me/queue", response_model=dict[int, QueueView], responses=CARD_CALL_RESPONSES)
 def my_queue(
     kiosk: CurrentKiosk, student: CardStudent, backend: BackendDep
 ) -> dict[int, QueueView]:

@@ -320,13 +320,14 @@ def enrol_kiosk(request: Request, ctx: WebCtx, user: AdminUser, form: CheckedFor
 
 @router.post("/kiosks/revoke")
 def revoke(request: Request, ctx: WebCtx, user: AdminUser, form: CheckedForm) -> Response:
-    """Revoke a kiosk's token at once."""
+    """Revoke a kiosk's token at once; its open event stream ends too."""
     try:
         with ctx.db() as s:
-            revoke_kiosk(s, field(form, "name", 64), user.actor)
+            kiosk_id = revoke_kiosk(s, field(form, "name", 64), user.actor)
             s.commit()
     except EnrollmentError as err:
         return _kiosks_page(request, ctx, user, 400, error=str(err))
+    ctx.server.hub.end_streams_of(("kiosk", kiosk_id))  # its open event stream ends now
     return _kiosks_page(request, ctx, user, notice="Kiosk revoked.")
 
 
