@@ -146,8 +146,9 @@ class Settings(BaseSettings):
     server_standby_poll_s: float = Field(default=1.0, gt=0)
     server_lock_check_s: float = Field(default=0.5, gt=0)
     server_takeover_grace_s: float = Field(default=1.5, ge=0)
-    # The event stream's keepalive; each open stream checks its token again as often, so a
-    # kiosk revoked by the ``consultease kiosk revoke`` command loses its stream within it.
+    # The event streams' keepalive (the API's and the web pages'); each open stream checks its
+    # token or session again as often, so a kiosk revoked by the ``consultease kiosk revoke``
+    # command, or a deactivated faculty account, loses its stream within it.
     server_keepalive_s: float = Field(default=15.0, gt=0)
     # A kiosk whose calls meet more different unknown cards than this in a minute gets 429 on
     # its card calls for the rest of that minute, audited (a stolen token probing UIDs); 0: off.

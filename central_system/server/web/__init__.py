@@ -67,7 +67,8 @@ def mount_web(app: FastAPI) -> None:
     """Add the dashboard's pages, static files, error pages and headers to ``app``."""
     from . import routes_admin, routes_auth, routes_faculty, routes_insight
 
-    app.state.web_live = WebLive()
+    # Its keepalive (and session check) is the API stream's: settings.server_keepalive_s.
+    app.state.web_live = WebLive(keepalive_s=app.state.server.settings.server_keepalive_s)
     app.mount(
         "/web/static",
         StaticFiles(directory=str(Path(__file__).with_name("static"))),

@@ -5,6 +5,13 @@ see only its own faculty member's requests, so the web keeps its own small
 fan-out with a filter per subscriber. Like the hub it never waits for a slow
 browser: a bounded queue per page, and one that falls behind is sent
 ``overflow`` and closed (the page reloads its data when it reconnects).
+
+A page's stream belongs to the browser session that opened it (its ``key``) and, like
+the hub's, ends when that session stops working: at once when this server signs it out
+(:meth:`WebLive.end_streams_of`), otherwise at the next keepalive, where each stream
+checks its session again (``still_allowed``: one indexed read per stream every
+``keepalive_s``, never per event), which catches an expired session, a deactivated
+account and a sign-out on another server.
 """
 
 from __future__ import annotations
@@ -13,10 +20,13 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, Final
 
 QUEUE_SIZE: Final = 200
+# A comment this often keeps proxies from closing an idle stream; each stream checks its
+# session again as often (settings.server_keepalive_s, the API stream's setting).
 KEEPALIVE_S: Final = 15.0
 
 Event = dict[str, Any]
@@ -24,16 +34,20 @@ Predicate = Callable[[Event], bool]
 
 
 class _Page:
-    def __init__(self, wants: Predicate) -> None:
+    def __init__(self, wants: Predicate, key: Hashable, loop: asyncio.AbstractEventLoop) -> None:
         self.wants = wants
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_SIZE)  # None: the end
         self.overflowed = False
+        self.key = key  # whose stream it is (``end_streams_of``)
+        self.loop = loop  # the loop its stream runs on (the only one to touch its queue)
+        self.ended = False
 
 
 class WebLive:
     """Listens to the active system's controllers and fans their events out to open pages."""
 
-    def __init__(self) -> None:
+    def __init__(self, keepalive_s: float = KEEPALIVE_S) -> None:
+        self.keepalive_s = keepalive_s
         self._pages: set[_Page] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._attached: Any = None
@@ -89,7 +103,7 @@ class WebLive:
 
     def _fan_out(self, event: Event) -> None:
         for page in list(self._pages):
-            if page.overflowed or not page.wants(event):
+            if page.overflowed or page.ended or not page.wants(event):
                 continue
             try:
                 page.queue.put_nowait(event)
@@ -109,22 +123,60 @@ class WebLive:
                     page.queue.get_nowait()
             page.queue.put_nowait(None)
 
-    async def stream(self, wants: Predicate) -> AsyncIterator[str]:
-        """Server-sent events for one page until it goes away or falls behind."""
-        page = _Page(wants)
+    def end_streams_of(self, key: Hashable) -> None:
+        """End the open streams of one browser session now: it was signed out (any thread;
+        call it after the change is committed, so the page's reconnect is refused)."""
+        for page in list(self._pages):  # a copy: pages come and go on the loop meanwhile
+            if page.key == key:
+                with contextlib.suppress(RuntimeError):  # its loop is closing: it ends anyway
+                    page.loop.call_soon_threadsafe(_end, page)
+
+    async def stream(
+        self,
+        wants: Predicate,
+        *,
+        key: Hashable = None,
+        still_allowed: Callable[[], Awaitable[bool]] | None = None,
+    ) -> AsyncIterator[str]:
+        """Server-sent events for one page until it goes away, falls behind or its session
+        stops working: ``key`` names the session (:meth:`end_streams_of`), ``still_allowed``
+        is awaited every keepalive and ends the stream when it answers False."""
+        page = _Page(wants, key, asyncio.get_running_loop())
         self._pages.add(page)
         try:
             yield "retry: 2000\n: connected\n\n"
-            while not self.closed:
-                try:
-                    event = await asyncio.wait_for(page.queue.get(), KEEPALIVE_S)
-                except TimeoutError:
+            # The keepalive and the session check are due every keepalive_s, busy or idle (a
+            # page that always has events would otherwise never be checked).
+            due = time.monotonic() + self.keepalive_s
+            while not self.closed and not page.ended:
+                wait = due - time.monotonic()
+                if wait <= 0:
+                    if still_allowed is not None and not await still_allowed():
+                        return
+                    if page.ended:
+                        return
+                    due = time.monotonic() + self.keepalive_s
                     yield ": keepalive\n\n"
                     continue
-                if event is None:
+                try:
+                    event = await asyncio.wait_for(page.queue.get(), wait)
+                except TimeoutError:
+                    continue
+                if event is None or page.ended:
                     return
                 yield f"event: {event['kind']}\ndata: {json.dumps(event)}\n\n"
                 if event["kind"] == "overflow":
                     return
         finally:
             self._pages.discard(page)
+
+
+def _end(page: _Page) -> None:
+    """End one page's stream (on its loop): drop what waits and put the end marker."""
+    if page.ended:
+        return
+    page.ended = True
+    with contextlib.suppress(asyncio.QueueEmpty):
+        while not page.queue.empty():
+            page.queue.get_nowait()
+    page.queue.put_nowait(None)

@@ -98,8 +98,9 @@ def login(request: Request, ctx: WebCtx, form: CheckedForm) -> Response:
 
 @router.post("/web/logout", include_in_schema=False)
 def logout(request: Request, ctx: WebCtx, user: User, form: CheckedForm) -> Response:
-    """End this session (audited)."""
+    """End this session (audited); its open pages' live streams end too."""
     ctx.sessions.close(user)
+    ctx.live.end_streams_of(user.stream_key)
     ctx.audit(user.actor, "web.logout", user.username)
     response = RedirectResponse("/web/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from ...api.schemas import MAX_ID
 from ...controllers.consultation_controller import ConsultationError
@@ -52,11 +53,21 @@ def queue_partial(request: Request, ctx: WebCtx, user: FacultyUser) -> Response:
 
 @router.get("/events")
 async def events(request: Request, ctx: WebCtx, user: FacultyUser) -> StreamingResponse:
-    """Server-sent events about this faculty member's own requests and desk only."""
+    """Server-sent events about this faculty member's own requests and desk only, while the
+    session stands (signed out here: it ends at once; otherwise within one keepalive)."""
     ctx.live.attach(ctx.backend, loop())
     fid = user.faculty_id
+    sessions = ctx.sessions
+
+    async def still_allowed() -> bool:
+        return await run_in_threadpool(sessions.still_allowed, user)
+
     return StreamingResponse(
-        ctx.live.stream(lambda event: event.get("faculty_id") == fid),
+        ctx.live.stream(
+            lambda event: event.get("faculty_id") == fid,
+            key=user.stream_key,
+            still_allowed=still_allowed,
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

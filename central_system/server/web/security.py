@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...models import Admin, WebSession, utcnow
+
+logger = logging.getLogger(__name__)
 
 SESSION_COOKIE: Final = "ce_session"
 PRE_COOKIE: Final = "ce_pre"
@@ -44,6 +48,14 @@ SECURITY_HEADERS: Final = (
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-opener-policy", b"same-origin"),
+)
+
+# An open page's session, checked again every keepalive (``WebSessions.still_allowed``):
+# by primary key, and only the columns the check needs.
+_SESSION_STANDING: Final = (
+    select(WebSession.expires_at, Admin.is_active, Admin.role, Admin.faculty_id)
+    .join(Admin, Admin.id == WebSession.account_id)
+    .where(WebSession.id == bindparam("session_id"))
 )
 
 
@@ -90,6 +102,11 @@ class WebUser:
         """This session's CSRF token."""
         return csrf_for(self.token)
 
+    @property
+    def stream_key(self) -> tuple[str, int]:
+        """Whose its open page streams are (``WebLive.end_streams_of`` on sign-out)."""
+        return ("web-session", self.session_id)
+
 
 class WebSessions:
     """Opens, resolves and closes browser sessions in the database."""
@@ -132,6 +149,25 @@ class WebSessions:
             return WebUser(
                 account.id, account.username, account.role, account.faculty_id, sess.id, token
             )
+
+    def still_allowed(self, user: WebUser) -> bool:
+        """Whether an open page's session still stands: neither signed out nor expired, its
+        account active, with the role and faculty member it had. One indexed read; a
+        database error answers True (the page is checked again at its next keepalive, and
+        every other request checks too)."""
+        try:
+            with self._sessions() as s:
+                row = s.execute(_SESSION_STANDING, {"session_id": user.session_id}).first()
+        except SQLAlchemyError:
+            logger.warning("could not check an open page's session; checking again later")
+            return True
+        return (
+            row is not None
+            and row.expires_at > utcnow()
+            and bool(row.is_active)
+            and row.role == user.role
+            and row.faculty_id == user.faculty_id
+        )
 
     def close(self, user: WebUser) -> None:
         """Sign out: the cookie stops working at once."""
