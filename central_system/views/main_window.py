@@ -248,9 +248,10 @@ class KioskWindow(QMainWindow):
             "auth_failed": "Desks: broker refused the kiosk's login. Please call an administrator.",
             "stopped": "Desks: offline",
             # Another server uses this kiosk's database (kiosk.local_server, docs 10a):
-            # a setting to change, so no "retrying".
-            "backend_refused": "Not set up: another server uses this database; "
-            "set CONSULTEASE_SERVER_URL.",
+            # a setting to change, so no "retrying"; the child's line in the log names the
+            # setting, a public screen only asks for an administrator.
+            "backend_refused": "Not set up: this kiosk must be connected to the central "
+            "server. Please call an administrator.",
             # The kiosk's own server child died and is being restarted (kiosk.local_server).
             "backend_down": "Central system restarting… Please wait a moment.",
             "starting": "Starting…",
