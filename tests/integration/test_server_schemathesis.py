@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, MetaData, select
 
 from tests.brokers import MosquittoBroker
 from tests.server_helpers import admin_client, create_admin, db_engine, enroll, running_server
@@ -30,6 +31,38 @@ MAX_EXAMPLES = "5"
 #   refuse with 400 and the reason; every other check (no 5xx, answers match the
 #   documented schemas and codes, invalid data refused) stays on.
 EXCLUDED_CHECKS = "allow_header_conformance,positive_data_acceptance"
+
+
+# What a kiosk's calls may change without changing data: the audit log (refusals are
+# audited), a kiosk token's last use, the outbox and the rollups. Everything else is
+# compared row by row before and after the run as a kiosk (issue 9: "never a changed row").
+UNCHECKED_TABLES = {
+    "audit_log",
+    "mqtt_outbox",
+    "alembic_version",
+    "analytics_rollup_state",
+    "consultation_stats_daily",
+    "consultation_stats_hourly",
+    "consultation_stats_weekly",
+    "desk_uptime_daily",
+    "desk_uptime_weekly",
+}
+UNCHECKED_COLUMNS = {("kiosk_tokens", "last_used_at")}
+
+
+def _data(engine: Engine) -> dict[str, list[tuple[str, ...]]]:
+    """Every checked table's rows, as text, in a stable order."""
+    meta = MetaData()
+    meta.reflect(engine)
+    found: dict[str, list[tuple[str, ...]]] = {}
+    with engine.connect() as conn:
+        for name, table in sorted(meta.tables.items()):
+            if name in UNCHECKED_TABLES:
+                continue
+            columns = [c for c in table.columns if (name, c.name) not in UNCHECKED_COLUMNS]
+            rows = conn.execute(select(*columns)).all()
+            found[name] = sorted(tuple(repr(v) for v in row) for row in rows)
+    return found
 
 
 def _schemathesis(
@@ -80,8 +113,12 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         admin = admin_client(server.url)
         admin.save_faculty(None, "Dr. Ada Cruz", "CS", "ada@example.edu")
         admin.register_student("Maria Santos", "2021-00001", "CS", "04A1B2C3")
+        before = _data(engine)
+        assert before["students"] and before["faculty"]  # the run has data to change
         as_kiosk = _schemathesis(server.url, kiosk_token, tmp_path)
         assert as_kiosk.returncode == 0, as_kiosk.stdout[-6000:]
+        # The run knows no student's card, so nothing it sent may change a row.
+        assert _data(engine) == before
         as_admin = _schemathesis(
             server.url,
             str(admin.admin_token),
