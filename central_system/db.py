@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import ConfigurationError, get_settings
@@ -275,9 +275,46 @@ def create_db_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     try:
-        return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+        engine = create_engine(url, pool_size=8, max_overflow=8)
     except ImportError as err:  # a dialect whose driver we do not ship (mysql://)
         raise ArgumentError(f"its driver is not installed: {err}") from err
+    ping_idle_connections(engine)
+    return engine
+
+
+# A pooled PostgreSQL connection idle this long is pinged before it is handed out.
+PING_IDLE_S = 10.0
+
+
+def ping_idle_connections(engine: Engine) -> None:
+    """Hand out only live connections, pinging just those that sat idle in the pool.
+
+    ``pool_pre_ping`` pings every checkout: a round trip more for each transaction (a
+    kiosk's request is five round trips without it). A connection checked in less than
+    :data:`PING_IDLE_S` ago was just working, so it goes out as it is; an older one (the
+    database restarted, a firewall dropped an idle connection between two machines, an
+    ``idle_session_timeout``) is pinged, and a dead one is replaced (the pool retries the
+    checkout on :class:`~sqlalchemy.exc.DisconnectionError`). A connection that dies while
+    in use fails that one transaction, as it would with pre-ping.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi: Any, record: Any) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi: Any, record: Any, _proxy: Any) -> None:
+        checked_in = record.info.get("checked_in")
+        if checked_in is None or time.monotonic() - checked_in < PING_IDLE_S:
+            return  # new, or just used
+        try:
+            cursor = dbapi.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+        except Exception as err:
+            raise DisconnectionError("an idle pooled connection no longer answers") from err
 
 
 def alembic_config(url: str) -> Any:
