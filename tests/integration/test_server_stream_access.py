@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -34,6 +33,7 @@ from tests.server_helpers import (
     enroll,
     running_server,
 )
+from tests.stream_reader import StreamReader
 
 KEEPALIVE_S = 1.0
 # Generous: one keepalive, a thread hop for the check and a loaded CI machine.
@@ -44,43 +44,14 @@ CARD = "04A1B2C3"
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
 
 
-class Stream(threading.Thread):
+class Stream(StreamReader):
     """``GET /api/v1/events`` read in a thread until it ends; when it ended."""
 
     def __init__(self, url: str, token: str) -> None:
-        super().__init__(daemon=True)
-        self.url, self.token = url, token
-        self.opened = threading.Event()
-        self.status: int | None = None
-        self.chunks: list[str] = []
-        self.ended_at: float | None = None
-        self.error: Exception | None = None
-        self.start()
-        assert self.opened.wait(15), "the stream never opened"
-        assert self.status == 200, self.status
-
-    def run(self) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        try:
-            with httpx.stream("GET", self.url + "/api/v1/events", headers=headers, timeout=60) as r:
-                self.status = r.status_code
-                for chunk in r.iter_text():
-                    self.chunks.append(chunk)
-                    self.opened.set()
-        except Exception as err:  # the test reads it
-            self.error = err
-        finally:
-            self.ended_at = time.monotonic()
-            self.opened.set()
-
-    def ended_within(self, seconds: float, since: float) -> float:
-        """How long after ``since`` (a monotonic time) it ended; fails past ``seconds``."""
-        self.join(max(0.0, since + seconds - time.monotonic()))
-        assert self.ended_at is not None, f"the stream is still open after {seconds} s"
-        assert self.error is None, self.error
-        took = self.ended_at - since
-        assert took <= seconds, took
-        return took
+        headers = {"Authorization": f"Bearer {token}"}
+        super().__init__(
+            lambda: httpx.stream("GET", url + "/api/v1/events", headers=headers, timeout=60)
+        )
 
 
 def _events(url: str, token: str) -> httpx.Response:

@@ -8,7 +8,6 @@ at once, and each stream checks its session again at every keepalive. A real
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -24,6 +23,7 @@ from central_system.controllers.admin_controller import AdminController
 from central_system.models import Admin, WebSession, utcnow
 from central_system.server.web.live import WebLive
 from central_system.server.web.security import SESSION_COOKIE, WebSessions
+from tests.stream_reader import StreamReader
 from tests.web.helpers import (
     ADMIN_PASSWORD,
     ADMIN_USER,
@@ -43,49 +43,11 @@ ENDS_WITHIN_S = KEEPALIVE_S + 5.0
 AT_ONCE_S = 5.0
 
 
-class PageStream(threading.Thread):
+class PageStream(StreamReader):
     """``GET /web/faculty/events`` read in a thread, as an open page's EventSource does."""
 
     def __init__(self, client: TestClient) -> None:
-        super().__init__(daemon=True)
-        self.client = client
-        self.opened = threading.Event()
-        self.status: int | None = None
-        self.chunks: list[str] = []
-        self.ended_at: float | None = None
-        self.error: Exception | None = None
-        self.start()
-        assert self.opened.wait(15), "the stream never opened"
-        assert self.status == 200, self.status
-
-    def run(self) -> None:
-        try:
-            with self.client.stream("GET", "/web/faculty/events") as r:
-                self.status = r.status_code
-                for chunk in r.iter_text():
-                    self.chunks.append(chunk)
-                    self.opened.set()
-        except Exception as err:  # the test reads it
-            self.error = err
-        finally:
-            self.ended_at = time.monotonic()
-            self.opened.set()
-
-    def ended_within(self, seconds: float, since: float) -> float:
-        """How long after ``since`` (a monotonic time) it ended; fails past ``seconds``."""
-        self.join(max(0.0, since + seconds - time.monotonic()))
-        assert self.ended_at is not None, f"the stream is still open after {seconds} s"
-        assert self.error is None, self.error
-        took = self.ended_at - since
-        assert took <= seconds, took
-        return took
-
-    def keeps_going(self, seconds: float) -> None:
-        """Still open ``seconds`` later, and it heard something meanwhile (keepalives)."""
-        seen = len(self.chunks)
-        time.sleep(seconds)
-        assert self.is_alive() and self.ended_at is None
-        assert len(self.chunks) > seen
+        super().__init__(lambda: client.stream("GET", "/web/faculty/events"))
 
 
 def _signed_in(web: Web, username: str, password: str = FACULTY_PASSWORD) -> TestClient:
