@@ -256,6 +256,28 @@ def normalize_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def sqlite_file_answers(path: str, timeout_s: float = 2.0) -> bool:
+    """The SQLite database at ``path`` opens on a fresh connection and has a schema.
+
+    A pooled connection keeps answering from a file that was removed or replaced (it
+    holds the old inode and its pages): only a new connection sees what the path holds
+    now. ``mode=rw`` creates nothing, and an empty file (no tables) is not our database.
+    """
+    try:
+        conn = sqlite3.connect(
+            f"{Path(path).resolve().as_uri()}?mode=rw", uri=True, timeout=timeout_s
+        )
+    except sqlite3.Error:
+        return False
+    try:
+        row = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return bool(row and row[0])
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+
+
 def create_db_engine(url: str) -> Engine:
     """An engine for ``url`` with ConsultEase's connection settings.
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import Settings
 from ..controllers.kiosk_facade import KioskBackend
-from ..db import ensure_sqlite_file, normalize_database_url
+from ..db import ensure_sqlite_file, normalize_database_url, sqlite_file_answers
 from .auth import Authenticator
 from .events import EventHub
 from .frequent import FrequentCalls
@@ -213,15 +213,20 @@ class CentralServer:
         return str(system.mqtt.state) if system is not None else "none"
 
     def database_ok(self) -> bool:
-        """One cheap round trip to the database (the active one's pool, or the lock connection)."""
+        """One cheap round trip to the database (the active one's pool, or the lock connection).
+
+        On SQLite also a fresh connection to the file: a pooled one answers ``SELECT 1``
+        from a database file that was removed or replaced by something else.
+        """
         system = self.system
         if system is not None:
             try:
                 with system.engine.connect() as conn:
                     conn.execute(text("SELECT 1"))
-                return True
             except Exception:
                 return False
+            database = system.engine.url.database
+            return not is_sqlite(self.url) or sqlite_file_answers(database or "")
         if self._pg is not None:
             return self._pg.db_ok
         return self._sqlite is not None

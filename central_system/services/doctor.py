@@ -357,7 +357,11 @@ def _transport_problem(url: str, err: BaseException, ca_file: Path | None) -> st
 
 
 def check_servers(ctx: _Context) -> CheckResult:
-    """Each URL's ``/healthz``: reachable, and exactly one server is active."""
+    """Each URL's ``/healthz``: reachable, exactly one server active, every one with its database.
+
+    A standby is as it should be (it takes over when the active one dies); a standby that
+    cannot reach the database is a warning (it could not), an active one a failure.
+    """
     from ..api.transport import TransportError
 
     name = "servers"
@@ -366,6 +370,7 @@ def check_servers(ctx: _Context) -> CheckResult:
         return CheckResult(name, Status.FAIL, "not checked: see settings")
     seen: list[str] = []
     active: list[str] = []
+    no_database: list[str] = []  # /healthz says "database": "error"
     unreachable = 0
     for url in client.urls:
         try:
@@ -379,11 +384,21 @@ def check_servers(ctx: _Context) -> CheckResult:
         seen.append(f"{url} {role}" + (f" ({', '.join(extra)})" if extra else ""))
         if role == "active":
             active.append(url)
+        if health.get("database") == "error":
+            no_database.append(url)
     detail = "; ".join(seen)
-    if len(active) == 1 and not unreachable:
+    if len(active) == 1 and active[0] in no_database:
+        return CheckResult(
+            name, Status.FAIL, f"the active server cannot reach its database: {detail}"
+        )
+    if len(active) == 1 and not unreachable and not no_database:
         return CheckResult(name, Status.PASS, detail)
     if len(active) == 1:
-        return CheckResult(name, Status.WARN, f"{detail}; no failover to an unreachable server")
+        # A standby is no failure, but one that cannot reach the database cannot take over.
+        why = [f"{u} cannot reach its database, so it could not take over" for u in no_database]
+        if unreachable:
+            why.append("no failover to an unreachable server")
+        return CheckResult(name, Status.WARN, f"{detail}; {', '.join(why)}")
     if not active:
         return CheckResult(name, Status.FAIL, f"no active server: {detail}")
     return CheckResult(name, Status.FAIL, f"{len(active)} servers say active: {detail}")

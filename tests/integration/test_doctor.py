@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from central_system import db as dbmod
 from central_system.cli import main as cli_main
 from central_system.config import Settings, reset_settings_cache
 from central_system.services.async_mqtt_service import AsyncMQTTService
 from tests.brokers import MosquittoBroker, free_port
-from tests.server_helpers import db_engine, enroll, revoke, running_server
+from tests.integration.test_server_failover import _two_servers
+from tests.integration.test_server_failover import pg_url as pg_url
+from tests.server_helpers import ServerProcess, db_engine, enroll, revoke, running_server
 
 
 @pytest.fixture
@@ -230,3 +233,82 @@ def test_a_kiosk_whose_ca_file_did_not_sign_the_servers_certificate_fails_clearl
         _as_kiosk_of(monkeypatch, server.url, token, tmp_path / "missing-ca.pem")
         code, lines, out = _report(capsys)
         assert code == 1 and lines["settings"] == "FAIL" and "missing-ca.pem" in out, out
+
+
+@pytest.mark.postgres
+def test_a_kiosk_of_an_active_and_a_standby_server_passes_and_warns_of_a_standby_without_database(
+    pg_url: str,
+    broker: MosquittoBroker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two servers on one PostgreSQL database: the standby is said as such, not a failure,
+    in whichever order the URLs come; a standby that cannot reach the database could not
+    take over (a warning); once the active one dies, the other is the active one."""
+    a, b = _two_servers(pg_url, broker, tmp_path)
+    missing_db = pg_url.rsplit("/", 1)[0] + f"/consultease_missing_{uuid.uuid4().hex[:8]}"
+    c = ServerProcess(missing_db, broker.port, tmp_path, client_id="central-C", name="c")
+    try:
+        with db_engine(pg_url) as engine:
+            token = enroll(engine, "lobby-3")
+        for urls in (f"{a.url},{b.url}", f"{b.url},{a.url}"):
+            _as_kiosk_of(monkeypatch, urls, token)
+            code, lines, out = _report(capsys)
+            assert lines["servers"] == "PASS", out
+            assert f"{a.url} active (mqtt connected, database ok)" in out, out
+            assert f"{b.url} standby (mqtt none, database ok)" in out, out
+            assert lines["kiosk token"] == "PASS" and f"accepted by {a.url}" in out, out
+            assert code == 0, out
+
+        # A third server whose database URL names no database: a standby that never could
+        # take over. The kiosk still works (a warning, exit 0), and the line says why.
+        c.start().wait_role("standby")
+        _as_kiosk_of(monkeypatch, f"{a.url},{b.url},{c.url}", token)
+        code, lines, out = _report(capsys)
+        assert lines["servers"] == "WARN", out
+        assert f"{c.url} standby (mqtt none, database error)" in out, out
+        assert f"{c.url} cannot reach its database, so it could not take over" in out, out
+        assert f"{b.url} cannot reach" not in out, out
+        assert lines["kiosk token"] == "PASS" and code == 0, out
+
+        # The active server dies: the standby takes over, doctor follows it.
+        a.kill()
+        b.wait_role("active", timeout=60)
+        _as_kiosk_of(monkeypatch, f"{a.url},{b.url}", token)
+        code, lines, out = _report(capsys)
+        assert lines["servers"] == "WARN" and f"{a.url} unreachable" in out, out
+        assert f"{b.url} active" in out and "no failover to an unreachable server" in out, out
+        assert lines["kiosk token"] == "PASS" and f"accepted by {b.url}" in out, out
+        assert code == 0, out
+    finally:
+        for server in (a, b, c):
+            server.stop()
+
+
+def test_a_kiosk_whose_active_server_cannot_reach_its_database_fails(
+    sqlite_url: str,
+    broker: MosquittoBroker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The active server answers but its database does not (the SQLite file is gone)."""
+    database = Path(make_url(sqlite_url).database or "")
+    moved = database.with_name("moved-away.db")
+    with (
+        running_server(sqlite_url, broker.port, tmp_path) as server,
+        db_engine(sqlite_url) as engine,
+    ):
+        token = enroll(engine, "lobby-4")
+        _as_kiosk_of(monkeypatch, server.url, token)
+        database.rename(moved)
+        database.mkdir()
+        try:
+            code, lines, out = _report(capsys)
+        finally:
+            database.rmdir()
+            moved.rename(database)
+        assert code == 1 and lines["servers"] == "FAIL", out
+        assert "the active server cannot reach its database" in out, out
+        assert f"{server.url} active (mqtt connected, database error)" in out, out
