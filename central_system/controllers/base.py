@@ -8,11 +8,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from .. import db as dbmod
 from ..db import unit_of_work
 from ..models import AuditLog
 from .outbound import Outgoing
@@ -30,8 +31,6 @@ E = TypeVar("E")
 def resolve_session_factory(db: DbSource) -> SessionFactory:
     """A session factory from an Engine, a sessionmaker/callable, or None (the process database)."""
     if db is None:
-        from .. import db as dbmod
-
         return dbmod.get_db
     if isinstance(db, Engine):
         return sessionmaker(bind=db, expire_on_commit=False)
@@ -106,6 +105,8 @@ class ControllerBase:
     def __init__(self, db: DbSource = None, mqtt: AsyncMQTTService | None = None) -> None:
         self._session_factory = resolve_session_factory(db)
         self._mqtt = mqtt
+        self._engine: Engine | None = None
+        self._default_db = db is None
 
     @property
     def mqtt(self) -> AsyncMQTTService:
@@ -121,6 +122,20 @@ class ControllerBase:
         """A session that commits on success, rolls back on error, and always closes."""
         with unit_of_work(self._session_factory()) as session:
             yield session
+
+    @property
+    def engine(self) -> Engine:
+        """The engine this controller's sessions are bound to (for Core connections)."""
+        if self._default_db:
+            return dbmod.get_engine()  # (the process database may be opened again elsewhere)
+        engine = self._engine
+        if engine is None:
+            session = self._session_factory()
+            try:
+                engine = self._engine = cast(Engine, session.get_bind())
+            finally:
+                session.close()
+        return engine
 
     def stage(self, session: Session, messages: list[Outgoing]) -> None:
         """Stage ``messages`` in ``session``'s transaction (sent only after it commits)."""

@@ -16,7 +16,19 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
-from sqlalchemy import CursorResult, Table, bindparam, func, insert, select, true, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import topics
@@ -29,7 +41,7 @@ from ..models import (
     Student,
     utcnow,
 )
-from ..services.async_mqtt_service import MQTTMessage, MQTTServiceError
+from ..services.async_mqtt_service import MQTTMessage, MQTTServiceError, OutboxBatch
 from . import outbound
 from .base import ConsultationEvent, ControllerBase, DbSource, Listeners, audit
 from .queue_controller import ExpiryPolicy
@@ -48,26 +60,56 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _CONSULTATIONS = cast(Table, Consultation.__table__)
-# create_consultation's one query (three before): the student, the faculty member and the
-# student's pending count with them. Built once: it runs for every request under load.
+_STUDENTS = cast(Table, Student.__table__)
+_FACULTY = cast(Table, Faculty.__table__)
+# A request's admission in one read: the student, the faculty member (every column, for the
+# request's messages and the kiosk's answer) and the student's pending count with them, as
+# plain columns (no ORM load). Built once: it runs for every request under load.
+_PENDING_WITH: Final = (
+    select(func.count())
+    .select_from(_CONSULTATIONS)
+    .where(
+        _CONSULTATIONS.c.student_id == bindparam("sid"),
+        _CONSULTATIONS.c.faculty_id == bindparam("fid"),
+        _CONSULTATIONS.c.status == ConsultationStatus.PENDING.value,
+    )
+    .scalar_subquery()
+)
+_STUDENT_ATTRS: Final = [(a.key, a.columns[0]) for a in sa_inspect(Student).column_attrs]
+_FACULTY_ATTRS: Final = [(a.key, a.columns[0]) for a in sa_inspect(Faculty).column_attrs]
 _CREATE_LOOKUP: Final = (
     select(
-        Student,
-        Faculty,
-        select(func.count())
-        .select_from(Consultation)
-        .where(
-            Consultation.student_id == bindparam("sid"),
-            Consultation.faculty_id == bindparam("fid"),
-            Consultation.status == ConsultationStatus.PENDING.value,
-        )
-        .scalar_subquery(),
+        *(column.label(f"s_{key}") for key, column in _STUDENT_ATTRS),
+        *(column.label(f"f_{key}") for key, column in _FACULTY_ATTRS),
+        _PENDING_WITH.label("pending"),
     )
-    .join_from(Student, Faculty, true())  # one row each: an explicit cross join
-    .where(Student.id == bindparam("sid"), Faculty.id == bindparam("fid"))
+    .join_from(_STUDENTS, _FACULTY, true())  # one row each: an explicit cross join
+    .where(_STUDENTS.c.id == bindparam("sid"), _FACULTY.c.id == bindparam("fid"))
 )
+# PostgreSQL: the same, and the new request's id from its sequence (a refused request leaves
+# a gap in the ids, as a rolled-back INSERT does).
+_CREATE_LOOKUP_RESERVING: Final = _CREATE_LOOKUP.add_columns(
+    func.nextval(func.pg_get_serial_sequence("consultations", "id")).label("next_id")
+)
+_STUDENT_EXISTS: Final = select(_STUDENTS.c.id).where(_STUDENTS.c.id == bindparam("sid"))
 
 _CREATE_INSERT: Final = insert(_CONSULTATIONS)
+# PostgreSQL: the same with its id reserved, to run with the outbox rows as one statement.
+_CREATE_INSERT_WITH_ID: Final = insert(_CONSULTATIONS).values(
+    {
+        column: bindparam(f"c_{column}", type_=_CONSULTATIONS.c[column].type)
+        for column in (
+            "id",
+            "student_id",
+            "faculty_id",
+            "message",
+            "course_code",
+            "status",
+            "created_at",
+            "last_sent_at",
+        )
+    }
+)
 # A desk response's read and its conditional UPDATE (one per target status), built once:
 # they run for every response under load.
 _RESPONSE_LOOKUP: Final = (
@@ -216,6 +258,42 @@ def _as_id(value: object, error: type[ConsultationError], what: str) -> int:
         raise error(f"Unknown {what}.") from err
 
 
+def _new_request(student: Student, faculty: Faculty, text: str, code: str | None) -> Consultation:
+    """An admitted request, transient, its id still to come. The caller gets the same
+    attributes as from a load, the student and faculty member included (no reload)."""
+    now = utcnow()
+    consultation = Consultation(
+        student_id=student.id,
+        faculty_id=faculty.id,
+        message=text,
+        course_code=code,
+        status=ConsultationStatus.PENDING.value,
+        created_at=now,
+        last_sent_at=now,
+    )
+    consultation.student = student
+    consultation.faculty = faculty
+    return consultation
+
+
+def _foreign_key_failed(err: IntegrityError) -> bool:
+    """The INSERT named a student or faculty member that is gone (PostgreSQL's SQLSTATE
+    23503, SQLite's message)."""
+    return getattr(err.orig, "sqlstate", None) == "23503" or "FOREIGN KEY" in str(err.orig)
+
+
+def _insert_values(c: Consultation) -> dict[str, Any]:
+    return {
+        "student_id": c.student_id,
+        "faculty_id": c.faculty_id,
+        "message": c.message,
+        "course_code": c.course_code,
+        "status": c.status,
+        "created_at": c.created_at,
+        "last_sent_at": c.last_sent_at,
+    }
+
+
 class DeskLiveness(Protocol):
     """What this controller asks of the desk liveness service (``liveness.LivenessService``).
 
@@ -284,45 +362,72 @@ class ConsultationController(ControllerBase):
 
     def create_consultation_for(
         self,
-        card_holder: Callable[[Session], int],
+        card_holder: Callable[[Connection], int],
         faculty_id: int,
         message: str,
         course_code: str | None = None,
     ) -> Consultation:
-        """:meth:`create_consultation` for the student id ``card_holder(session)`` answers,
-        asked first, in the request's own transaction.
+        """:meth:`create_consultation` for the student id ``card_holder(conn)`` answers, asked
+        first, on the request's own connection.
 
         The server checks the kiosk's token and the tapped card there, so the check and the
-        request share one connection and one commit instead of two (issue 9, "Numbers").
-        ``card_holder`` may write (a kiosk token's last use) and may refuse by raising; when
-        this method refuses (a :class:`ConsultationError`, raised before anything of the
-        request is written) what ``card_holder`` wrote is committed all the same.
+        request share one connection instead of two (issue 9, "Numbers"). ``card_holder`` may
+        write (a kiosk token's last use) and may refuse by raising; when this method refuses
+        (a :class:`ConsultationError`, raised before anything of the request is written) what
+        ``card_holder`` wrote is committed all the same.
+
+        The kiosk's most frequent write, on a Core connection: no session, no ORM load.
+        On SQLite it is one transaction. On PostgreSQL the reads run in autocommit and the
+        request and its outbox rows are one INSERT statement (atomic, and durable when it
+        returns): three round trips where a transaction takes six (BEGIN, the card, the
+        admission, two INSERTs, COMMIT). Between the admission read and the INSERT nothing is
+        locked, as it was not in the transaction either (READ COMMITTED); a student or faculty
+        member deleted meanwhile makes the INSERT fail on its foreign key, answered as such.
         """
-        with self.session() as session:
-            sid = card_holder(session)
+        with self.engine.connect() as conn:
+            pg = conn.dialect.name == "postgresql"
+            if pg:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            sid = card_holder(conn)
             try:
                 fid = _as_id(faculty_id, FacultyNotFoundError, "faculty member")
                 text = normalize_message(message)
                 code = normalize_course_code(course_code)
-                student, faculty = self._admit(session, sid, fid)
+                student, faculty, reserved = self._admit(conn, sid, fid, reserve_id=pg)
             except ConsultationError:
-                session.commit()  # nothing of the request; the token's last use, if written
+                conn.commit()  # nothing of the request; the token's last use, if written
                 raise
-            consultation = self._insert(session, student, faculty, text, code)
+            consultation = _new_request(student, faculty, text, code)
+            try:
+                if reserved is not None:
+                    batch = self._insert_in_one_statement(conn, consultation, reserved)
+                else:
+                    batch = self._insert_and_commit(conn, consultation)
+            except IntegrityError as err:
+                if not _foreign_key_failed(err):
+                    raise
+                conn.rollback()
+                raise self._vanished(conn, sid) from None
+        batch.committed()
         logger.info("consultation %d created: student %d -> faculty %d", consultation.id, sid, fid)
         self._emit(consultation, None)
         return consultation
 
-    def _admit(self, session: Session, sid: int, fid: int) -> tuple[Student, Faculty]:
-        """The student and the faculty member of a request that may be sent (reads only)."""
-        row = session.execute(_CREATE_LOOKUP, {"sid": sid, "fid": fid}).first()
+    def _admit(
+        self, conn: Connection, sid: int, fid: int, *, reserve_id: bool = False
+    ) -> tuple[Student, Faculty, int | None]:
+        """The student and the faculty member of a request that may be sent (reads only),
+        and with ``reserve_id`` (PostgreSQL) the new request's id, taken from its sequence."""
+        row = None
+        if max(sid, fid) <= _MAX_KEY.get(conn.dialect.name, 2**63 - 1):  # else no such key
+            lookup = _CREATE_LOOKUP_RESERVING if reserve_id else _CREATE_LOOKUP
+            row = conn.execute(lookup, {"sid": sid, "fid": fid}).first()
         if row is None:
-            if session.get(Student, sid) is None:
-                raise StudentNotFoundError(
-                    "Your student record was not found; please ask an admin."
-                )
-            raise FacultyNotFoundError("That faculty member no longer exists.")
-        student, faculty, pending = row
+            raise self._vanished(conn, sid)
+        values = row._mapping
+        student = Student(**{key: values[f"s_{key}"] for key, _ in _STUDENT_ATTRS})
+        faculty = Faculty(**{key: values[f"f_{key}"] for key, _ in _FACULTY_ATTRS})
+        pending = values["pending"]
         if not faculty.is_available:
             raise FacultyUnavailableError(
                 f"{faculty.name} is not available right now; please try again later."
@@ -332,38 +437,46 @@ class ConsultationController(ControllerBase):
                 f"You already have {pending} pending requests with {faculty.name}; "
                 "please wait for an answer or cancel one."
             )
-        return student, faculty
+        return student, faculty, values["next_id"] if reserve_id else None
 
-    def _insert(
-        self, session: Session, student: Student, faculty: Faculty, text: str, code: str | None
-    ) -> Consultation:
-        """Insert an admitted request and stage its three messages and its event."""
-        # Lock-free (a dict lookup): safe while this transaction may hold the write lock.
-        utf8 = self._desk_shows_utf8(faculty.id)
-        now = utcnow()
-        values = {
-            "student_id": student.id,
-            "faculty_id": faculty.id,
-            "message": text,
-            "course_code": code,
-            "status": ConsultationStatus.PENDING.value,
-            "created_at": now,
-            "last_sent_at": now,
-        }
-        # Core, not the ORM: one INSERT in this transaction without a unit-of-work flush;
-        # it runs for every request under load. The id goes into the messages.
-        inserted = session.execute(_CREATE_INSERT, values)
+    @staticmethod
+    def _vanished(conn: Connection, sid: int) -> ConsultationError:
+        """The refusal for a request whose student or faculty member does not exist."""
+        if conn.execute(_STUDENT_EXISTS, {"sid": sid}).first() is None:
+            return StudentNotFoundError("Your student record was not found; please ask an admin.")
+        return FacultyNotFoundError("That faculty member no longer exists.")
+
+    def _insert_and_commit(self, conn: Connection, consultation: Consultation) -> OutboxBatch:
+        """The request and its messages' outbox rows in one transaction (SQLite)."""
+        inserted = conn.execute(_CREATE_INSERT, _insert_values(consultation))
         key = cast("CursorResult[Any]", inserted).inserted_primary_key
         assert key is not None  # a single-row INSERT always reports its key
-        # Transient, built from what was inserted (no reload); the caller gets the same
-        # attributes as before, the student and faculty member included.
-        consultation = Consultation(id=key[0], **values)
-        consultation.student = student
-        consultation.faculty = faculty
-        messages = outbound.consultation_messages(consultation, student, faculty, utf8=utf8)
+        consultation.id = key[0]
+        batch = self._messages(consultation)
+        batch.write(conn)
+        conn.commit()
+        return batch
+
+    def _insert_in_one_statement(
+        self, conn: Connection, consultation: Consultation, reserved: int
+    ) -> OutboxBatch:
+        """The request (its id reserved) and its messages' outbox rows in one statement, run
+        in autocommit (PostgreSQL: one statement is one transaction)."""
+        consultation.id = reserved
+        batch = self._messages(consultation)
+        params = {f"c_{key}": value for key, value in _insert_values(consultation).items()}
+        batch.write_with(conn, _CREATE_INSERT_WITH_ID, {"c_id": reserved, **params})
+        return batch
+
+    def _messages(self, consultation: Consultation) -> OutboxBatch:
+        """The request's three messages and its event, checked and encoded."""
+        # Lock-free (a dict lookup): safe while this transaction may hold the write lock.
+        utf8 = self._desk_shows_utf8(consultation.faculty_id)
+        messages = outbound.consultation_messages(
+            consultation, consultation.student, consultation.faculty, utf8=utf8
+        )
         messages.append(self._event_message(consultation, None))
-        self.stage(session, messages)
-        return consultation
+        return self.mqtt.batch((m.topic, m.payload, m.qos, m.retain) for m in messages)
 
     def _publish_consultation(self, consultation: Consultation) -> bool:
         """Publish a consultation on its three topics (contract 1, plan step 2.1); True when queued."""

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, func, select
 
 from .. import db
 from ..api.errors import ConflictError, KioskError, NotAuthenticatedError, NotFoundError
@@ -235,13 +234,13 @@ class KioskBackend:
 
     def send_request_for(
         self,
-        card_holder: Callable[[Session], int],
+        card_holder: Callable[[Connection], int],
         faculty_id: int,
         message: str,
         course_code: str | None,
     ) -> ConsultationView:
-        """:meth:`send_request` for the student ``card_holder(session)`` names, in the request's
-        own transaction (the server's token and card check: one hop, one commit).
+        """:meth:`send_request` for the student ``card_holder(conn)`` names, on the request's
+        own connection (the server's token and card check: one hop, one commit).
 
         The answer is built from what was inserted, as committed (the controller's transient
         consultation with its student and faculty member), not read back in a second session.

@@ -33,7 +33,7 @@ from fastapi import Response
 from pydantic import TypeAdapter
 from sqlalchemy import Connection, Engine, bindparam, func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import aliased
 from starlette.concurrency import run_in_threadpool
 
 from ..api.errors import (
@@ -289,8 +289,8 @@ class FrequentCalls:
         """``POST /consultations``: the checks and the request in one transaction (the
         controller's), on one connection, in one worker-thread hop."""
 
-        def card_holder(session: Session) -> int:
-            _caller, student = self.check(session.connection(), call, session.commit)
+        def card_holder(conn: Connection) -> int:
+            _caller, student = self.check(conn, call)
             return _known(student).id
 
         def send() -> ConsultationView:

@@ -49,7 +49,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from sqlalchemy import Connection, Engine, Table, delete, insert
+from sqlalchemy import Connection, Engine, Executable, Table, bindparam, delete, insert
 from sqlalchemy import event as sa_event
 from sqlalchemy import select as sa_select
 from sqlalchemy.orm import Session
@@ -198,6 +198,79 @@ class _Staged:
 
     handle: PublishHandle
     row_id: int | None = None
+
+
+class OutboxBatch:
+    """Messages to send once, and only if, a transaction on a Core connection commits.
+
+    :meth:`AsyncMQTTService.stage` does this for an ORM session, through its commit events;
+    the hottest write (a kiosk's request) runs on a bare connection instead, so its caller
+    says when: :meth:`write` (or :meth:`insert_statement` and :meth:`written`) inside the
+    transaction, then :meth:`committed` after COMMIT or :meth:`discarded` after a rollback.
+    """
+
+    __slots__ = ("_ids", "_service", "handles")
+
+    def __init__(self, service: AsyncMQTTService, handles: list[PublishHandle]) -> None:
+        self._service = service
+        self.handles = handles
+        self._ids: list[int] = []
+
+    @property
+    def durable(self) -> list[PublishHandle]:
+        """The messages the outbox keeps (QoS 1 and 2), in order."""
+        return [h for h in self.handles if h.qos > 0]
+
+    @property
+    def row_ids(self) -> list[int]:
+        """The outbox ids of :attr:`durable`, in order, once written."""
+        return list(self._ids)
+
+    def write(self, conn: Connection) -> None:
+        """Insert the outbox rows in ``conn``'s open transaction."""
+        durable = self.durable
+        self._ids = self._service._insert_rows(conn, durable) if durable else []
+
+    def write_with(self, conn: Connection, change: Executable, params: dict[str, Any]) -> None:
+        """PostgreSQL: ``change`` (a statement with bind parameters, ``params``: the INSERT of
+        the row the messages announce) and the outbox rows as one statement,
+        ``WITH change AS (…) INSERT INTO mqtt_outbox … RETURNING``. In autocommit that one
+        statement is the transaction: one round trip where BEGIN, two INSERTs and COMMIT take
+        four. Its SQL is compiled once per ``change`` and row count, and run through the
+        driver (SQLAlchemy compiles a multi-row INSERT with a CTE anew on every call)."""
+        durable = self.durable
+        sql, literals = self._service._outbox_with_sql(conn, change, len(durable))
+        args = {**literals, **params}
+        now = utcnow()
+        for i, h in enumerate(durable):
+            args |= {
+                f"outbox_topic_{i}": h.topic,
+                f"outbox_payload_{i}": h.payload,
+                f"outbox_qos_{i}": h.qos,
+                f"outbox_retain_{i}": h.retain,
+                f"outbox_at_{i}": now,
+            }
+        self.written(conn.exec_driver_sql(sql, args))
+
+    def written(self, rows: Iterable[Any]) -> None:
+        """The rows ``RETURNING id, topic, payload`` gave, matched to the messages by topic
+        and payload (RETURNING promises no order; two identical messages are interchangeable)."""
+        ids: dict[tuple[str, bytes], list[int]] = {}
+        for row_id, topic, payload in rows:
+            ids.setdefault((topic, bytes(payload)), []).append(row_id)
+        try:
+            self._ids = [ids[(h.topic, h.payload)].pop() for h in self.durable]
+        except (KeyError, IndexError):
+            raise MQTTServiceError("the outbox rows written do not match the messages") from None
+
+    def committed(self) -> None:
+        """The transaction committed: send the messages."""
+        ids = iter(self._ids)
+        self._service._committed([(h, next(ids) if h.qos > 0 else None) for h in self.handles])
+
+    def discarded(self) -> None:
+        """The transaction rolled back: nothing is sent (waits on the handles answer False)."""
+        self._service._discarded(self.handles)
 
 
 class PublishHandle:
@@ -443,6 +516,8 @@ class AsyncMQTTService:
         self.status_topic = central_status_topic(self.client_id)
 
         self._seq = itertools.count(1)
+        # The SQL of OutboxBatch.write_with, by (statement, row count, dialect).
+        self._with_sql: dict[tuple[int, int, str], tuple[Executable, str, dict[str, Any]]] = {}
         self._last_seq = 0
         # A message's way: _incoming -> _persisting (the writer's batch) -> _ready ->
         # _relaying (being handed to paho) -> _inflight -> acknowledged. Each step adds it to
@@ -585,14 +660,7 @@ class AsyncMQTTService:
         self, session: Session, topic: str, data: Any, qos: int = 1, retain: bool = False
     ) -> PublishHandle:
         """Add a message to ``session``'s transaction: it is sent only if, and after, the session commits."""
-        validate_publish_topic(topic)
-        if qos not in (0, 1, 2):
-            raise PublishValidationError(f"qos must be 0, 1 or 2, not {qos!r}")
-        payload = encode_payload(data)
-        if len(payload) > self.settings.mqtt_max_payload_bytes:
-            raise PayloadTooLargeError(
-                f"payload is {len(payload)} bytes; the maximum is {self.settings.mqtt_max_payload_bytes}"
-            )
+        handle = self._unsent(topic, data, qos, retain)
         staged: list[_Staged] | None = session.info.get("mqtt_staged")
         if staged is None:
             staged = []
@@ -604,9 +672,25 @@ class AsyncMQTTService:
             sa_event.listen(session, "before_commit", self._before_commit)
             sa_event.listen(session, "after_commit", self._after_commit)
             sa_event.listen(session, "after_rollback", self._after_rollback)
-        handle = PublishHandle(self, 0, topic, payload, qos, bool(retain))
         staged.append(_Staged(handle))
         return handle
+
+    def batch(self, messages: Iterable[tuple[str, Any, int, bool]]) -> OutboxBatch:
+        """Messages ``(topic, data, qos, retain)`` for a transaction on a Core connection, as
+        :meth:`stage` does for a session's: see :class:`OutboxBatch`. Raises on bad input."""
+        return OutboxBatch(self, [self._unsent(*message) for message in messages])
+
+    def _unsent(self, topic: str, data: Any, qos: int, retain: bool) -> PublishHandle:
+        """A checked and encoded message that no queue holds yet (staged, or in a batch)."""
+        validate_publish_topic(topic)
+        if qos not in (0, 1, 2):
+            raise PublishValidationError(f"qos must be 0, 1 or 2, not {qos!r}")
+        payload = encode_payload(data)
+        if len(payload) > self.settings.mqtt_max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"payload is {len(payload)} bytes; the maximum is {self.settings.mqtt_max_payload_bytes}"
+            )
+        return PublishHandle(self, 0, topic, payload, qos, bool(retain))
 
     def subscribe(
         self,
@@ -807,29 +891,34 @@ class AsyncMQTTService:
 
     def _after_commit(self, session: Session) -> None:
         staged: list[_Staged] | None = session.info.pop("mqtt_staged", None)
-        if not staged:
-            return
-        for item in staged:
-            handle = item.handle
+        if staged:
+            self._committed([(item.handle, item.row_id) for item in staged])
+
+    def _after_rollback(self, session: Session) -> None:
+        # The change was not committed, so its announcements are never sent: waits return False.
+        staged: list[_Staged] | None = session.info.pop("mqtt_staged", None)
+        if staged:
+            self._discarded([item.handle for item in staged])
+
+    def _committed(self, rows: list[tuple[PublishHandle, int | None]]) -> None:
+        """Messages whose transaction committed, with their outbox ids (None: QoS 0), to send."""
+        for handle, row_id in rows:
             handle.seq = next(self._seq)
             self._last_seq = handle.seq
-            if item.row_id is None:
+            if row_id is None:
                 self._incoming.append(handle)  # QoS 0: nothing durable, through the writer
                 continue
             # Already durable (committed with the caller's change): straight to the sender.
-            handle.row_id = item.row_id
+            handle.row_id = row_id
             handle.state = _PERSISTED
             self._enqueue_ready(handle)
         self._writer_event.set()
         self._wake_network()
 
-    def _after_rollback(self, session: Session) -> None:
-        # The change was not committed, so its announcements are never sent: waits return False.
-        staged = session.info.pop("mqtt_staged", None)
-        if staged:
-            for item in staged:
-                item.handle.state = _DROPPED
-            self._notify_waiters()
+    def _discarded(self, handles: list[PublishHandle]) -> None:
+        for handle in handles:
+            handle.state = _DROPPED
+        self._notify_waiters()
 
     def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -948,6 +1037,37 @@ class AsyncMQTTService:
             handle.row_id = row_id
             if handle.state == _ACCEPTED:
                 handle.state = _PERSISTED
+
+    def _outbox_with_sql(
+        self, conn: Connection, change: Executable, count: int
+    ) -> tuple[str, dict[str, Any]]:
+        """The driver SQL of ``WITH change AS (change) INSERT INTO mqtt_outbox`` ``count`` rows
+        ``RETURNING id, topic, payload``, compiled once (see :meth:`OutboxBatch.write_with`),
+        and the values of the parameters ``change`` holds itself (its literals)."""
+        key = (id(change), count, conn.dialect.name)
+        cached = self._with_sql.get(key)
+        if cached is not None and cached[0] is change:
+            return cached[1], cached[2]
+        rows = [
+            {
+                "topic": bindparam(f"outbox_topic_{i}", type_=_OUTBOX.c.topic.type),
+                "payload": bindparam(f"outbox_payload_{i}", type_=_OUTBOX.c.payload.type),
+                "qos": bindparam(f"outbox_qos_{i}", type_=_OUTBOX.c.qos.type),
+                "retain": bindparam(f"outbox_retain_{i}", type_=_OUTBOX.c.retain.type),
+                "created_at": bindparam(f"outbox_at_{i}", type_=_OUTBOX.c.created_at.type),
+            }
+            for i in range(count)
+        ]
+        statement = (
+            insert(_OUTBOX)
+            .values(rows)
+            .returning(_OUTBOX.c.id, _OUTBOX.c.topic, _OUTBOX.c.payload)
+            .add_cte(cast(Any, change).cte("change"))
+        )
+        compiled = statement.compile(dialect=conn.dialect)
+        literals = {k: v for k, v in compiled.params.items() if v is not None}
+        self._with_sql[key] = (change, str(compiled), literals)
+        return str(compiled), literals
 
     def _insert_rows(self, conn: Connection, rows: list[PublishHandle]) -> list[int]:
         """Insert outbox rows in ``conn``'s transaction; their ids in order."""
