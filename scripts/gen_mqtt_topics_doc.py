@@ -178,8 +178,11 @@ def render() -> str:
         "| `consultease/faculty/{fid}/status` | 1 | no | `faculty_status_message` |",
         "| `consultease/ui/consultations` | 1 | no | `consultation_event_message` |",
         "",
-        "A new request is written with its three messages in one transaction "
-        "(`AsyncMQTTService.stage`): they are sent only if, and after, the row commits.",
+        "A new request is written with its three messages (and its `consultease/ui/consultations` "
+        "event) in one transaction (`AsyncMQTTService.batch`, an `OutboxBatch`; on PostgreSQL the "
+        "request and its outbox rows are one INSERT statement): they are sent only if, and after, "
+        "the row commits. Other changes stage their messages in their ORM session's transaction "
+        "(`AsyncMQTTService.stage`), with the same guarantee.",
         "",
         f"### `{msgs[0].topic}` and `{msgs[1].topic}`",
         "",

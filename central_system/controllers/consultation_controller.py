@@ -12,19 +12,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     CursorResult,
+    Select,
     Table,
     bindparam,
     func,
     insert,
     select,
-    true,
     update,
 )
 from sqlalchemy import inspect as sa_inspect
@@ -62,36 +64,70 @@ logger = logging.getLogger(__name__)
 _CONSULTATIONS = cast(Table, Consultation.__table__)
 _STUDENTS = cast(Table, Student.__table__)
 _FACULTY = cast(Table, Faculty.__table__)
-# A request's admission in one read: the student, the faculty member (every column, for the
-# request's messages and the kiosk's answer) and the student's pending count with them, as
-# plain columns (no ORM load). Built once: it runs for every request under load.
-_PENDING_WITH: Final = (
-    select(func.count())
-    .select_from(_CONSULTATIONS)
-    .where(
-        _CONSULTATIONS.c.student_id == bindparam("sid"),
-        _CONSULTATIONS.c.faculty_id == bindparam("fid"),
-        _CONSULTATIONS.c.status == ConsultationStatus.PENDING.value,
-    )
-    .scalar_subquery()
-)
 _STUDENT_ATTRS: Final = [(a.key, a.columns[0]) for a in sa_inspect(Student).column_attrs]
 _FACULTY_ATTRS: Final = [(a.key, a.columns[0]) for a in sa_inspect(Faculty).column_attrs]
-_CREATE_LOOKUP: Final = (
-    select(
-        *(column.label(f"s_{key}") for key, column in _STUDENT_ATTRS),
-        *(column.label(f"f_{key}") for key, column in _FACULTY_ATTRS),
-        _PENDING_WITH.label("pending"),
+
+
+def _admission(where: ColumnElement[bool], *, reserve_id: bool) -> Select[Any]:
+    """A request's admission in one read, as plain columns (no ORM load): the student (every
+    column, named as the model names them), the faculty member asked for (``:fid``; every
+    column, ``f_``-prefixed; NULL when there is none), the student's pending count with them
+    and, with ``reserve_id`` (PostgreSQL), the new request's id from its sequence (a refused
+    request leaves a gap in the ids, as a rolled-back INSERT does)."""
+    pending = (
+        select(func.count())
+        .select_from(_CONSULTATIONS)
+        .where(
+            _CONSULTATIONS.c.student_id == _STUDENTS.c.id,
+            _CONSULTATIONS.c.faculty_id == bindparam("fid"),
+            _CONSULTATIONS.c.status == ConsultationStatus.PENDING.value,
+        )
+        .scalar_subquery()
     )
-    .join_from(_STUDENTS, _FACULTY, true())  # one row each: an explicit cross join
-    .where(_STUDENTS.c.id == bindparam("sid"), _FACULTY.c.id == bindparam("fid"))
+    columns: list[Any] = [
+        *(column.label(key) for key, column in _STUDENT_ATTRS),
+        *(column.label(f"f_{key}") for key, column in _FACULTY_ATTRS),
+        pending.label("pending"),
+    ]
+    if reserve_id:
+        columns.append(
+            func.nextval(func.pg_get_serial_sequence("consultations", "id")).label("next_id")
+        )
+    return (
+        select(*columns)
+        .select_from(_STUDENTS.outerjoin(_FACULTY, _FACULTY.c.id == bindparam("fid")))
+        .where(where)
+    )
+
+
+# Built once each: they run for every request under load. By the student's id (``:sid``),
+# and by the tapped card (``:uid``) for the server, which reads it with the kiosk's token
+# check in one statement (``create_consultation_for``); indexed by reserve_id.
+_ADMISSION_BY_ID: Final = tuple(
+    _admission(_STUDENTS.c.id == bindparam("sid"), reserve_id=r) for r in (False, True)
 )
-# PostgreSQL: the same, and the new request's id from its sequence (a refused request leaves
-# a gap in the ids, as a rolled-back INSERT does).
-_CREATE_LOOKUP_RESERVING: Final = _CREATE_LOOKUP.add_columns(
-    func.nextval(func.pg_get_serial_sequence("consultations", "id")).label("next_id")
+_ADMISSION_BY_CARD: Final = tuple(
+    _admission(_STUDENTS.c.rfid_uid == bindparam("uid"), reserve_id=r) for r in (False, True)
 )
 _STUDENT_EXISTS: Final = select(_STUDENTS.c.id).where(_STUDENTS.c.id == bindparam("sid"))
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A request's admission read: its statement by the student's id (``:sid``) or by the
+    tapped card (``:uid``), each with ``params`` (the faculty member asked for)."""
+
+    reserve_id: bool
+    params: dict[str, Any]
+
+    @property
+    def by_id(self) -> Select[Any]:
+        return _ADMISSION_BY_ID[self.reserve_id]
+
+    @property
+    def by_card(self) -> Select[Any]:
+        return _ADMISSION_BY_CARD[self.reserve_id]
+
 
 _CREATE_INSERT: Final = insert(_CONSULTATIONS)
 # PostgreSQL: the same with its id reserved, to run with the outbox rows as one statement.
@@ -358,42 +394,49 @@ class ConsultationController(ControllerBase):
     ) -> Consultation:
         """Validate and store a request and stage its three messages in the same transaction."""
         sid = _as_id(student_id, StudentNotFoundError, "student")
-        return self.create_consultation_for(lambda _session: sid, faculty_id, message, course_code)
+
+        def by_id(conn: Connection, admission: Admission) -> Any:
+            if sid > _MAX_KEY.get(conn.dialect.name, 2**63 - 1):
+                return None  # no such key (PostgreSQL would refuse the parameter)
+            return conn.execute(admission.by_id, {"sid": sid, **admission.params}).first()
+
+        return self.create_consultation_for(by_id, faculty_id, message, course_code)
 
     def create_consultation_for(
         self,
-        card_holder: Callable[[Connection], int],
+        admitted: Callable[[Connection, Admission], Any],
         faculty_id: int,
         message: str,
         course_code: str | None = None,
     ) -> Consultation:
-        """:meth:`create_consultation` for the student id ``card_holder(conn)`` answers, asked
-        first, on the request's own connection.
-
-        The server checks the kiosk's token and the tapped card there, so the check and the
-        request share one connection instead of two (issue 9, "Numbers"). ``card_holder`` may
-        write (a kiosk token's last use) and may refuse by raising; when this method refuses
-        (a :class:`ConsultationError`, raised before anything of the request is written) what
-        ``card_holder`` wrote is committed all the same.
+        """:meth:`create_consultation` for the student whose admission row
+        ``admitted(conn, admission)`` answers: the server runs ``admission.by_card`` (with its
+        ``params`` and the card's ``:uid``) in one statement with its check of the kiosk's
+        token, so a request reads once, not twice (issue 9, "Numbers"). ``admitted`` may write (a kiosk token's last use) and may refuse by
+        raising; None is an unknown student. When this method refuses (a
+        :class:`ConsultationError`, raised before anything of the request is written) what
+        ``admitted`` wrote is committed all the same.
 
         The kiosk's most frequent write, on a Core connection: no session, no ORM load.
-        On SQLite it is one transaction. On PostgreSQL the reads run in autocommit and the
+        On SQLite it is one transaction. On PostgreSQL the read runs in autocommit and the
         request and its outbox rows are one INSERT statement (atomic, and durable when it
-        returns): three round trips where a transaction takes six (BEGIN, the card, the
-        admission, two INSERTs, COMMIT). Between the admission read and the INSERT nothing is
-        locked, as it was not in the transaction either (READ COMMITTED); a student or faculty
-        member deleted meanwhile makes the INSERT fail on its foreign key, answered as such.
+        returns): two round trips where a transaction took six (BEGIN, the card, the
+        admission, two INSERTs, COMMIT). Between the read and the INSERT nothing is locked,
+        as it was not in the transaction either (READ COMMITTED); a student or faculty member
+        deleted meanwhile makes the INSERT fail on its foreign key, answered as such.
         """
+        fid = _as_id(faculty_id, FacultyNotFoundError, "faculty member")
         with self.engine.connect() as conn:
             pg = conn.dialect.name == "postgresql"
             if pg:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            sid = card_holder(conn)
+            # An id no key can have asks for faculty 0, which no row has.
+            fits = 0 < fid <= _MAX_KEY.get(conn.dialect.name, 2**63 - 1)
+            row = admitted(conn, Admission(pg, {"fid": fid if fits else 0}))
             try:
-                fid = _as_id(faculty_id, FacultyNotFoundError, "faculty member")
                 text = normalize_message(message)
                 code = normalize_course_code(course_code)
-                student, faculty, reserved = self._admit(conn, sid, fid, reserve_id=pg)
+                student, faculty, reserved = self._admit(row, reserve_id=pg)
             except ConsultationError:
                 conn.commit()  # nothing of the request; the token's last use, if written
                 raise
@@ -407,25 +450,23 @@ class ConsultationController(ControllerBase):
                 if not _foreign_key_failed(err):
                     raise
                 conn.rollback()
-                raise self._vanished(conn, sid) from None
+                raise self._vanished(conn, student.id) from None
         batch.committed()
-        logger.info("consultation %d created: student %d -> faculty %d", consultation.id, sid, fid)
+        logger.info(
+            "consultation %d created: student %d -> faculty %d", consultation.id, student.id, fid
+        )
         self._emit(consultation, None)
         return consultation
 
-    def _admit(
-        self, conn: Connection, sid: int, fid: int, *, reserve_id: bool = False
-    ) -> tuple[Student, Faculty, int | None]:
-        """The student and the faculty member of a request that may be sent (reads only),
-        and with ``reserve_id`` (PostgreSQL) the new request's id, taken from its sequence."""
-        row = None
-        if max(sid, fid) <= _MAX_KEY.get(conn.dialect.name, 2**63 - 1):  # else no such key
-            lookup = _CREATE_LOOKUP_RESERVING if reserve_id else _CREATE_LOOKUP
-            row = conn.execute(lookup, {"sid": sid, "fid": fid}).first()
-        if row is None:
-            raise self._vanished(conn, sid)
+    def _admit(self, row: Any, *, reserve_id: bool) -> tuple[Student, Faculty, int | None]:
+        """The student and the faculty member of a request that may be sent, from its
+        admission row, and with ``reserve_id`` (PostgreSQL) the new request's id."""
+        if row is None or row.id is None:
+            raise StudentNotFoundError("Your student record was not found; please ask an admin.")
         values = row._mapping
-        student = Student(**{key: values[f"s_{key}"] for key, _ in _STUDENT_ATTRS})
+        if values["f_id"] is None:
+            raise FacultyNotFoundError("That faculty member no longer exists.")
+        student = Student(**{key: values[key] for key, _ in _STUDENT_ATTRS})
         faculty = Faculty(**{key: values[f"f_{key}"] for key, _ in _FACULTY_ATTRS})
         pending = values["pending"]
         if not faculty.is_available:

@@ -32,6 +32,7 @@ from ..api.schemas import (
 from ..models import Admin, Consultation, DeskUnit, Faculty, Student
 from ..services.rfid import InvalidUIDError, normalize_uid
 from .base import ConsultationEvent, FacultyEvent
+from .consultation_controller import Admission
 
 __all__ = [
     "AdminSession",
@@ -234,20 +235,22 @@ class KioskBackend:
 
     def send_request_for(
         self,
-        card_holder: Callable[[Connection], int],
+        admitted: Callable[[Connection, Admission], Any],
         faculty_id: int,
         message: str,
         course_code: str | None,
     ) -> ConsultationView:
-        """:meth:`send_request` for the student ``card_holder(conn)`` names, on the request's
-        own connection (the server's token and card check: one hop, one commit).
+        """:meth:`send_request` for the student whose admission row ``admitted(conn,
+        admission)`` reads, on the request's own connection (the server's token and card
+        check with the admission read: one hop, one read; see
+        :meth:`ConsultationController.create_consultation_for`).
 
         The answer is built from what was inserted, as committed (the controller's transient
         consultation with its student and faculty member), not read back in a second session.
         """
         return self._created(
             lambda controller: controller.create_consultation_for(
-                card_holder, faculty_id, message, course_code=course_code or None
+                admitted, faculty_id, message, course_code=course_code or None
             )
         )
 

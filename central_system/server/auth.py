@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, select, true, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -215,6 +215,8 @@ class Authenticator:
         self._local_hash = token_hash(local_kiosk_token) if local_kiosk_token else None
         self._lock = threading.Lock()
         self._last_used: dict[int, float] = {}
+        # The statements of kiosk_and_card(card_read=...), by id(card_read).
+        self._card_reads: dict[int, tuple[Select[Any], Select[Any]]] = {}
         self._last_audit: dict[tuple[str, str], float] = {}
         self.unknown_cards_per_window = unknown_cards_per_window  # 0: no limit
         # Per kiosk: when its window began and the unknown cards met in it; and the kiosks
@@ -233,7 +235,14 @@ class Authenticator:
         return principal
 
     def kiosk_and_card(
-        self, conn: Connection, token: str, card_uid: str | None, *, may_write: bool = True
+        self,
+        conn: Connection,
+        token: str,
+        card_uid: str | None,
+        *,
+        may_write: bool = True,
+        card_read: Select[Any] | None = None,
+        params: dict[str, Any] | None = None,
     ) -> tuple[KioskPrincipal, Any]:
         """The kiosk holding ``token`` and the student holding the card ``card_uid`` (a stored,
         normalised UID; None: no card), in one read on ``conn``; raises :class:`Refused`.
@@ -243,16 +252,26 @@ class Authenticator:
         The student row (``id, name, student_id, department, rfid_uid``) is None for an
         unknown card. The caller commits (``last_used_at`` is written once a minute; with
         ``may_write`` False, :class:`WriteNeeded` is raised instead when that write is due).
+
+        ``card_read`` (a read by the card's ``:uid``, with ``params``: a request's admission)
+        takes the student row's place, in the same statement: its row is the answer's second
+        half (None when its ``id`` is NULL), whatever else it selects with the student.
         """
         if not token.startswith(KIOSK_PREFIX) or len(token) > MAX_TOKEN_CHARS:
             raise Refused("not a kiosk token")
         digest = token_hash(token)
         if self._local_hash is not None and hmac.compare_digest(digest, self._local_hash):
+            by_card = _STUDENT_BY_CARD if card_read is None else card_read
             student: Any = (
-                conn.execute(_STUDENT_BY_CARD, {"uid": card_uid}).first() if card_uid else None
+                conn.execute(by_card, {"uid": card_uid, **(params or {})}).first()
+                if card_uid
+                else None
             )
+            if student is not None and student.id is None:
+                student = None
             return KioskPrincipal(None, "local"), student
-        row = conn.execute(_KIOSK_AND_CARD, {"digest": digest, "uid": card_uid}).first()
+        statement = _KIOSK_AND_CARD if card_read is None else self._with_token(card_read)
+        row = conn.execute(statement, {"digest": digest, "uid": card_uid, **(params or {})}).first()
         if row is None:
             raise Refused("unknown kiosk token")
         kiosk_id, name, revoked_at = row[0], row[1], row[2]
@@ -266,6 +285,28 @@ class Authenticator:
             )
         student = row if card_uid and row.id is not None else None
         return KioskPrincipal(kiosk_id, name), student
+
+    def _with_token(self, card_read: Select[Any]) -> Select[Any]:
+        """``card_read`` joined to the kiosk's token check, as :data:`_KIOSK_AND_CARD` joins
+        the student: built once per ``card_read``."""
+        cached = self._card_reads.get(id(card_read))
+        if cached is not None and cached[0] is card_read:
+            return cached[1]
+        card = card_read.subquery("card")
+        statement = (
+            select(
+                KioskToken.id.label("kiosk_id"),
+                KioskToken.name.label("kiosk_name"),
+                KioskToken.revoked_at,
+                *card.c,
+            )
+            .select_from(KioskToken)
+            .outerjoin(card, true())
+            .where(KioskToken.token_hash == bindparam("digest"))
+        )
+        with self._lock:
+            self._card_reads[id(card_read)] = (card_read, statement)
+        return statement
 
     def _due(self, kiosk_id: int, *, mark: bool = True) -> bool:
         now = time.monotonic()

@@ -31,7 +31,7 @@ from typing import Any, Final, TypeVar
 
 from fastapi import Response
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, Engine, bindparam, func, select
+from sqlalchemy import Connection, Engine, Select, bindparam, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import aliased
 from starlette.concurrency import run_in_threadpool
@@ -44,6 +44,7 @@ from ..api.errors import (
     TooManyRequestsError,
 )
 from ..api.schemas import ConsultationCreate, ConsultationView, FacultyView, StudentView
+from ..controllers.consultation_controller import Admission
 from ..controllers.kiosk_facade import KioskBackend, faculty_view, student_view
 from ..controllers.student_controller import StudentValidationError, normalize_rfid_uid
 from ..models import Consultation, Faculty, Student
@@ -289,13 +290,16 @@ class FrequentCalls:
         """``POST /consultations``: the checks and the request in one transaction (the
         controller's), on one connection, in one worker-thread hop."""
 
-        def card_holder(conn: Connection) -> int:
-            _caller, student = self.check(conn, call)
-            return _known(student).id
+        def admitted(conn: Connection, admission: Admission) -> Any:
+            # The token, the card and the request's admission in one read.
+            _caller, row = self._checked(
+                conn, call, card_read=admission.by_card, **admission.params
+            )
+            return row
 
         def send() -> ConsultationView:
             return self.backend.send_request_for(
-                card_holder, body.faculty_id, body.message, body.course_code
+                admitted, body.faculty_id, body.message, body.course_code
             )
 
         view = await run_in_threadpool(send)
@@ -412,6 +416,21 @@ class FrequentCalls:
         last use); default ``conn.commit``, a session's own when ``conn`` is a session's.
         With ``may_write`` False, :class:`_UseThread` is raised for what would write.
         """
+        caller, row = self._checked(conn, call, commit, may_write=may_write)
+        return caller, None if row is None else student_view(row)
+
+    def _checked(
+        self,
+        conn: Connection,
+        call: KioskCall,
+        commit: Callable[[], None] | None = None,
+        *,
+        may_write: bool = True,
+        card_read: Select[Any] | None = None,
+        **params: Any,
+    ) -> tuple[Caller, Any]:
+        """:meth:`check`, answering the card holder's row as read: with ``card_read`` (a read
+        by the card, see :meth:`Authenticator.kiosk_and_card`) its row."""
         if call.token.startswith(ADMIN_PREFIX):
             if not call.admin_allowed:
                 raise ForbiddenError(
@@ -420,7 +439,9 @@ class FrequentCalls:
             return self._admin(call.token), None
         uid = stored_uid(call.card_uid) if call.card_uid is not None else None
         try:
-            kiosk, row = self.auth.kiosk_and_card(conn, call.token, uid, may_write=may_write)
+            kiosk, row = self.auth.kiosk_and_card(
+                conn, call.token, uid, may_write=may_write, card_read=card_read, params=params
+            )
         except Refused as refused:
             if refused.audit_actor:
                 if not may_write:
@@ -440,7 +461,7 @@ class FrequentCalls:
             ):
                 raise TooManyRequestsError(TOO_MANY_UNKNOWN_CARDS)
             raise NotFoundError(UNKNOWN_CARD)
-        return kiosk, student_view(row)
+        return kiosk, row
 
     def _admin(self, token: str) -> AdminPrincipal:
         try:
