@@ -640,17 +640,8 @@ class AsyncMQTTService:
         """Accept a message for delivery and return at once. Raises on bad input; queues nothing then."""
         if self._stopped:
             raise ServiceStoppedError("the MQTT service is stopped")
-        validate_publish_topic(topic)
-        if qos not in (0, 1, 2):
-            raise PublishValidationError(f"qos must be 0, 1 or 2, not {qos!r}")
-        payload = encode_payload(data)
-        if len(payload) > self.settings.mqtt_max_payload_bytes:
-            raise PayloadTooLargeError(
-                f"payload is {len(payload)} bytes; the maximum is {self.settings.mqtt_max_payload_bytes}"
-            )
-        seq = next(self._seq)
-        self._last_seq = seq
-        handle = PublishHandle(self, seq, topic, payload, qos, bool(retain))
+        handle = self._unsent(topic, data, qos, retain)
+        handle.seq = self._last_seq = next(self._seq)
         self._incoming.append(handle)
         if not self._writer_event.is_set():
             self._writer_event.set()
@@ -681,7 +672,8 @@ class AsyncMQTTService:
         return OutboxBatch(self, [self._unsent(*message) for message in messages])
 
     def _unsent(self, topic: str, data: Any, qos: int, retain: bool) -> PublishHandle:
-        """A checked and encoded message that no queue holds yet (staged, or in a batch)."""
+        """A checked and encoded message that no queue holds yet (published, staged, or in a
+        batch); raises on bad input."""
         validate_publish_topic(topic)
         if qos not in (0, 1, 2):
             raise PublishValidationError(f"qos must be 0, 1 or 2, not {qos!r}")
