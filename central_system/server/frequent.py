@@ -287,8 +287,9 @@ class FrequentCalls:
         )
 
     async def send_request(self, call: KioskCall, body: ConsultationCreate) -> Response:
-        """``POST /consultations``: the checks and the request in one transaction (the
-        controller's), on one connection, in one worker-thread hop."""
+        """``POST /consultations``: the checks with the request's admission in one read, then
+        the request (the controller's ``create_consultation_for``), on one connection, in one
+        worker-thread hop."""
 
         def admitted(conn: Connection, admission: Admission) -> Any:
             # The token, the card and the request's admission in one read.
