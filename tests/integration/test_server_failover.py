@@ -78,6 +78,10 @@ def _two_servers(
     a.wait_role("active")
     b = ServerProcess(pg_url, broker.port, tmp_path, client_id="central-B", name="b").start()
     b.wait_role("standby")
+    # A standby says "database": "error" until its first try for the lock has answered.
+    deadline = time.monotonic() + 30
+    while (b.health() or {}).get("database") != "ok" and time.monotonic() < deadline:
+        time.sleep(0.1)
     return a, b
 
 
