@@ -1,6 +1,6 @@
-"""The kiosk's frequent reads answered ahead of FastAPI (server/fast_path.py) and the shared
-faculty list and waiting counts (frequent.SharedAnswer): the same answers as the app's, kept
-fresh by every change. A real CentralServer on SQLite and PostgreSQL with real Mosquitto,
+"""The kiosk's frequent reads and its request answered ahead of FastAPI (server/fast_path.py)
+and the shared faculty list and waiting counts (frequent.SharedAnswer): the same answers as
+the app's, kept fresh by every change. A real CentralServer on SQLite and PostgreSQL with real Mosquitto,
 in-process behind Starlette's TestClient."""
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from central_system import topics
-from central_system.models import AuditLog, Faculty, KioskToken
-from central_system.server.fast_path import KioskFastPath
+from central_system.models import AuditLog, Consultation, Faculty, KioskToken
+from central_system.server.app import MAX_BODY_BYTES
+from central_system.server.fast_path import MAX_FAST_BODY, KioskFastPath
 from central_system.server.frequent import LOOP_READ_WAIT_MS
 from tests.brokers import MosquittoBroker
 from tests.mqtt_probe import publish_raw
@@ -180,6 +181,23 @@ def test_the_shared_faculty_list_is_read_once_and_never_outlives_a_change(
     assert _names(client, kiosk)[0] == "Dr. Ada Lim"
 
 
+def _available(client: TestClient, kiosk: dict[str, str], fid: int) -> bool:
+    listed = client.get("/api/v1/faculty", headers=kiosk).json()
+    return any(f["id"] == fid and f["can_request"] for f in listed)
+
+
+def _desk_online(
+    client: TestClient, broker: MosquittoBroker, kiosk: dict[str, str], fid: int
+) -> None:
+    """The faculty member's desk says they are present, until the faculty list shows it."""
+    payload = json.dumps({"faculty_id": fid, "present": True, "status": "AVAILABLE"}).encode()
+    deadline = time.monotonic() + 20
+    while not _available(client, kiosk, fid) and time.monotonic() < deadline:
+        publish_raw(broker.port, topics.faculty_status_topic(fid), payload, qos=0)
+        time.sleep(0.2)
+    assert _available(client, kiosk, fid), "the desk's presence never reached the faculty list"
+
+
 def test_waiting_counts_follow_requests_and_desk_presence_follows_the_desk(
     web: Web, broker: MosquittoBroker
 ) -> None:
@@ -187,18 +205,8 @@ def test_waiting_counts_follow_requests_and_desk_presence_follows_the_desk(
     seeded = _seed(web, client)
     kiosk, fid = seeded["kiosk"], seeded["fids"][0]
     card = {**kiosk, "X-Card-UID": CARD}
-
-    def available() -> bool:
-        listed = client.get("/api/v1/faculty", headers=kiosk).json()
-        return any(f["id"] == fid and f["can_request"] for f in listed)
-
-    assert not available()
-    payload = json.dumps({"faculty_id": fid, "present": True, "status": "AVAILABLE"}).encode()
-    deadline = time.monotonic() + 20
-    while not available() and time.monotonic() < deadline:
-        publish_raw(broker.port, topics.faculty_status_topic(fid), payload, qos=0)
-        time.sleep(0.2)
-    assert available(), "the desk's presence never reached the shared faculty list"
+    assert not _available(client, kiosk, fid)
+    _desk_online(client, broker, kiosk, fid)
     waiting = client.get("/api/v1/faculty/waiting", headers=kiosk).json()
     assert waiting.get(str(fid), 0) == 0
     made = client.post(
@@ -212,6 +220,125 @@ def test_waiting_counts_follow_requests_and_desk_presence_follows_the_desk(
     cancelled = client.post(f"/api/v1/consultations/{made.json()['id']}/cancel", headers=card)
     assert cancelled.status_code == 200, cancelled.text
     assert client.get("/api/v1/faculty/waiting", headers=kiosk).json() == {}
+
+
+def _send(
+    client: TestClient, headers: dict[str, str], body: dict[str, Any], *, app: bool = False
+) -> Any:
+    """``POST /consultations``; with ``app`` answered by the app (the fast path takes no query)."""
+    return client.post(
+        "/api/v1/consultations" + ("?_=1" if app else ""), json=body, headers=headers
+    )
+
+
+def _requests(web: Web) -> int:
+    with Session(web.engine) as s:
+        return len(s.scalars(select(Consultation.id)).all())
+
+
+def test_a_request_is_sent_by_the_fast_path_as_the_app_sends_it(
+    web: Web, broker: MosquittoBroker
+) -> None:
+    client = web.client()
+    seeded = _seed(web, client)
+    kiosk, admin, (fid, offline) = seeded["kiosk"], seeded["admin"], seeded["fids"]
+    card = {**kiosk, "X-Card-UID": CARD}
+    _desk_online(client, broker, kiosk, fid)
+    fast = _fast_path(web)
+    body = {"faculty_id": fid, "message": "Help with recursion please.", "course_code": "CS 101"}
+    before = fast.answered
+    quick = _send(client, card, body)
+    assert fast.answered == before + 1, "the request was not answered by the fast path"
+    slow = _send(client, card, body, app=True)
+    assert fast.answered == before + 1
+    assert (quick.status_code, slow.status_code) == (201, 201), (quick.text, slow.text)
+    made, also = quick.json(), slow.json()
+    assert list(made) == list(also)  # the same fields, in the same order
+    assert made["id"] != also["id"]
+    assert {k: v for k, v in made.items() if k not in ("id", "created_at")} == {
+        k: v for k, v in also.items() if k not in ("id", "created_at")
+    }
+    assert made["status"] == "pending" and made["faculty_id"] == fid
+    mine = client.get("/api/v1/students/me/consultations", headers=card).json()
+    assert {c["id"] for c in mine} == {made["id"], also["id"]}
+    # Refusals: the same answer, byte for byte, and nothing written by either.
+    written = _requests(web)
+    refused = [
+        (card, {"faculty_id": offline, "message": "Are you in the office?"}, 400),  # desk offline
+        (card, {"faculty_id": 987654, "message": "Is anyone there today?"}, 404),  # no such faculty member
+        ({**kiosk, "X-Card-UID": "0BADCAFE"}, body, 404),  # unknown card
+        ({**admin, "X-Card-UID": CARD}, body, 403),  # not a kiosk
+        ({"Authorization": "Bearer cek_unknown", "X-Card-UID": CARD}, body, 401),
+    ]
+    for headers, sent, status in refused:
+        before = fast.answered
+        quick, slow = _send(client, headers, sent), _send(client, headers, sent, app=True)
+        assert fast.answered == before + 1, sent
+        assert (quick.status_code, slow.status_code) == (status, status), (sent, quick.text)
+        assert quick.content == slow.content, sent
+    assert _requests(web) == written
+    # The third pending request with one faculty member is refused the same way by both.
+    assert _send(client, card, body).status_code == 201
+    quick, slow = _send(client, card, body), _send(client, card, body, app=True)
+    assert (quick.status_code, slow.status_code) == (400, 400), quick.text
+    assert quick.content == slow.content
+    assert "3 pending requests" in quick.json()["detail"]
+
+
+def test_a_request_the_fast_path_does_not_take_reaches_the_app_whole(web: Web) -> None:
+    client = web.client()
+    seeded = _seed(web, client)
+    kiosk, fid = seeded["kiosk"], seeded["fids"][0]
+    card = {**kiosk, "X-Card-UID": CARD}
+    as_json = {**card, "Content-Type": "application/json"}
+    fast = _fast_path(web)
+    before, written = fast.answered, _requests(web)
+    irregular: list[tuple[str, dict[str, Any], int]] = [
+        ("malformed JSON", {"content": b'{"faculty_id": 1,', "headers": as_json}, 422),
+        ("not UTF-8", {"content": b'{"message": "\xff\xfe"}', "headers": as_json}, 400),
+        ("a list", {"json": [fid, "hello"], "headers": card}, 422),
+        ("wrong type", {"json": {"faculty_id": "one", "message": "Hi"}, "headers": card}, 422),
+        ("no message", {"json": {"faculty_id": fid}, "headers": card}, 422),
+        ("no card", {"json": {"faculty_id": fid, "message": "Hi"}, "headers": kiosk}, 422),
+        (
+            "a form",
+            {
+                "content": b"faculty_id=1&message=Hi",
+                "headers": {**card, "Content-Type": "application/x-www-form-urlencoded"},
+            },
+            422,
+        ),
+        (
+            "a long message",
+            {"json": {"faculty_id": fid, "message": "x" * MAX_FAST_BODY}, "headers": card},
+            422,
+        ),
+        (
+            "over the app's limit",
+            {"json": {"faculty_id": fid, "message": "x" * MAX_BODY_BYTES}, "headers": card},
+            413,
+        ),
+    ]
+    for name, kw, status in irregular:
+        r = client.post("/api/v1/consultations", **kw)
+        assert r.status_code == status, (name, r.text)
+        assert r.json()["error"], name
+    assert fast.answered == before, "the fast path answered a call it should leave to the app"
+    assert _requests(web) == written
+    # A body the fast path read and did not take reaches the app whole: its answer names
+    # the field at fault.
+    r = client.post(
+        "/api/v1/consultations", json={"faculty_id": "one", "message": "Hi"}, headers=card
+    )
+    assert r.json()["errors"][0]["loc"] == ["body", "faculty_id"], r.text
+    # Without a Content-Type the body is not JSON to the app, nor to the fast path.
+    r = client.post(
+        "/api/v1/consultations",
+        content=json.dumps({"faculty_id": fid, "message": "Hi"}).encode(),
+        headers=card,
+    )
+    assert r.status_code == 422, r.text
+    assert fast.answered == before
 
 
 def test_fast_path_calls_are_timed_under_their_route(web: Web) -> None:
@@ -232,6 +359,18 @@ def test_fast_path_calls_are_timed_under_their_route(web: Web) -> None:
     )
     assert line is not None, "fast-path calls are missing from the latency histogram"
     assert float(line.rsplit(" ", 1)[1]) >= 3
+    # A request answered by the fast path, under POST and the same template.
+    card = {**seeded["kiosk"], "X-Card-UID": CARD}
+    refused = _send(client, card, {"faculty_id": seeded["fids"][0], "message": "Hi"})
+    assert refused.status_code == 400  # the desk is offline
+    text = client.get("/metrics").text
+    assert any(
+        ln.startswith("consultease_api_request_duration_seconds_count")
+        and 'method="POST"' in ln
+        and 'route="/api/v1/consultations"' in ln
+        and 'status="400"' in ln
+        for ln in text.splitlines()
+    ), "a request answered by the fast path is missing from the latency histogram"
 
 
 def test_reads_run_on_the_event_loop_and_what_must_write_in_a_worker_thread(web: Web) -> None:
