@@ -264,8 +264,9 @@ def test_a_request_is_sent_by_the_fast_path_as_the_app_sends_it(
     # Refusals: the same answer, byte for byte, and nothing written by either.
     written = _requests(web)
     refused = [
-        (card, {"faculty_id": offline, "message": "Are you in the office?"}, 400),  # desk offline
-        (card, {"faculty_id": 987654, "message": "Is anyone there today?"}, 404),  # no such faculty member
+        # the desk is offline; no such faculty member
+        (card, {"faculty_id": offline, "message": "Are you in the office?"}, 400),
+        (card, {"faculty_id": 987654, "message": "Is anyone there today?"}, 404),
         ({**kiosk, "X-Card-UID": "0BADCAFE"}, body, 404),  # unknown card
         ({**admin, "X-Card-UID": CARD}, body, 403),  # not a kiosk
         ({"Authorization": "Bearer cek_unknown", "X-Card-UID": CARD}, body, 401),
