@@ -23,7 +23,6 @@ import fcntl
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -39,8 +38,6 @@ CONNECT_TIMEOUT_S: Final = 3
 # The lock connection's application_name says who holds it (pg_stat_activity shows it).
 SERVER_LOCK_APP: Final = "consultease-server-lock"
 KIOSK_LOCK_APP: Final = "consultease-kiosk-lock"
-# How often a kiosk's own active server looks for a `consultease server` on its database.
-KIOSK_YIELD_CHECK_S: Final = 2.0
 KIOSK_REFUSAL_HINT: Final = (
     "a kiosk's own central system must be the only one on its database. Run "
     "`consultease server` (docs/deployment.md, 10a) and set CONSULTEASE_SERVER_URL and "
@@ -211,21 +208,20 @@ class PostgresLeadership:
         self._watch()
 
     def _watch(self) -> None:
-        next_yield_check = 0.0
         while not self._stop.wait(self.check_s):
             try:
                 row = self._conn.execute("SELECT 1").fetchone()
                 if not row:
                     raise RuntimeError("no answer")
                 self.db_ok = True
-                if self.kiosk_tag and time.monotonic() >= next_yield_check:
-                    next_yield_check = time.monotonic() + KIOSK_YIELD_CHECK_S
-                    if self._servers_present():
-                        self._refuse(
-                            "a `consultease server` started on this PostgreSQL database, so "
-                            f"this kiosk's own central system gives way: {KIOSK_REFUSAL_HINT}"
-                        )
-                        return
+                # A kiosk's own server looks for a `consultease server` at every check: one
+                # that starts beside it (both started at boot, say) waits at most this long.
+                if self.kiosk_tag and self._servers_present():
+                    self._refuse(
+                        "a `consultease server` started on this PostgreSQL database, so "
+                        f"this kiosk's own central system gives way: {KIOSK_REFUSAL_HINT}"
+                    )
+                    return
             except Exception as err:
                 self.db_ok = False
                 self.holding = False
