@@ -190,7 +190,9 @@ class KioskFastPath:
         try:
             # As the app reads it: json.loads, then the route's model (Python mode).
             request = ConsultationCreate.model_validate(json.loads(body))
-        except (ValueError, ValidationError):  # (JSONDecodeError and UnicodeDecodeError)
+        except (ValueError, ValidationError, RecursionError):
+            # Not JSON (JSONDecodeError, UnicodeDecodeError), nested too deep, or not the
+            # model: the app answers it.
             await self.app(scope, _replay(body, receive), send)
             return True
 
@@ -219,7 +221,7 @@ class KioskFastPath:
         token: str | None = None
         card: str | None = None
         length: bytes | None = None
-        json_body = False
+        content_type: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"authorization" and token is None:
                 token = _bearer(value)
@@ -229,15 +231,15 @@ class KioskFastPath:
                 card = value.decode("latin-1")
             elif name == b"content-length" and length is None:
                 length = value
-            elif name == b"content-type" and body:
-                json_body = _is_json(value)
+            elif name == b"content-type" and content_type is None:
+                content_type = value  # the first, as the app reads it
             elif name == b"transfer-encoding":
                 return None  # a chunked body: the app's limits and answers
         if token is None:
             return None
         if body:
             fits = length is not None and length.isdigit() and int(length) <= MAX_FAST_BODY
-            if not (fits and json_body):
+            if not (fits and content_type is not None and _is_json(content_type)):
                 return None
         elif length not in (None, b"0"):
             return None  # a GET with a body: the app's limits and answers

@@ -298,6 +298,7 @@ def test_a_request_the_fast_path_does_not_take_reaches_the_app_whole(web: Web) -
         ("malformed JSON", {"content": b'{"faculty_id": 1,', "headers": as_json}, 422),
         ("not UTF-8", {"content": b'{"message": "\xff\xfe"}', "headers": as_json}, 400),
         ("a list", {"json": [fid, "hello"], "headers": card}, 422),
+        ("nested too deep", {"content": b"[" * 8000 + b"]" * 8000, "headers": as_json}, 400),
         ("wrong type", {"json": {"faculty_id": "one", "message": "Hi"}, "headers": card}, 422),
         ("no message", {"json": {"faculty_id": fid}, "headers": card}, 422),
         ("no card", {"json": {"faculty_id": fid, "message": "Hi"}, "headers": kiosk}, 422),
@@ -306,6 +307,18 @@ def test_a_request_the_fast_path_does_not_take_reaches_the_app_whole(web: Web) -
             {
                 "content": b"faculty_id=1&message=Hi",
                 "headers": {**card, "Content-Type": "application/x-www-form-urlencoded"},
+            },
+            422,
+        ),
+        (
+            "two content types, the first not JSON",
+            {
+                "content": json.dumps({"faculty_id": fid, "message": "Hello there, professor"}),
+                "headers": [
+                    *card.items(),
+                    ("Content-Type", "text/plain"),
+                    ("Content-Type", "application/json"),
+                ],
             },
             422,
         ),
