@@ -57,8 +57,8 @@ from sqlalchemy.orm import Session
 from ..config import Settings, get_settings
 from ..models.base import utcnow
 from ..models.outbox import OutboxMessage
-from ..topics import central_status_topic
-from .inbound_queue import InboundQueue
+from ..topics import central_status_topic, parse_faculty_topic
+from .inbound_queue import InboundQueue, parent_level
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +78,10 @@ INBOUND_POLICY: Final = (
     "topic whose every subscription allows coalescing (desk presence, heartbeats, diagnostics: "
     "state that a newer report replaces) takes the place of a still-waiting message on the same "
     "topic: the newest wins, the older is never handled and is counted as superseded "
-    "(inbound_superseded, and per subscription in inbound). Every other message (a desk's "
-    "ACKNOWLEDGE or BUSY) is never replaced or dropped. The queue is bounded by "
+    "(inbound_superseded, and per subscription in inbound), unless the same sender (one desk: "
+    "its topics, the legacy one included) sent something else after the older one; then both "
+    "are handled, so each desk's messages are handled in the order it sent them. Every other "
+    "message (a desk's ACKNOWLEDGE or BUSY) is never replaced or dropped. The queue is bounded by "
     "mqtt_inbound_max_pending messages and mqtt_inbound_max_bytes payload bytes: at the bound the "
     "service stops reading from the broker until the handlers catch up (inbound_pauses), so the "
     "rest of a burst waits in TCP buffers and at the broker instead of in memory here."
@@ -366,6 +368,13 @@ class _Stats:
 _JSON: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def sender_of(topic: str) -> Any:
+    """Whose message this is, for the inbound queue's order: a desk (any of its topics, the
+    legacy status topic too), else the topic without its last level."""
+    located = parse_faculty_topic(topic)
+    return ("desk", located[0]) if located is not None else parent_level(topic)
+
+
 def encode_payload(data: Any) -> bytes:
     """``dict``/``list`` -> compact JSON, ``str`` -> UTF-8, ``bytes`` as they are."""
     if isinstance(data, bytes):
@@ -543,7 +552,9 @@ class AsyncMQTTService:
         self._echo: dict[tuple[str, int], list[float]] = {}
         self._echo_lock = threading.Lock()
         self._inbound: InboundQueue[MQTTMessage] = InboundQueue(
-            self.settings.mqtt_inbound_max_pending, self.settings.mqtt_inbound_max_bytes
+            self.settings.mqtt_inbound_max_pending,
+            self.settings.mqtt_inbound_max_bytes,
+            sender_of,
         )
         self._routes: dict[str, _Route] = {}
         self._kinds: dict[str, _InboundKind] = {}

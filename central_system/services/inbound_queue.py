@@ -10,8 +10,11 @@ without limit. So:
   newer report replaces) is *coalescible*: while an older message on the same
   topic is still waiting, the new one takes its place in the queue (the slot
   keeps its position, so a desk that reports often is never pushed back) and the
-  older one is counted as superseded. The waiting messages of one topic are
-  therefore at most one, and the handlers see the newest.
+  older one is counted as superseded, unless a message from the same sender (its
+  *group*: one desk's topics) arrived after the older one. Then the new one waits
+  in arrival order too: the handlers see each sender's messages in the order it
+  sent them (a desk's heartbeat never overtakes its own presence report, which
+  would make its ``uptime`` seem to go backwards: a reboot that never happened).
 * Every other message (a desk's ACKNOWLEDGE or BUSY) waits in arrival order and
   is never replaced or dropped.
 * :meth:`InboundQueue.full` tells the network thread to stop reading from the
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Final, Generic, Protocol, TypeVar
 
@@ -48,20 +52,34 @@ class Waiting(Generic[M]):
 
     message: M
     coalescible: bool
+    group: Hashable
     superseded: int = 0
+
+
+def parent_level(topic: str) -> str:
+    """The default group: the topic without its last level (``d/1/status`` -> ``d/1``)."""
+    return topic.rpartition("/")[0]
 
 
 class InboundQueue(Generic[M]):
     """Thread-safe FIFO with in-place coalescing per topic; see the module docstring."""
 
-    def __init__(self, max_messages: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        max_messages: int,
+        max_bytes: int,
+        group_of: Callable[[str], Hashable] = parent_level,
+    ) -> None:
+        """``group_of(topic)`` names the sender whose messages keep their order."""
         if max_messages < 1 or max_bytes < 1:
             raise ValueError("the inbound queue bounds must be positive")
         self.max_messages = max_messages
         self.max_bytes = max_bytes
+        self.group_of = group_of
         self._lock = threading.Lock()
         self._order: deque[Waiting[M]] = deque()
-        self._by_topic: dict[str, Waiting[M]] = {}
+        self._by_topic: dict[str, Waiting[M]] = {}  # the newest waiting message of a topic
+        self._last_of: dict[Hashable, Waiting[M]] = {}  # the newest waiting message of a group
         self._bytes = 0
         self._paused = False
 
@@ -75,19 +93,22 @@ class InboundQueue(Generic[M]):
 
     def put(self, message: M, coalescible: bool) -> bool:
         """Queue ``message``; True when it superseded a waiting message on the same topic."""
+        group = self.group_of(message.topic)
         with self._lock:
             if coalescible:
                 waiting = self._by_topic.get(message.topic)
-                if waiting is not None:
+                # In its place only when nothing from the same sender came after it.
+                if waiting is not None and self._last_of.get(group) is waiting:
                     self._bytes += len(message.payload) - len(waiting.message.payload)
                     waiting.message = message
                     waiting.superseded += 1
                     return True
-                waiting = Waiting(message, True)
+                waiting = Waiting(message, True, group)
                 self._by_topic[message.topic] = waiting
             else:
-                waiting = Waiting(message, False)
+                waiting = Waiting(message, False, group)
             self._order.append(waiting)
+            self._last_of[group] = waiting
             self._bytes += len(message.payload)
             return False
 
@@ -95,11 +116,14 @@ class InboundQueue(Generic[M]):
         """Up to ``limit`` waiting messages, oldest place first."""
         out: list[Waiting[M]] = []
         with self._lock:
-            order, by_topic = self._order, self._by_topic
+            order, by_topic, last_of = self._order, self._by_topic, self._last_of
             while order and len(out) < limit:
                 waiting = order.popleft()
-                if waiting.coalescible:
-                    del by_topic[waiting.message.topic]
+                topic = waiting.message.topic
+                if waiting.coalescible and by_topic.get(topic) is waiting:
+                    del by_topic[topic]
+                if last_of.get(waiting.group) is waiting:
+                    del last_of[waiting.group]
                 self._bytes -= len(waiting.message.payload)
                 out.append(waiting)
         return out

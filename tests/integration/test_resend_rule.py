@@ -8,18 +8,23 @@ would see twice).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine
 
+from central_system import topics
 from central_system.controllers import ConsultationController, FacultyController
 from central_system.controllers.consultation_controller import RESEND_MARGIN
 from central_system.main import ConsultEaseApp
 from faculty_desk_unit import DeskUnit
 from faculty_desk_unit.desk import Mode
+from faculty_desk_unit.protocol import build_heartbeat_json, build_presence_json
 from tests.brokers import MosquittoBroker
 from tests.integration.controller_helpers import db_url_of, running_app, seed, wait_until
 
@@ -235,3 +240,66 @@ def test_a_resend_that_fails_is_tried_again_at_the_desks_next_message(
     _available_again(central, world)
     assert len(calls) == 2 and calls[0] == calls[1]
     assert desk.deliveries[in_gap] == 1 and desk.stats.copies_shown == 0
+
+
+def test_a_desks_messages_held_up_behind_a_slow_handler_keep_their_order(
+    central: ConsultEaseApp, world: dict[str, Any], broker: MosquittoBroker
+) -> None:
+    # While the handlers are busy, a desk's heartbeat waits, then its presence report, then
+    # newer heartbeats. Folded into the first heartbeat's place, the newest heartbeat was
+    # handled before the presence report, whose uptime then went backwards: a reboot that
+    # never happened, and every pending request sent again with no withdrawal (a copy on
+    # the desk). Kept in order, nothing looks like a reboot.
+    fid = world["faculty"][0].id
+    controller: ConsultationController = central.controllers["consultation"]
+    calls: list[object] = []
+
+    def recording(faculty_id: int, since: Any) -> int:
+        calls.append(since)
+        return controller.resend_pending(faculty_id, since)
+
+    central.controllers["liveness"].set_resender(recording)
+    service = central.async_mqtt_service
+    held, entered = threading.Event(), threading.Event()
+
+    def slow_handler(_message: object) -> None:
+        entered.set()
+        held.wait(20)
+
+    service.subscribe("test/slow", slow_handler, qos=0)
+    desk = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    desk.connect("127.0.0.1", broker.port, 30)
+    desk.loop_start()
+    try:
+
+        def send(topic: str, payload: str) -> None:
+            desk.publish(topic, payload.encode(), qos=0).wait_for_publish(5)
+
+        def heartbeat(uptime_ms: int) -> None:
+            send(topics.faculty_heartbeat_topic(fid), build_heartbeat_json(fid, uptime_ms, True, 0))
+
+        heartbeat(10_000)  # the first message from this desk: new, everything sent to it
+        faculty: FacultyController = central.controllers["faculty"]
+        assert wait_until(lambda: _shown(faculty, fid) == "available", 15)
+        assert wait_until(lambda: calls == [None], 10)
+        deadline = time.monotonic() + 15
+        while not entered.is_set() and time.monotonic() < deadline:
+            send("test/slow", "hold")  # until the subscription is in place at the broker
+            entered.wait(0.2)
+        assert entered.is_set()
+        received = service.get_stats()["messages_received"]
+        heartbeat(20_000)
+        presence = build_presence_json(fid, "Dr. Faculty 0", True, 21_000)
+        send(topics.faculty_status_topic(fid), presence)
+        send(topics.legacy_faculty_status_topic(fid), presence)
+        heartbeat(21_500)
+        heartbeat(22_000)
+        assert wait_until(lambda: service.get_stats()["messages_received"] >= received + 5, 10)
+    finally:
+        held.set()
+        desk.loop_stop()
+        desk.disconnect()
+    time.sleep(SETTLE_S)
+    state = central.controllers["liveness"].desk_state(fid)
+    assert state is not None and state.uptime_ms == 22_000
+    assert None not in calls[1:], f"a reboot was seen: {calls}"
