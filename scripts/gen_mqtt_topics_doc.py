@@ -228,6 +228,10 @@ def render() -> str:
         "| was AWAY | presence AWAY, later AVAILABLE | those sent since the last message before "
         "it said AWAY, minus 5 s |",
         "",
+        "These signs compare a desk's messages in the order it sent them: the central system "
+        "handles each desk's messages (its topics and the legacy status topic) in arrival order, "
+        "even when it is behind and folds a newer heartbeat into a waiting one "
+        "(`central_system/services/inbound_queue.py`). "
         "Nothing else is re-sent: a request sent more than 5 s before a message we had from the "
         "desk since is on it, and stays there across AWAY → AVAILABLE and outages of any length "
         "without a reboot. The last-will presence (`OFFLINE`) of an improved desk is no sign of "
