@@ -6,6 +6,7 @@ as the row they announce; desk responses follow contract 2.2.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -408,9 +409,12 @@ class ConsultationController(ControllerBase):
         faculty_id: int,
         message: str,
         course_code: str | None = None,
+        *,
+        conn: Connection | None = None,
     ) -> Consultation:
         """:meth:`create_consultation` for the student whose admission row
-        ``admitted(conn, admission)`` answers: the server runs ``admission.by_card`` (with its
+        ``admitted(conn, admission)`` answers, on ``conn`` when given (the server's event
+        loop's own connection, in autocommit; PostgreSQL only), else on one of the pool's: the server runs ``admission.by_card`` (with its
         ``params`` and the card's ``:uid``) in one statement with its check of the kiosk's
         token, so a request reads once, not twice (issue 9, "Numbers"). ``admitted`` may write (a kiosk token's last use) and may refuse by
         raising; None is an unknown student. When this method refuses (a
@@ -426,9 +430,9 @@ class ConsultationController(ControllerBase):
         deleted meanwhile makes the INSERT fail on its foreign key, answered as such.
         """
         fid = _as_id(faculty_id, FacultyNotFoundError, "faculty member")
-        with self.engine.connect() as conn:
+        with self.engine.connect() if conn is None else contextlib.nullcontext(conn) as conn:
             pg = conn.dialect.name == "postgresql"
-            if pg:
+            if pg and conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             # An id no key can have asks for faculty 0, which no row has.
             fits = 0 < fid <= _MAX_KEY.get(conn.dialect.name, 2**63 - 1)

@@ -239,10 +239,12 @@ class KioskBackend:
         faculty_id: int,
         message: str,
         course_code: str | None,
+        *,
+        conn: Connection | None = None,
     ) -> ConsultationView:
         """:meth:`send_request` for the student whose admission row ``admitted(conn,
-        admission)`` reads, on the request's own connection (the server's token and card
-        check with the admission read: one hop, one read; see
+        admission)`` reads, on the request's own connection, or on ``conn`` when given (the
+        server's token and card check with the admission read: one read; see
         :meth:`ConsultationController.create_consultation_for`).
 
         The answer is built from what was inserted, as committed (the controller's transient
@@ -250,7 +252,7 @@ class KioskBackend:
         """
         return self._created(
             lambda controller: controller.create_consultation_for(
-                admitted, faculty_id, message, course_code=course_code or None
+                admitted, faculty_id, message, course_code=course_code or None, conn=conn
             )
         )
 

@@ -247,8 +247,18 @@ def test_a_request_is_sent_by_the_fast_path_as_the_app_sends_it(
     fast = _fast_path(web)
     body = {"faculty_id": fid, "message": "Help with recursion please.", "course_code": "CS 101"}
     before = fast.answered
+    calls = web.server.frequent
+    assert calls is not None
+    sent_before = (calls.loop_sends, calls.thread_sends)
     quick = _send(client, card, body)
     assert fast.answered == before + 1, "the request was not answered by the fast path"
+    # On the event loop on PostgreSQL (the kiosk's last use was recorded by _desk_online's
+    # reads); SQLite's writers queue on a gate the loop must not wait on: a worker thread.
+    on_loop = web.engine.dialect.name == "postgresql"
+    assert (calls.loop_sends, calls.thread_sends) == (
+        sent_before[0] + on_loop,
+        sent_before[1] + (not on_loop),
+    )
     slow = _send(client, card, body, app=True)
     assert fast.answered == before + 1
     assert (quick.status_code, slow.status_code) == (201, 201), (quick.text, slow.text)
@@ -466,3 +476,49 @@ def test_a_read_held_up_by_a_lock_leaves_the_event_loop_and_is_answered_from_a_t
     before = calls.loop_reads
     assert client.get("/api/v1/students/me", headers=card).status_code == 200
     assert calls.loop_reads == before + 1
+
+
+def test_a_request_held_up_by_a_lock_leaves_the_event_loop_and_is_written_once(
+    web: Web, broker: MosquittoBroker
+) -> None:
+    client = web.client()
+    seeded = _seed(web, client)
+    kiosk, fid = seeded["kiosk"], seeded["fids"][0]
+    card = {**kiosk, "X-Card-UID": CARD}
+    if web.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite: a request is always sent from a worker thread")
+    _desk_online(client, broker, kiosk, fid)
+    calls = web.server.frequent
+    assert calls is not None
+    body = {"faculty_id": fid, "message": "Help with recursion please."}
+    before = (calls.loop_sends, calls.thread_sends)
+    assert _send(client, card, body).status_code == 201
+    assert (calls.loop_sends, calls.thread_sends) == (before[0] + 1, before[1])
+    # Another session holds the outbox locked against writes for a second: the request's
+    # read passes, its INSERT (the request and its outbox rows, one statement) waits, is
+    # cancelled after LOOP_READ_WAIT_MS with nothing written, and is sent again from a
+    # worker thread, which waits for the lock.
+    written = _requests(web)
+    locker = web.engine.connect()
+    locker.exec_driver_sql("LOCK TABLE mqtt_outbox IN EXCLUSIVE MODE")
+    release = threading.Timer(1.0, locker.rollback)
+    release.start()
+    try:
+        before = (calls.loop_sends, calls.thread_sends)
+        started = time.monotonic()
+        held_up = _send(client, card, {**body, "message": "Sent while the outbox was locked."})
+        waited = time.monotonic() - started
+    finally:
+        release.join()
+        locker.close()
+    assert held_up.status_code == 201, held_up.text
+    assert (calls.loop_sends, calls.thread_sends) == (before[0], before[1] + 1)
+    assert waited >= 0.9, "the request did not wait for the lock at all"
+    assert _requests(web) == written + 1, "the held-up request was not written exactly once"
+    with Session(web.engine) as s:
+        messages = s.scalars(select(Consultation.message).order_by(Consultation.id)).all()
+    assert messages.count("Sent while the outbox was locked.") == 1
+    # The loop's connection is still good: the next request is sent on the loop again.
+    before = (calls.loop_sends, calls.thread_sends)
+    assert _send(client, card, {**body, "message": "And one more."}).status_code == 201
+    assert (calls.loop_sends, calls.thread_sends) == (before[0] + 1, before[1])
