@@ -414,10 +414,12 @@ class ConsultationController(ControllerBase):
     ) -> Consultation:
         """:meth:`create_consultation` for the student whose admission row
         ``admitted(conn, admission)`` answers, on ``conn`` when given (the server's event
-        loop's own connection, in autocommit; PostgreSQL only), else on one of the pool's: the server runs ``admission.by_card`` (with its
-        ``params`` and the card's ``:uid``) in one statement with its check of the kiosk's
-        token, so a request reads once, not twice (issue 9, "Numbers"). ``admitted`` may write (a kiosk token's last use) and may refuse by
-        raising; None is an unknown student. When this method refuses (a
+        loop's own connection, in autocommit; PostgreSQL only), else on one of the pool's.
+
+        The server runs ``admission.by_card`` (with its ``params`` and the card's ``:uid``)
+        in one statement with its check of the kiosk's token, so a request reads once, not
+        twice (issue 9, "Numbers"). ``admitted`` may write (a kiosk token's last use) and may
+        refuse by raising; None is an unknown student. When this method refuses (a
         :class:`ConsultationError`, raised before anything of the request is written) what
         ``admitted`` wrote is committed all the same.
 

@@ -356,12 +356,17 @@ class FrequentCalls:
 
         try:
             conn = self._loop_connection()
+        except SQLAlchemyError:
+            logger.warning("the event loop's connection could not be opened", exc_info=True)
+            return None
+        try:
             try:
                 view = self.backend.send_request_for(
                     admitted, body.faculty_id, body.message, body.course_code, conn=conn
                 )
             finally:
-                conn.rollback()  # (a no-op in autocommit; ends any statement left open)
+                with contextlib.suppress(SQLAlchemyError):
+                    conn.rollback()  # (a no-op in autocommit; ends any statement left open)
         except _UseThread:
             if failed_read:
                 self._drop_loop_connection()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from central_system import topics
@@ -522,3 +523,29 @@ def test_a_request_held_up_by_a_lock_leaves_the_event_loop_and_is_written_once(
     before = (calls.loop_sends, calls.thread_sends)
     assert _send(client, card, {**body, "message": "And one more."}).status_code == 201
     assert (calls.loop_sends, calls.thread_sends) == (before[0] + 1, before[1])
+
+
+def test_a_request_whose_loop_connection_cannot_be_opened_is_sent_from_a_thread(
+    web: Web, broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = web.client()
+    seeded = _seed(web, client)
+    kiosk, fid = seeded["kiosk"], seeded["fids"][0]
+    card = {**kiosk, "X-Card-UID": CARD}
+    if web.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite: a request is always sent from a worker thread")
+    _desk_online(client, broker, kiosk, fid)
+    calls = web.server.frequent
+    assert calls is not None
+
+    def cannot_connect() -> Any:
+        raise OperationalError("connect", {}, Exception("the database is restarting"))
+
+    calls._drop_loop_connection()
+    monkeypatch.setattr(calls, "_open_loop_connection", cannot_connect)
+    written = _requests(web)
+    before = (calls.loop_sends, calls.thread_sends)
+    made = _send(client, card, {"faculty_id": fid, "message": "Help with recursion please."})
+    assert made.status_code == 201, made.text
+    assert (calls.loop_sends, calls.thread_sends) == (before[0], before[1] + 1)
+    assert _requests(web) == written + 1
