@@ -21,7 +21,7 @@ from central_system import topics
 from central_system.models import AuditLog, Consultation, Faculty, KioskToken
 from central_system.server.app import MAX_BODY_BYTES
 from central_system.server.fast_path import MAX_FAST_BODY, KioskFastPath
-from central_system.server.frequent import LOOP_READ_WAIT_MS
+from central_system.server.frequent import LOOP_READ_WAIT_MS, FrequentCalls
 from tests.brokers import MosquittoBroker
 from tests.mqtt_probe import publish_raw
 from tests.server_helpers import ADMIN_PASSWORD, ADMIN_USER, create_admin, enroll, revoke
@@ -479,18 +479,26 @@ def test_a_read_held_up_by_a_lock_leaves_the_event_loop_and_is_answered_from_a_t
     assert calls.loop_reads == before + 1
 
 
-def test_a_request_held_up_by_a_lock_leaves_the_event_loop_and_is_written_once(
+def _ready_to_send_on_the_loop(
     web: Web, broker: MosquittoBroker
-) -> None:
+) -> tuple[TestClient, dict[str, str], int, FrequentCalls]:
+    """PostgreSQL only (SQLite sends every request from a worker thread): the seeded world,
+    the card's headers, a faculty member whose desk is online, and the server's calls."""
+    if web.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite: a request is always sent from a worker thread")
     client = web.client()
     seeded = _seed(web, client)
     kiosk, fid = seeded["kiosk"], seeded["fids"][0]
-    card = {**kiosk, "X-Card-UID": CARD}
-    if web.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite: a request is always sent from a worker thread")
     _desk_online(client, broker, kiosk, fid)
     calls = web.server.frequent
     assert calls is not None
+    return client, {**kiosk, "X-Card-UID": CARD}, fid, calls
+
+
+def test_a_request_held_up_by_a_lock_leaves_the_event_loop_and_is_written_once(
+    web: Web, broker: MosquittoBroker
+) -> None:
+    client, card, fid, calls = _ready_to_send_on_the_loop(web, broker)
     body = {"faculty_id": fid, "message": "Help with recursion please."}
     before = (calls.loop_sends, calls.thread_sends)
     assert _send(client, card, body).status_code == 201
@@ -528,15 +536,7 @@ def test_a_request_held_up_by_a_lock_leaves_the_event_loop_and_is_written_once(
 def test_a_request_whose_loop_connection_cannot_be_opened_is_sent_from_a_thread(
     web: Web, broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = web.client()
-    seeded = _seed(web, client)
-    kiosk, fid = seeded["kiosk"], seeded["fids"][0]
-    card = {**kiosk, "X-Card-UID": CARD}
-    if web.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite: a request is always sent from a worker thread")
-    _desk_online(client, broker, kiosk, fid)
-    calls = web.server.frequent
-    assert calls is not None
+    client, card, fid, calls = _ready_to_send_on_the_loop(web, broker)
 
     def cannot_connect() -> Any:
         raise OperationalError("connect", {}, Exception("the database is restarting"))
