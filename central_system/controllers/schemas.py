@@ -121,8 +121,15 @@ class InboundStats:
 inbound_stats = InboundStats()
 
 
+# A century in milliseconds: more than any desk runs (the firmware's millis() wraps at 2**32,
+# 49.7 days). Beyond it the number is no uptime, and ``now - uptime`` (the liveness service's
+# boot time) would fall before year 1.
+MAX_UPTIME_MS: Final = 100 * 366 * 24 * 3600 * 1000
+
+
 def _uptime(value: object) -> int | None:
-    """A desk's milliseconds since boot, or None when it is not a non-negative number."""
+    """A desk's milliseconds since boot, or None when it is not a number from 0 to
+    :data:`MAX_UPTIME_MS` (the message itself still counts)."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, str):
@@ -133,7 +140,7 @@ def _uptime(value: object) -> int | None:
         result = int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError, OverflowError):
         return None
-    return result if 0 <= result < 2**63 else None
+    return result if 0 <= result <= MAX_UPTIME_MS else None
 
 
 def _improved(session: str | None, charset: str | None) -> tuple[bool, bool] | None:

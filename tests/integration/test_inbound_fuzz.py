@@ -271,3 +271,22 @@ def test_storm_through_the_real_broker_then_a_valid_message_still_works(
     finally:
         client2.loop_stop()
         client2.disconnect()
+
+
+@pytest.mark.parametrize("uptime", [63931796709368.0, 2**62, "99999999999999999999", 2**32 - 1, 0])
+def test_an_uptime_from_before_year_one_is_no_uptime_and_the_message_still_counts(
+    fuzz_world: dict[str, Any], uptime: object
+) -> None:
+    # 63931796709368 ms is ~2026 years: ``now - uptime`` (the desk's boot time) fell before
+    # year 1 and the heartbeat handler raised OverflowError (found by the fuzz test above).
+    fb, app = fuzz_world["fb"], fuzz_world["app"]
+    liveness = app.controllers["liveness"]
+    for leaf, payload in (
+        ("heartbeat", {**json.loads(heartbeat_payload(fb)), "uptime": uptime}),
+        ("status", {**json.loads(presence_payload(fb, "AVAILABLE")), "timestamp": uptime}),
+    ):
+        fuzz_world["handlers"][leaf](MQTTMessage(_topic(leaf, fb), _dumps(payload)))
+        state = liveness.desk_state(fb)
+        assert state is not None and state.online, leaf
+        plausible = isinstance(uptime, int) and uptime <= 2**32
+        assert (state.uptime_ms == uptime) is plausible, leaf
